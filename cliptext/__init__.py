@@ -1,0 +1,1 @@
+"""Pieces every Cliptext component agrees on: settings, error codes, public ids."""

@@ -1,0 +1,83 @@
+"""Every setting of every component, read from the environment in this one module.
+
+Local defaults need nothing installed; production overrides them (see README).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _load_or_create_secret(data_dir: Path) -> str:
+    """A local secret generated once into the data folder: never a fixed default."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    redis_url: str
+    storage_url: str
+    inference_addr: str
+    model_dir: Path
+    secret_key: str = field(repr=False)
+    # inference server
+    inference_precision: str
+    inference_device: str
+    inference_threads: int
+    inference_max_concurrent: int
+    inference_max_queue: int
+    max_audio_bytes: int
+    max_audio_seconds: float
+    # api
+    max_upload_bytes: int
+    public_base_url: str
+    admin_user: str
+    admin_password: str = field(repr=False)
+    webhook_allow_private: bool
+    openai_wait_seconds: float
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_dir = Path(_env("CLIPTEXT_DATA_DIR", "./data")).resolve()
+        secret = os.environ.get("CLIPTEXT_SECRET_KEY") or _load_or_create_secret(data_dir)
+        cores = os.cpu_count() or 1
+        return cls(
+            data_dir=data_dir,
+            database_url=_env("DATABASE_URL", f"sqlite:///{data_dir / 'cliptext.db'}"),
+            redis_url=_env("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            storage_url=_env("STORAGE_URL", f"file://{data_dir / 'storage'}"),
+            inference_addr=_env("INFERENCE_ADDR", "127.0.0.1:50051"),
+            model_dir=Path(_env("CLIPTEXT_MODEL_DIR", "models/whisper-tiny.en")),
+            secret_key=secret,
+            inference_precision=_env("CLIPTEXT_PRECISION", "auto"),
+            inference_device=_env("CLIPTEXT_DEVICE", "auto"),
+            inference_threads=int(_env("CLIPTEXT_THREADS", "0")),
+            inference_max_concurrent=int(_env("CLIPTEXT_MAX_CONCURRENT", str(cores))),
+            inference_max_queue=int(_env("CLIPTEXT_MAX_QUEUE", str(4 * cores))),
+            max_audio_bytes=int(_env("CLIPTEXT_MAX_AUDIO_BYTES", str(2 * 1024**3))),
+            max_audio_seconds=float(_env("CLIPTEXT_MAX_AUDIO_SECONDS", str(4 * 3600))),
+            max_upload_bytes=int(_env("CLIPTEXT_MAX_UPLOAD_BYTES", str(2 * 1024**3))),
+            public_base_url=_env("CLIPTEXT_PUBLIC_URL", "http://127.0.0.1:8000"),
+            admin_user=os.environ.get("CLIPTEXT_ADMIN_USER", ""),
+            admin_password=os.environ.get("CLIPTEXT_ADMIN_PASSWORD", ""),
+            webhook_allow_private=_env("CLIPTEXT_WEBHOOK_ALLOW_PRIVATE", "0") in {"1", "true", "yes"},
+            openai_wait_seconds=float(_env("CLIPTEXT_OPENAI_WAIT_SECONDS", "60")),
+        )

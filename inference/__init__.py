@@ -1,0 +1,1 @@
+"""Whisper on ONNX Runtime: export, audio, features, decoding, gRPC server and client."""

@@ -1,0 +1,142 @@
+"""`make run`: the whole local stack in the foreground, stopped together on Ctrl-C.
+
+Redis (a throwaway one when none answers at REDIS_URL), the inference server, one worker and the
+API on 127.0.0.1:8000, on embedded defaults: SQLite and local file storage in ./data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from urllib.error import URLError
+from urllib.request import urlopen
+
+from cliptext import local_services
+from cliptext.settings import Settings
+
+API_HOST, API_PORT = "127.0.0.1", 8000
+
+
+def _start(name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    print(f"[stack] starting {name}: {' '.join(command)}", flush=True)
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
+def _wait_for_http(url: str, processes: dict[str, subprocess.Popen], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _check_alive(processes)
+        with contextlib.suppress(URLError, OSError):
+            with urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def _wait_for_inference(addr: str, processes: dict[str, subprocess.Popen], timeout: float) -> None:
+    import grpc  # noqa: PLC0415
+    from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            _check_alive(processes)
+            with contextlib.suppress(grpc.RpcError):
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            time.sleep(0.3)
+    raise RuntimeError(f"the inference server at {addr} was not SERVING within {timeout:.0f} s")
+
+
+def _check_alive(processes: dict[str, subprocess.Popen]) -> None:
+    for name, process in processes.items():
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with status {process.returncode}")
+
+
+def _stop(processes: dict[str, subprocess.Popen]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for process in processes.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def _dev_key(env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "api", "dev-key"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    python = sys.executable
+    processes: dict[str, subprocess.Popen] = {}
+    with local_services.redis(settings.redis_url) as redis_url:
+        env = dict(os.environ, REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
+        try:
+            processes["inference"] = _start("inference server", [python, "-m", "inference.server"], env)
+            processes["api"] = _start(
+                "api",
+                [
+                    python,
+                    "-m",
+                    "gunicorn",
+                    "--bind",
+                    f"{API_HOST}:{API_PORT}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "4",
+                    "api:create_app()",
+                ],
+                env,
+            )
+            _wait_for_http(f"http://{API_HOST}:{API_PORT}/v1/health", processes, timeout=60)
+            processes["worker"] = _start("worker", [python, "-m", "jobs.worker"], env)
+            _wait_for_inference(settings.inference_addr, processes, timeout=120)
+            key = _dev_key(env)
+            base = f"http://{API_HOST}:{API_PORT}/v1"
+            print(
+                "\n[stack] Cliptext is ready.\n"
+                f"  API:      {base}  (docs: {base}/docs)\n"
+                f"  API key:  {key}\n"
+                "  Try it:\n"
+                f"    curl -s -H 'Authorization: Bearer {key}' -F file=@../shared/audio/jfk.mp3 "
+                f"{base}/transcriptions\n"
+                "  Ctrl-C stops everything.\n",
+                flush=True,
+            )
+            while True:
+                _check_alive(processes)
+                time.sleep(1)
+        except KeyboardInterrupt:
+            print("\n[stack] stopping", flush=True)
+            return 0
+        except RuntimeError as exc:
+            print(f"[stack] {exc}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            _stop(processes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

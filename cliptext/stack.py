@@ -30,10 +30,9 @@ def _wait_for_http(url: str, processes: dict[str, subprocess.Popen], timeout: fl
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _check_alive(processes)
-        with contextlib.suppress(URLError, OSError):
-            with urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
+        with contextlib.suppress(URLError, OSError), urlopen(url, timeout=1) as response:
+            if response.status == 200:
+                return
         time.sleep(0.3)
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 

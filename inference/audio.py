@@ -1,0 +1,332 @@
+"""Decode any common audio/video container into float32 samples at the model's rate.
+
+PyAV (bundled FFmpeg) demuxes and decodes; we convert each frame to float ourselves, average channels
+ourselves (FFmpeg's downmix is 3 dB louder than a plain mean) and resample with soxr's streaming resampler,
+so a whole-file decode and a chunked decode give the same samples. Every failure becomes an `AudioError`
+whose message says why (empty, not media, truncated or corrupt, no audio stream).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import av
+import numpy as np
+import soxr
+
+from cliptext.errors import ErrorCode
+from inference.types import AudioError
+
+AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | np.ndarray
+
+# Demuxers that open an image or text, not a recording: refused as "not an audio or video file".
+_NOT_MEDIA_FORMATS = frozenset({"image2", "tty", "gif", "apng", "ico", "webp", "jpegxl_anim"})
+# Decoder errors tolerated (skipped like faster-whisper does) before the data is called corrupt.
+_MAX_BAD_PACKET_RATIO = 0.2
+# Decoded audio shorter than the container's declared duration by more than this is called truncated.
+_TRUNCATION_TOLERANCE = (0.10, 0.5)  # (fraction of declared, seconds), the larger of the two
+_IO_BUFFER = 1 << 16
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a cheap look at the headers says; `duration` is None when the container does not tell."""
+
+    duration: float | None
+    has_audio: bool
+    has_video: bool
+    sample_rate: int | None
+    channels: int | None
+    container: str
+
+
+def decode_audio(source: AudioSource, sampling_rate: int = 16000, channels: str = "mix") -> np.ndarray:
+    """Decode `source` to float32 at `sampling_rate`: 1-D for channels="mix", [C, n] for "split".
+
+    A numpy array is taken as already at `sampling_rate` (1-D mono or [C, n]) and only validated.
+    """
+    blocks = list(_iter_resampled(source, sampling_rate, channels))
+    if channels == "mix":
+        return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    return np.concatenate(blocks, axis=1) if blocks else np.zeros((1, 0), np.float32)
+
+
+def iter_audio_chunks(
+    source: AudioSource, sampling_rate: int = 16000, chunk_seconds: float = 30.0, channels: str = "mix"
+) -> Iterator[np.ndarray]:
+    """Yield consecutive float32 chunks of `chunk_seconds` (the last one shorter) without decoding it all.
+
+    The samples are the same as `decode_audio` gives (one soxr stream over the whole file). A truncated
+    or corrupt file may raise `AudioError` after some chunks were yielded.
+    """
+    size = int(round(chunk_seconds * sampling_rate))
+    if size <= 0:
+        raise ValueError("chunk_seconds must be positive")
+    pending: list[np.ndarray] = []
+    n_pending = 0
+    for block in _iter_resampled(source, sampling_rate, channels):
+        pending.append(block)
+        n_pending += block.shape[-1]
+        if n_pending < size:
+            continue
+        buffer = np.concatenate(pending, axis=-1)
+        n_full = buffer.shape[-1] // size * size
+        for start in range(0, n_full, size):
+            yield buffer[..., start : start + size]
+        pending = [buffer[..., n_full:]]
+        n_pending = pending[0].shape[-1]
+    if n_pending:
+        yield np.concatenate(pending, axis=-1)
+
+
+def probe_media(source: AudioSource) -> MediaInfo:
+    """Read only the headers: is this audio/video, how long, which rate and channels.
+
+    Raises `AudioError(AUDIO_DECODE_ERROR)` for anything that is not an audio or video file; a video without
+    audio is returned with has_audio=False (the caller decides whether that is an error).
+    """
+    if isinstance(source, np.ndarray):
+        audio = _validate_array(source, "split")
+        return MediaInfo(None, True, False, None, audio.shape[0], "numpy")
+    with _open_container(source) as container:
+        audio_streams, has_video = _classify_streams(container)
+        stream = audio_streams[0] if audio_streams else None
+        return MediaInfo(
+            duration=_declared_duration(container, stream),
+            has_audio=stream is not None,
+            has_video=has_video,
+            sample_rate=stream.codec_context.sample_rate or None if stream else None,
+            channels=stream.codec_context.channels or None if stream else None,
+            container=container.format.name,
+        )
+
+
+def _iter_resampled(source: AudioSource, sampling_rate: int, channels: str) -> Iterator[np.ndarray]:
+    """Blocks of float32 at `sampling_rate`, 1-D ("mix") or [C, n] ("split"), of any length."""
+    if channels not in ("mix", "split"):
+        raise ValueError("channels must be 'mix' or 'split'")
+    if isinstance(source, np.ndarray):
+        audio = _validate_array(source, channels)
+        if audio.shape[-1]:
+            yield audio
+        return
+    with _open_container(source) as container:
+        audio_streams, has_video = _classify_streams(container)
+        if not audio_streams:
+            if has_video:
+                raise AudioError(ErrorCode.NO_AUDIO_STREAM, "the file has a video track but no audio track")
+            raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the file has no audio track")
+        stream = audio_streams[0]
+        resampler: _Resampler | None = None
+        n_channels = None
+        decoded_samples = 0
+        for rate, samples in _decode_frames(container, stream):
+            if n_channels is None:
+                n_channels = samples.shape[0]
+            elif channels == "split" and samples.shape[0] != n_channels:
+                raise AudioError(
+                    ErrorCode.AUDIO_DECODE_ERROR,
+                    f"the number of audio channels changes mid-stream ({n_channels} -> {samples.shape[0]})",
+                )
+            if channels == "mix":
+                samples = samples.mean(axis=0, dtype=np.float32) if samples.shape[0] > 1 else samples[0]
+            if resampler is None or resampler.in_rate != rate:
+                if resampler is not None:
+                    yield from resampler.flush()
+                mono = samples.ndim == 1
+                resampler = _Resampler(rate, sampling_rate, 1 if mono else samples.shape[0], mono)
+            decoded_samples += samples.shape[-1]
+            yield from resampler.push(samples)
+        if resampler is None:
+            raise AudioError(
+                ErrorCode.AUDIO_DECODE_ERROR, "no audio could be decoded (corrupt or truncated data)"
+            )
+        yield from resampler.flush()
+
+
+class _Resampler:
+    """soxr's streaming resampler (HQ), or a pass-through when the rates already match."""
+
+    def __init__(self, in_rate: int, out_rate: int, n_channels: int, mono: bool):
+        self.in_rate = in_rate
+        self._n_channels = n_channels
+        self._mono = mono
+        self._stream = None
+        if in_rate != out_rate:
+            self._stream = soxr.ResampleStream(in_rate, out_rate, n_channels, dtype="float32", quality="HQ")
+
+    def push(self, samples: np.ndarray) -> Iterator[np.ndarray]:
+        if self._stream is None:
+            yield samples
+            return
+        out = self._stream.resample_chunk(np.ascontiguousarray(samples.T))
+        if out.shape[0]:
+            yield np.ascontiguousarray(out.T)
+
+    def flush(self) -> Iterator[np.ndarray]:
+        if self._stream is None:
+            return
+        empty = np.zeros(0 if self._mono else (0, self._n_channels), np.float32)
+        out = self._stream.resample_chunk(empty, last=True)
+        if out.shape[0]:
+            yield np.ascontiguousarray(out.T)
+
+
+def _validate_array(audio: np.ndarray, channels: str) -> np.ndarray:
+    if not np.issubdtype(audio.dtype, np.floating):
+        raise AudioError(
+            ErrorCode.AUDIO_DECODE_ERROR, f"audio arrays must be floating point, not {audio.dtype}"
+        )
+    if audio.ndim not in (1, 2) or (audio.ndim == 2 and audio.shape[0] == 0):
+        raise AudioError(
+            ErrorCode.AUDIO_DECODE_ERROR, f"audio arrays must be [n] or [channels, n], not {audio.shape}"
+        )
+    audio = np.asarray(audio, dtype=np.float32)
+    if not np.isfinite(audio).all():
+        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the audio array holds NaN or infinite values")
+    if channels == "mix":
+        return audio.mean(axis=0, dtype=np.float32) if audio.ndim == 2 else audio
+    return audio if audio.ndim == 2 else audio[np.newaxis]
+
+
+@contextmanager
+def _open_container(source: AudioSource) -> Iterator[av.container.InputContainer]:
+    """Open with PyAV from our own file object, so only local bytes are read (no URLs, no playlists)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        if len(source) == 0:
+            raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the file is empty")
+        file, owned = io.BytesIO(source), True
+    elif isinstance(source, str | os.PathLike):
+        try:
+            file, owned = open(source, "rb"), True  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"no such file: {os.fspath(source)}") from None
+        except OSError as error:
+            raise AudioError(
+                ErrorCode.AUDIO_DECODE_ERROR, f"cannot read the file: {error.strerror}"
+            ) from None
+    elif hasattr(source, "read"):
+        file, owned = source, False
+    else:
+        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"cannot decode audio from a {type(source).__name__}")
+    try:
+        if _is_empty(file):
+            raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the file is empty")
+        try:
+            container = av.open(
+                file, mode="r", metadata_errors="ignore", buffer_size=_IO_BUFFER, io_open=_refuse_nested_open
+            )
+        except av.error.FFmpegError as error:
+            raise AudioError(
+                ErrorCode.AUDIO_DECODE_ERROR,
+                f"not a readable audio or video file ({_reason(error)})",
+            ) from None
+        with container:
+            if container.format.name in _NOT_MEDIA_FORMATS or container.format.name.endswith("_pipe"):
+                raise AudioError(
+                    ErrorCode.AUDIO_DECODE_ERROR,
+                    f"not an audio or video file (it looks like {container.format.long_name or 'an image'})",
+                )
+            yield container
+    finally:
+        if owned:
+            file.close()
+
+
+def _refuse_nested_open(url: str, flags: int, options: dict) -> None:
+    """Playlists and concat lists would make FFmpeg open other files or URLs: refuse all of them."""
+    raise PermissionError(f"media that references other files is not accepted: {url}")
+
+
+def _is_empty(file: BinaryIO) -> bool:
+    try:
+        if not file.seekable():
+            return False
+        position = file.tell()
+        end = file.seek(0, io.SEEK_END)
+        file.seek(position)
+        return end <= position
+    except (OSError, AttributeError):
+        return False
+
+
+def _classify_streams(container: av.container.InputContainer) -> tuple[list, bool]:
+    """The audio streams, and whether there is a real video track (cover art does not count)."""
+    audio = [s for s in container.streams.audio if s.codec_context is not None]
+    video = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    return audio, bool(video)
+
+
+def _declared_duration(container: av.container.InputContainer, stream) -> float | None:
+    if stream is not None and stream.duration is not None and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _decode_frames(container: av.container.InputContainer, stream) -> Iterator[tuple[int, np.ndarray]]:
+    """(sample rate, float32 [C, n]) per decoded frame; bad packets skipped, truncation detected at the end."""
+    packets = bad_packets = 0
+    seconds = 0.0
+    broken: str | None = None
+    demuxed = container.demux(stream)
+    while True:
+        try:
+            packet = next(demuxed)
+        except StopIteration:
+            break
+        except av.error.FFmpegError as error:
+            broken = _reason(error)
+            break
+        packets += 1
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            bad_packets += 1
+            continue
+        for frame in frames:
+            if frame.samples == 0 or frame.sample_rate <= 0:
+                continue
+            seconds += frame.samples / frame.sample_rate
+            yield frame.sample_rate, _frame_to_float(frame)
+    if packets and bad_packets > _MAX_BAD_PACKET_RATIO * packets and bad_packets > 2:
+        raise AudioError(
+            ErrorCode.AUDIO_DECODE_ERROR,
+            f"corrupt audio data: {bad_packets} of {packets} packets could not be decoded",
+        )
+    declared = _declared_duration(container, stream)
+    fraction, floor = _TRUNCATION_TOLERANCE
+    if declared is not None and seconds < declared - max(fraction * declared, floor):
+        raise AudioError(
+            ErrorCode.AUDIO_DECODE_ERROR,
+            f"the file is truncated or corrupt: {seconds:.1f} s of audio decoded, {declared:.1f} s declared",
+        )
+    if broken is not None and seconds == 0.0:
+        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"corrupt or truncated data ({broken})")
+
+
+_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
+
+
+def _frame_to_float(frame: av.AudioFrame) -> np.ndarray:
+    """float32 [C, n] in [-1, 1] from any PyAV sample format, planar or packed."""
+    data = frame.to_ndarray()
+    n_channels = frame.layout.nb_channels
+    if not frame.format.is_planar:
+        data = data.reshape(-1, n_channels).T
+    name = frame.format.name.rstrip("p")
+    if name in ("flt", "dbl"):
+        return data.astype(np.float32, copy=False)
+    if name == "u8":
+        return (data.astype(np.float32) - 128.0) / 128.0
+    return data.astype(np.float32) / np.float32(_SCALE[name])
+
+
+def _reason(error: av.error.FFmpegError) -> str:
+    return (error.strerror or str(error)).rstrip(".").lower()

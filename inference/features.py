@@ -49,8 +49,8 @@ class FeatureExtractor:
         if padding:
             audio = np.pad(audio, (0, padding))
         half = N_FFT // 2
-        if audio.shape[0] <= half:
-            raise ValueError(f"waveform too short for a spectrogram: {audio.shape[0]} samples")
+        if audio.shape[0] == 0:
+            return np.zeros((self.n_mels, 0), dtype=np.float32)
         audio = np.pad(audio, (half, half), mode="reflect")
         # torch.stft(center=True) frames, minus the last one (whisper drops it)
         n_frames = 1 + (audio.shape[0] - N_FFT) // HOP_LENGTH - 1

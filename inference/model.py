@@ -1,0 +1,163 @@
+"""`OnnxWhisper`: the exported whisper model behind ONNX Runtime sessions (encode, decode step, align).
+
+Sessions are built once and only read afterwards, so one instance serves many threads; the KV cache
+is a value object returned by each step, never mutated in place.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from cliptext.errors import ErrorCode
+from inference.config import ModelConfig
+from inference.types import EngineError
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class CrossKV:
+    """Cross-attention keys/values of every decoder layer: [n_text_layer, B, n_text_head, 1500, head_dim]."""
+
+    k: np.ndarray
+    v: np.ndarray
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    def repeat(self, n: int) -> CrossKV:
+        """Each batch item repeated n times in a row (b0 b0 b0 b1 b1 b1): one copy per beam."""
+        if n == 1:
+            return self
+        return CrossKV(np.repeat(self.k, n, axis=1), np.repeat(self.v, n, axis=1))
+
+    def select(self, indices) -> CrossKV:
+        """The batch items at `indices` (e.g. the windows still being decoded)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return CrossKV(self.k[:, idx], self.v[:, idx])
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """Self-attention keys/values of the tokens seen so far: [n_text_layer, B, n_text_head, length, head_dim]."""
+
+    k: np.ndarray
+    v: np.ndarray
+
+    @property
+    def length(self) -> int:
+        return self.k.shape[3]
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    @classmethod
+    def empty(cls, config: ModelConfig, batch_size: int) -> KVCache:
+        shape = (config.n_text_layer, batch_size, config.n_text_head, 0, config.head_dim)
+        return cls(np.zeros(shape, np.float32), np.zeros(shape, np.float32))
+
+    def reorder(self, indices) -> KVCache:
+        """The cache of the hypotheses at `indices` (beam search keeps or duplicates hypotheses)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return KVCache(self.k[:, idx], self.v[:, idx])
+
+
+def _session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = max(threads, 0)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+class OnnxWhisper:
+    """Whisper encoder/decoder/aligner sessions for one exported model directory."""
+
+    def __init__(
+        self, model_dir: str | Path, precision: str = "auto", device: str = "auto", threads: int = 0
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        try:
+            self.config = ModelConfig.load(self.model_dir)
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise EngineError(ErrorCode.INTERNAL, f"{self.model_dir}: not an exported model ({exc})") from exc
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+        if precision not in ("auto", "fp32", "int8", "fp16"):
+            raise ValueError(f"precision must be auto, fp32, int8 or fp16, not {precision!r}")
+        want_cuda = device != "cpu" and CUDA in ort.get_available_providers()
+        if device == "cuda" and not want_cuda:
+            log.warning("CUDA requested but onnxruntime has no CUDAExecutionProvider; using CPU")
+        self.precision = self._pick_precision(precision, want_cuda)
+        providers = [CUDA, CPU] if want_cuda else [CPU]
+        self._options = _session_options(threads)
+        self._encoder = self._session("encoder", providers)
+        self.provider = self._encoder.get_providers()[0]
+        if want_cuda and self.provider != CUDA:
+            log.warning("CUDAExecutionProvider could not be created; using CPU")
+            if precision == "auto":
+                self.precision = self._pick_precision("auto", False)
+                self._encoder = self._session("encoder", [CPU])
+            providers = [CPU]
+        self._providers = providers
+        self._decoder = self._session("decoder", providers)
+        self._aligner: ort.InferenceSession | None = None
+        aligner_path = self.model_dir / "aligner.fp32.onnx"
+        if aligner_path.exists():
+            self._aligner = ort.InferenceSession(aligner_path, self._options, providers=providers)
+        log.info("whisper %s loaded: %s on %s", self.config.name, self.precision, self.provider)
+
+    def _pick_precision(self, precision: str, cuda: bool) -> str:
+        available = self.config.precisions
+        if precision == "auto":
+            precision = "fp16" if cuda and "fp16" in available else "fp32"
+        if precision not in available:
+            raise EngineError(
+                ErrorCode.INTERNAL, f"{self.model_dir} has no {precision} export (has {', '.join(available)})"
+            )
+        return precision
+
+    def _session(self, part: str, providers: list[str]) -> ort.InferenceSession:
+        path = self.model_dir / f"{part}.{self.precision}.onnx"
+        return ort.InferenceSession(path, self._options, providers=providers)
+
+    def encode(self, mel: np.ndarray) -> CrossKV:
+        """mel float32 [B, n_mels, 3000] (or [n_mels, 3000]) -> cross-attention K/V for every layer."""
+        mel = np.asarray(mel, dtype=np.float32)
+        if mel.ndim == 2:
+            mel = mel[None]
+        k, v = self._encoder.run(None, {"mel": np.ascontiguousarray(mel)})
+        return CrossKV(k, v)
+
+    def decode(self, tokens, cache: KVCache | None, cross: CrossKV) -> tuple[np.ndarray, KVCache]:
+        """tokens int64 [B, S] (new tokens only) -> (logits [B, n_vocab] of the last position, new cache)."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if tokens.ndim == 1:
+            tokens = tokens[None]
+        if cache is None:
+            cache = KVCache.empty(self.config, tokens.shape[0])
+        logits, k, v = self._decoder.run(
+            None,
+            {"tokens": tokens, "self_k": cache.k, "self_v": cache.v, "cross_k": cross.k, "cross_v": cross.v},
+        )
+        return logits, KVCache(k, v)
+
+    def align(self, tokens, cross: CrossKV) -> np.ndarray:
+        """Cross-attention weights of the alignment heads for a whole sequence: [n_heads, S, 1500]."""
+        if self._aligner is None:
+            raise EngineError(ErrorCode.INTERNAL, f"{self.model_dir} has no aligner.fp32.onnx")
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
+        (weights,) = self._aligner.run(None, {"tokens": tokens, "cross_k": cross.k, "cross_v": cross.v})
+        return weights

@@ -271,7 +271,7 @@ def _declared_duration(container: av.container.InputContainer, stream) -> float 
 
 
 def _decode_frames(container: av.container.InputContainer, stream) -> Iterator[tuple[int, np.ndarray]]:
-    """(sample rate, float32 [C, n]) per decoded frame; bad packets skipped, truncation detected at the end."""
+    """(rate, float32 [C, n]) per decoded frame; bad packets skipped, truncation detected at the end."""
     packets = bad_packets = 0
     seconds = 0.0
     broken: str | None = None

@@ -1,0 +1,635 @@
+"""Typed Python client for the public Cliptext REST API (/v1), on `requests`.
+
+    from cliptext.sdk import Client
+    client = Client()                      # CLIPTEXT_API_KEY, CLIPTEXT_BASE_URL from the environment
+    txn = client.transcribe("talk.mp3")    # upload, create, wait
+    print(txn.text)
+
+Every failure is one exception type, `CliptextError(code, message, details, status)`: the API's error
+envelope, or a local condition with a code of the same list (`SERVICE_UNAVAILABLE` when the API
+cannot be reached, `TIMEOUT` when waiting gives up). Answers 429 (and 503 with Retry-After) are
+retried a bounded number of times after sleeping what Retry-After says.
+
+The key and base URL are client-side settings, so the client reads them itself (not cliptext.settings,
+which configures the server): `CLIPTEXT_API_KEY` and `CLIPTEXT_BASE_URL` (default
+http://127.0.0.1:8000/v1, what `make run` serves).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import mimetypes
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal, TypeVar, overload
+
+import requests
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+FINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
+TEXT_FORMATS = frozenset({"text", "srt", "vtt"})
+Format = Literal["json", "verbose_json", "text", "srt", "vtt"]
+ProgressCallback = Callable[[int, int], None]  # (bytes sent, total bytes)
+UPLOAD_CHUNK = 1024 * 1024
+
+
+class CliptextError(Exception):
+    """Any error: the API's envelope {"error": {code, message, details}} plus the HTTP status.
+
+    `status` is None when no HTTP answer came (network error, local timeout); `retry_after` is the
+    server's Retry-After in seconds when it sent one.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        status: int | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.details = dict(details or {})
+        self.status = status
+        self.retry_after = retry_after
+
+
+# ---------------------------------------------------------------------------------------------------
+# results
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], data: Mapping[str, Any], **converted: Any) -> T:
+    """An instance of a result dataclass from a JSON object: known fields taken, the rest kept in `raw`."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {k: v for k, v in data.items() if k in names}
+    values.update(converted)
+    values["raw"] = dict(data)
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
+    channel: int = 0
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Segment:
+        words = tuple(_build(Word, w) for w in data.get("words") or ())
+        return _build(cls, data, words=words)
+
+
+@dataclass(frozen=True)
+class TranscriptionError:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """A transcription; `segments` is filled by get_transcription(format="verbose_json")."""
+
+    id: str
+    status: str
+    text: str | None = None
+    language: str | None = None
+    duration: float | None = None
+    progress: float | None = None
+    upload_id: str | None = None
+    webhook_url: str | None = None
+    error: TranscriptionError | None = None
+    segments: tuple[Segment, ...] = ()
+    created_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def done(self) -> bool:
+        """True once the status is final (completed, failed or canceled)."""
+        return self.status in FINAL_STATUSES
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Transcription:
+        error = data.get("error")
+        if isinstance(error, Mapping):
+            error = TranscriptionError(str(error.get("code", "")), str(error.get("message", "")))
+        elif data.get("error_code"):
+            error = TranscriptionError(str(data["error_code"]), str(data.get("error_message") or ""))
+        else:
+            error = None
+        upload = data.get("upload_id") or data.get("upload")
+        return _build(
+            cls,
+            data,
+            error=error,
+            upload_id=upload if isinstance(upload, str) else None,
+            segments=tuple(Segment.from_json(s) for s in data.get("segments") or ()),
+            created_at=_parse_time(data.get("created_at")),
+            completed_at=_parse_time(data.get("completed_at")),
+        )
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: str
+    status: str | None = None
+    filename: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+    duration: float | None = None
+    created_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Upload:
+        return _build(
+            cls,
+            data,
+            created_at=_parse_time(data.get("created_at")),
+            expires_at=_parse_time(data.get("expires_at")),
+        )
+
+
+@dataclass(frozen=True)
+class PresignedUpload:
+    """Where and how to PUT the bytes of an upload (POST /uploads/presigned)."""
+
+    id: str
+    url: str
+    method: str = "PUT"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    expires_at: dt.datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PresignedUpload:
+        return _build(
+            cls, data, headers=dict(data.get("headers") or {}), expires_at=_parse_time(data.get("expires_at"))
+        )
+
+
+@dataclass(frozen=True)
+class Member:
+    email: str
+    role: str
+    id: str | None = None
+    user_id: str | None = None
+    created_at: dt.datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Member:
+        return _build(cls, data, created_at=_parse_time(data.get("created_at")))
+
+
+@dataclass(frozen=True)
+class Organization:
+    id: str
+    name: str
+    plan: str | None = None
+    role: str | None = None
+    members: tuple[Member, ...] = ()
+    created_at: dt.datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Organization:
+        return _build(
+            cls,
+            data,
+            members=tuple(Member.from_json(m) for m in data.get("members") or ()),
+            created_at=_parse_time(data.get("created_at")),
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# upload body
+
+
+class _ProgressBody:
+    """A file streamed in chunks with a known length (so requests sends Content-Length, as S3 needs),
+    reporting (sent, total) after each chunk."""
+
+    def __init__(self, handle: IO[bytes], total: int, progress: ProgressCallback | None) -> None:
+        self._handle = handle
+        self._start = handle.tell() if handle.seekable() else 0
+        self._total = total
+        self._progress = progress
+
+    def __len__(self) -> int:
+        return self._total
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._handle.seekable():
+            self._handle.seek(self._start)
+        sent = 0
+        if self._progress:
+            self._progress(0, self._total)
+        while sent < self._total:
+            chunk = self._handle.read(min(UPLOAD_CHUNK, self._total - sent))
+            if not chunk:
+                break
+            sent += len(chunk)
+            yield chunk
+            if self._progress:
+                self._progress(sent, self._total)
+
+
+def _remaining_size(handle: IO[bytes]) -> int:
+    try:
+        return os.fstat(handle.fileno()).st_size - handle.tell()
+    except (OSError, AttributeError, ValueError):
+        position = handle.tell()
+        end = handle.seek(0, os.SEEK_END)
+        handle.seek(position)
+        return end - position
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _error_from_response(response: requests.Response) -> CliptextError:
+    """The envelope as a CliptextError; a non-envelope answer (a proxy's 502 page) gets a code by status."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        error = body["error"]
+        return CliptextError(
+            str(error.get("code") or "INTERNAL"),
+            str(error.get("message") or response.reason or ""),
+            error.get("details") if isinstance(error.get("details"), Mapping) else None,
+            response.status_code,
+            retry_after=_retry_after(response),
+        )
+    code = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 429: "RATE_LIMITED"}.get(
+        response.status_code,
+        "SERVICE_UNAVAILABLE" if response.status_code in (502, 503, 504) else "INTERNAL",
+    )
+    text = (response.text or response.reason or "").strip()[:500]
+    return CliptextError(
+        code,
+        f"HTTP {response.status_code}: {text}",
+        None,
+        response.status_code,
+        retry_after=_retry_after(response),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# client
+
+
+class Client:
+    """One API key against one Cliptext deployment; safe to share between threads only per request
+    (it holds a requests.Session, so give each thread its own Client)."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        *,
+        max_retries: int = 3,
+        max_retry_wait: float = 120.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        """`max_retries` bounds the retries of a 429/503 answer; a Retry-After above `max_retry_wait`
+        seconds is not waited for (the error is raised)."""
+        self.api_key = api_key if api_key is not None else os.environ.get("CLIPTEXT_API_KEY", "").strip()
+        self.base_url = (
+            base_url or os.environ.get("CLIPTEXT_BASE_URL", "").strip() or DEFAULT_BASE_URL
+        ).rstrip("/")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self._session = session or requests.Session()
+        self._session.headers["User-Agent"] = "cliptext-python"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport ----------------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, IO[bytes], str]] | None = None,
+        data: Mapping[str, Any] | None = None,
+        retry_network: bool | None = None,
+    ) -> requests.Response:
+        """Send one API request; retry 429 / 503 after Retry-After; turn any failure into CliptextError.
+
+        Network errors are retried only for requests that are safe to repeat (GET, DELETE, or a POST
+        carrying an Idempotency-Key)."""
+        if not self.api_key:
+            raise CliptextError("UNAUTHORIZED", "No API key: pass api_key= or set CLIPTEXT_API_KEY")
+        url = self.base_url + path
+        all_headers = {"Authorization": f"Bearer {self.api_key}", **(headers or {})}
+        if retry_network is None:
+            retry_network = method in ("GET", "DELETE", "HEAD") or "Idempotency-Key" in all_headers
+        positions = {name: part[1].tell() for name, part in (files or {}).items()}
+        attempt = 0
+        while True:
+            for name, position in positions.items():
+                files[name][1].seek(position)  # type: ignore[index]
+            try:
+                response = self._session.request(
+                    method,
+                    url,
+                    json=json,
+                    params={k: v for k, v in (params or {}).items() if v is not None},
+                    headers=all_headers,
+                    files=files,
+                    data=data,
+                    timeout=self.timeout,
+                )
+            except requests.RequestException as exc:
+                if retry_network and attempt < self.max_retries:
+                    attempt += 1
+                    time.sleep(min(2.0**attempt * 0.25, 5.0))
+                    continue
+                code = "TIMEOUT" if isinstance(exc, requests.Timeout) else "SERVICE_UNAVAILABLE"
+                raise CliptextError(code, f"Cannot reach the Cliptext API at {self.base_url}: {exc}") from exc
+            if response.status_code < 400:
+                return response
+            error = _error_from_response(response)
+            wait = error.retry_after
+            retryable = response.status_code == 429 or (response.status_code == 503 and wait is not None)
+            if retryable and attempt < self.max_retries:
+                wait = 1.0 if wait is None else wait
+                if wait <= self.max_retry_wait:
+                    attempt += 1
+                    time.sleep(wait)
+                    continue
+            raise error
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise CliptextError(
+                "INTERNAL", f"The API answered {method} {path} with non-JSON", None, response.status_code
+            ) from exc
+
+    # -- uploads ------------------------------------------------------------------------------------
+
+    def presign_upload(self, filename: str, content_type: str, size: int) -> PresignedUpload:
+        """Ask where to PUT `size` bytes (the first step of upload())."""
+        body = {"filename": filename, "content_type": content_type, "size": size}
+        return PresignedUpload.from_json(self._json("POST", "/uploads/presigned", json=body))
+
+    def complete_upload(self, upload_id: str) -> Upload:
+        """Tell the API the bytes are in place; it checks them and returns the upload."""
+        return Upload.from_json(self._json("POST", "/uploads/complete", json={"upload_id": upload_id}))
+
+    def upload(
+        self,
+        source: str | os.PathLike[str] | IO[bytes],
+        *,
+        filename: str | None = None,
+        content_type: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Upload:
+        """Upload a file (path or binary file object): presign, PUT the bytes streamed, complete.
+
+        `progress(sent, total)` is called as the bytes go out."""
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as handle:
+                return self.upload(handle, filename=filename, content_type=content_type, progress=progress)
+        name = filename or Path(str(getattr(source, "name", "") or "audio")).name
+        kind = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        size = _remaining_size(source)
+        presigned = self.presign_upload(name, kind, size)
+        body = _ProgressBody(source, size, progress)
+        headers = {"Content-Type": kind, **presigned.headers, "Content-Length": str(size)}
+        try:
+            response = self._session.request(
+                presigned.method, presigned.url, data=body, headers=headers, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise CliptextError(
+                "SERVICE_UNAVAILABLE",
+                f"Upload of {name} to storage failed: {exc}",
+                {"upload_id": presigned.id},
+            ) from exc
+        if response.status_code >= 400:
+            error = _error_from_response(response)
+            error.details.setdefault("upload_id", presigned.id)
+            raise error
+        return self.complete_upload(presigned.id)
+
+    # -- transcriptions -----------------------------------------------------------------------------
+
+    def create_transcription(
+        self,
+        upload_id: str | None = None,
+        *,
+        file: str | os.PathLike[str] | IO[bytes] | None = None,
+        language: str | None = None,
+        prompt: str | None = None,
+        webhook_url: str | None = None,
+        word_timestamps: bool | None = None,
+        idempotency_key: str | None = None,
+    ) -> Transcription:
+        """Queue a transcription of an upload (or of `file`, sent as multipart in the same request).
+
+        An Idempotency-Key is generated when none is given, so a retry after a network error cannot
+        queue the same work twice."""
+        if (upload_id is None) == (file is None):
+            raise CliptextError("VALIDATION_ERROR", "Give exactly one of upload_id and file")
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        options = {
+            "language": language,
+            "prompt": prompt,
+            "webhook_url": webhook_url,
+            "word_timestamps": word_timestamps,
+        }
+        options = {k: v for k, v in options.items() if v is not None}
+        if upload_id is not None:
+            data = self._json(
+                "POST", "/transcriptions", json={"upload_id": upload_id, **options}, headers=headers
+            )
+            return Transcription.from_json(data)
+        if isinstance(file, (str, os.PathLike)):
+            with open(file, "rb") as handle:
+                return self._create_multipart(handle, options, headers)
+        return self._create_multipart(file, options, headers)  # type: ignore[arg-type]
+
+    def _create_multipart(
+        self, handle: IO[bytes], options: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> Transcription:
+        name = Path(str(getattr(handle, "name", "") or "audio")).name
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        form = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in options.items()}
+        data = self._json(
+            "POST", "/transcriptions", files={"file": (name, handle, kind)}, data=form, headers=headers
+        )
+        return Transcription.from_json(data)
+
+    @overload
+    def get_transcription(self, transcription_id: str) -> Transcription: ...
+    @overload
+    def get_transcription(
+        self, transcription_id: str, format: Literal["json", "verbose_json"]
+    ) -> Transcription: ...
+    @overload
+    def get_transcription(self, transcription_id: str, format: Literal["text", "srt", "vtt"]) -> str: ...
+
+    def get_transcription(self, transcription_id: str, format: Format = "json") -> Transcription | str:
+        """The transcription (json / verbose_json with segments), or its transcript as text / SRT / WebVTT."""
+        response = self._request("GET", f"/transcriptions/{transcription_id}", params={"format": format})
+        if format in TEXT_FORMATS:
+            response.encoding = response.encoding or "utf-8"
+            return response.text
+        return Transcription.from_json(response.json())
+
+    def list_transcriptions(self, status: str | None = None, *, limit: int = 100) -> Iterator[Transcription]:
+        """Every transcription, newest first, fetching pages of `limit` as the iterator advances."""
+        starting_after: str | None = None
+        while True:
+            page = self._json(
+                "GET",
+                "/transcriptions",
+                params={"limit": limit, "starting_after": starting_after, "status": status},
+            )
+            items = page.get("data") or []
+            for item in items:
+                yield Transcription.from_json(item)
+            if not page.get("has_more") or not items:
+                return
+            starting_after = items[-1]["id"]
+
+    def delete_transcription(self, transcription_id: str) -> None:
+        """Delete a transcription (a queued or running one is canceled first by the API)."""
+        self._request("DELETE", f"/transcriptions/{transcription_id}")
+
+    def wait(
+        self,
+        transcription_id: str,
+        timeout: float | None = None,
+        *,
+        poll_interval: float = 0.5,
+        max_poll_interval: float = 5.0,
+        on_update: Callable[[Transcription], None] | None = None,
+    ) -> Transcription:
+        """Poll until the status is final, backing off from `poll_interval` to `max_poll_interval`.
+
+        Returns the transcription whatever its final status (check `.status` / `.error`); raises
+        CliptextError("TIMEOUT") when `timeout` seconds pass first. `on_update` sees every poll."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = poll_interval
+        while True:
+            transcription = self.get_transcription(transcription_id)
+            if on_update:
+                on_update(transcription)
+            if transcription.done:
+                return transcription
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CliptextError(
+                        "TIMEOUT",
+                        f"{transcription_id} still {transcription.status} after {timeout:g} s",
+                        {"id": transcription_id, "status": transcription.status},
+                    )
+                time.sleep(min(interval, left))
+            else:
+                time.sleep(interval)
+            interval = min(interval * 1.5, max_poll_interval)
+
+    def transcribe(
+        self,
+        path: str | os.PathLike[str] | IO[bytes],
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        progress: ProgressCallback | None = None,
+        language: str | None = None,
+        prompt: str | None = None,
+        webhook_url: str | None = None,
+        word_timestamps: bool | None = None,
+        idempotency_key: str | None = None,
+    ) -> Transcription:
+        """Upload, queue and (with wait=True) wait for one file; the result may be failed (see .status)."""
+        upload = self.upload(path, progress=progress)
+        transcription = self.create_transcription(
+            upload.id,
+            language=language,
+            prompt=prompt,
+            webhook_url=webhook_url,
+            word_timestamps=word_timestamps,
+            idempotency_key=idempotency_key,
+        )
+        return self.wait(transcription.id, timeout) if wait else transcription
+
+    # -- organizations ------------------------------------------------------------------------------
+
+    def list_orgs(self) -> list[Organization]:
+        """The organizations of the key's user."""
+        data = self._json("GET", "/orgs")
+        items = data.get("data", []) if isinstance(data, Mapping) else data
+        return [Organization.from_json(item) for item in items]
+
+    def get_org(self, org_id: str) -> Organization:
+        return Organization.from_json(self._json("GET", f"/orgs/{org_id}"))
+
+    def add_member(self, org_id: str, email: str, role: str = "member") -> Member:
+        """Add a user (created when new) to the organization; owners and admins only."""
+        return Member.from_json(
+            self._json("POST", f"/orgs/{org_id}/members", json={"email": email, "role": role})
+        )

@@ -16,6 +16,11 @@ def _env(name: str, default: str) -> str:
     return value or default
 
 
+def _int_list(value: str) -> tuple[int, ...]:
+    """'10,30,90' -> (10, 30, 90): retry intervals in whole seconds (what RQ's Retry takes)."""
+    return tuple(int(part) for part in value.split(",") if part.strip())
+
+
 def _load_or_create_secret(data_dir: Path) -> str:
     """A local secret generated once into the data folder: never a fixed default."""
     path = data_dir / "secret_key"
@@ -53,6 +58,21 @@ class Settings:
     admin_password: str = field(repr=False)
     webhook_allow_private: bool
     openai_wait_seconds: float
+    # inference server: seconds calls in flight may still run after SIGTERM
+    inference_grace_seconds: float = 30.0
+    # jobs (worker): retries of transient inference failures, time limits, abandoned-job recovery
+    job_retries: int = 4
+    job_retry_intervals: tuple[int, ...] = (10, 30, 90, 270)
+    job_timeout_base: int = 300
+    job_timeout_per_audio_second: float = 2.0
+    job_max_recoveries: int = 3
+    worker_heartbeat_seconds: int = 30
+    worker_heartbeat_grace: int = 60
+    worker_maintenance_seconds: int = 60
+    # webhooks
+    webhook_timeout: float = 10.0
+    webhook_retries: int = 5
+    webhook_retry_intervals: tuple[int, ...] = (10, 60, 300, 1800, 7200)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -80,4 +100,18 @@ class Settings:
             admin_password=os.environ.get("CLIPTEXT_ADMIN_PASSWORD", ""),
             webhook_allow_private=_env("CLIPTEXT_WEBHOOK_ALLOW_PRIVATE", "0") in {"1", "true", "yes"},
             openai_wait_seconds=float(_env("CLIPTEXT_OPENAI_WAIT_SECONDS", "60")),
+            inference_grace_seconds=float(_env("CLIPTEXT_SHUTDOWN_GRACE", "30")),
+            job_retries=int(_env("CLIPTEXT_JOB_RETRIES", "4")),
+            job_retry_intervals=_int_list(_env("CLIPTEXT_JOB_RETRY_INTERVALS", "10,30,90,270")),
+            job_timeout_base=int(_env("CLIPTEXT_JOB_TIMEOUT_BASE", "300")),
+            job_timeout_per_audio_second=float(_env("CLIPTEXT_JOB_TIMEOUT_PER_AUDIO_SECOND", "2")),
+            job_max_recoveries=int(_env("CLIPTEXT_JOB_MAX_RECOVERIES", "3")),
+            worker_heartbeat_seconds=int(_env("CLIPTEXT_WORKER_HEARTBEAT", "30")),
+            worker_heartbeat_grace=int(_env("CLIPTEXT_WORKER_HEARTBEAT_GRACE", "60")),
+            worker_maintenance_seconds=int(_env("CLIPTEXT_WORKER_MAINTENANCE", "60")),
+            webhook_timeout=float(_env("CLIPTEXT_WEBHOOK_TIMEOUT", "10")),
+            webhook_retries=int(_env("CLIPTEXT_WEBHOOK_RETRIES", "5")),
+            webhook_retry_intervals=_int_list(
+                _env("CLIPTEXT_WEBHOOK_RETRY_INTERVALS", "10,60,300,1800,7200")
+            ),
         )

@@ -1,0 +1,186 @@
+"""`python -m inference.server`: the gRPC inference server (Transcriber + health + reflection).
+
+Health says NOT_SERVING until the model is loaded, then SERVING; SIGTERM/SIGINT turn it back to
+NOT_SERVING, refuse new calls and let the calls in flight finish within the grace period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cliptext.settings import Settings
+from inference.audio_upload import AudioLimits
+from inference.limits import Admission
+from inference.servicer import Loaded, TranscriberServicer
+from inference.stubs import SERVICE_NAME, pb2, pb2_grpc
+
+log = logging.getLogger("inference.server")
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # audio chunks are 1 MiB; room for a config and framing
+EXTRA_THREADS = 4  # health, reflection, DescribeModel while every transcription thread is busy
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    addr: str
+    model_dir: Path
+    precision: str
+    device: str
+    threads: int
+    max_concurrent: int
+    max_queue: int
+    max_audio_bytes: int
+    max_audio_seconds: float
+    grace_seconds: float
+
+
+def parse_args(argv: list[str] | None, settings: Settings) -> ServerConfig:
+    """Settings from the environment (cliptext/settings.py), overridden by flags."""
+    parser = argparse.ArgumentParser(prog="python -m inference.server", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--addr", default=settings.inference_addr, help="host:port to listen on (port 0: any)"
+    )
+    parser.add_argument("--model-dir", type=Path, default=settings.model_dir)
+    parser.add_argument("--precision", default=settings.inference_precision, help="auto|fp32|fp16|int8")
+    parser.add_argument("--device", default=settings.inference_device, help="auto|cpu|cuda")
+    parser.add_argument(
+        "--threads", type=int, default=settings.inference_threads, help="ONNX threads, 0 = auto"
+    )
+    parser.add_argument("--max-concurrent", type=int, default=settings.inference_max_concurrent)
+    parser.add_argument("--max-queue", type=int, default=settings.inference_max_queue)
+    parser.add_argument("--max-audio-bytes", type=int, default=settings.max_audio_bytes)
+    parser.add_argument("--max-audio-seconds", type=float, default=settings.max_audio_seconds)
+    parser.add_argument("--grace", type=float, default=settings.inference_grace_seconds, dest="grace_seconds")
+    args = parser.parse_args(argv)
+    if args.max_concurrent < 1 or args.max_queue < 0:
+        parser.error("--max-concurrent must be >= 1 and --max-queue >= 0")
+    return ServerConfig(**vars(args))
+
+
+def server_version() -> str:
+    try:
+        return version("cliptext")
+    except PackageNotFoundError:
+        return "0.0.0+source"
+
+
+def build_server(config: ServerConfig) -> tuple[grpc.Server, int, TranscriberServicer, health.HealthServicer]:
+    """A started-ready (not started) server bound to config.addr; returns the port it really got."""
+    workers = config.max_concurrent + config.max_queue + EXTRA_THREADS
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=workers,
+    )
+    servicer = TranscriberServicer(
+        Admission(config.max_concurrent, config.max_queue),
+        AudioLimits(config.max_audio_bytes, config.max_audio_seconds),
+    )
+    pb2_grpc.add_TranscriberServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(config.addr)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.addr}")
+    return server, port, servicer, health_servicer
+
+
+def load(config: ServerConfig) -> Loaded:
+    """Load the model and engine (slow: seconds) and describe what was really loaded."""
+    from inference.model import OnnxWhisper
+    from inference.transcribe import WhisperEngine
+
+    model = OnnxWhisper(
+        config.model_dir, precision=config.precision, device=config.device, threads=config.threads
+    )
+    cfg = model.config
+    description = pb2.ModelDescription(
+        name=cfg.name,
+        languages=list(cfg.language_codes) if cfg.is_multilingual else ["en"],
+        n_mels=cfg.n_mels,
+        multilingual=cfg.is_multilingual,
+        precision=model.precision,
+        execution_provider=model.provider,
+        version=server_version(),
+        available_precisions=list(cfg.precisions),
+        max_concurrent=config.max_concurrent,
+        max_audio_bytes=config.max_audio_bytes,
+        max_audio_seconds=config.max_audio_seconds,
+    )
+    return Loaded(engine=WhisperEngine(model), description=description)
+
+
+def serve(config: ServerConfig) -> None:
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    server, port, servicer, health_servicer = build_server(config)
+    server.start()
+    host = config.addr.rsplit(":", 1)[0]
+    log.info("listening on %s:%d (NOT_SERVING until the model is loaded)", host, port)
+    started = time.monotonic()
+    loaded = load(config)
+    servicer.loaded = loaded
+    desc = loaded.description
+    log.info(
+        "model %s loaded in %.1f s: precision %s, execution provider %s; "
+        "max_concurrent=%d max_queue=%d max_audio_bytes=%d max_audio_seconds=%.0f",
+        desc.name,
+        time.monotonic() - started,
+        desc.precision,
+        desc.execution_provider,
+        config.max_concurrent,
+        config.max_queue,
+        config.max_audio_bytes,
+        config.max_audio_seconds,
+    )
+    if not stop.is_set():
+        for name in ("", SERVICE_NAME):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("SERVING")
+    while not stop.wait(1.0):
+        pass
+    health_servicer.enter_graceful_shutdown()
+    log.info(
+        "NOT_SERVING; refusing new calls, waiting up to %.0f s for calls in flight", config.grace_seconds
+    )
+    server.stop(config.grace_seconds).wait()
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    serve(parse_args(argv, Settings.from_env()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

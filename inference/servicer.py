@@ -1,0 +1,166 @@
+"""The Transcriber gRPC servicer: converts messages, runs the engine in the call's thread, yields results.
+
+Everything else (limits, PCM, upload spooling, message conversion) lives in pure helpers; errors
+become a status code plus the Cliptext error code in the trailing metadata "cliptext-error-code".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import grpc
+
+from cliptext.errors import ErrorCode
+from inference.audio_upload import AudioLimits, received_audio, too_long
+from inference.limits import Abandoned, Admission, QueueFull
+from inference.proto_convert import ERROR_CODE_KEY, config_to_options, segment_to_message, spec_to_format
+from inference.stubs import pb2, pb2_grpc
+from inference.types import EngineError
+
+log = logging.getLogger("inference.server")
+
+_STATUS = {
+    ErrorCode.VALIDATION_ERROR: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.AUDIO_DECODE_ERROR: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.NO_AUDIO_STREAM: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.UNSUPPORTED_MEDIA: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.UPLOAD_SIZE_MISMATCH: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.AUDIO_TOO_LONG: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.SERVICE_UNAVAILABLE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.INFERENCE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+@dataclass
+class Loaded:
+    """The engine once the model is in memory, and what DescribeModel reports about it."""
+
+    engine: object  # inference.transcribe.WhisperEngine
+    description: pb2.ModelDescription
+
+
+@dataclass
+class _Call:
+    """What the one log line of a call says (never audio or text)."""
+
+    peer: str
+    started: float
+    request_id: str = ""
+    audio_seconds: float = 0.0
+    segments: int = 0
+    outcome: str = "OK"
+
+
+def _audio_chunks(requests: Iterator[pb2.TranscribeRequest]) -> Iterator[bytes]:
+    for request in requests:
+        if request.WhichOneof("payload") != "audio":
+            raise EngineError(ErrorCode.VALIDATION_ERROR, "only the first message may carry a config")
+        yield request.audio
+
+
+class TranscriberServicer(pb2_grpc.TranscriberServicer):
+    def __init__(self, admission: Admission, limits: AudioLimits):
+        self.admission = admission
+        self.limits = limits
+        self.loaded: Loaded | None = None  # set by the server once the model is loaded
+
+    def _ready(self) -> Loaded:
+        loaded = self.loaded
+        if loaded is None:
+            raise EngineError(ErrorCode.INFERENCE_UNAVAILABLE, "the model is still loading")
+        return loaded
+
+    @staticmethod
+    def _abort(context: grpc.ServicerContext, code: str, message: str) -> None:
+        context.set_trailing_metadata(((ERROR_CODE_KEY, str(code)),))
+        context.abort(_STATUS.get(code, grpc.StatusCode.INTERNAL), message)
+
+    def DescribeModel(self, request: pb2.DescribeModelRequest, context) -> pb2.ModelDescription:
+        try:
+            return self._ready().description
+        except EngineError as error:
+            self._abort(context, error.code, error.message)
+
+    def Transcribe(self, request_iterator: Iterable[pb2.TranscribeRequest], context) -> Iterator:
+        call = _Call(peer=context.peer(), started=time.monotonic())
+        try:
+            yield from self._transcribe(iter(request_iterator), context, call)
+            if not context.is_active():
+                call.outcome = "CANCELLED"
+        except EngineError as error:
+            call.outcome = error.code
+            self._abort(context, error.code, error.message)
+        except QueueFull as error:
+            call.outcome = "QUEUE_FULL"
+            self._abort(context, ErrorCode.SERVICE_UNAVAILABLE, f"server busy: {error}")
+        except Abandoned:
+            call.outcome = "CANCELLED"
+        except GeneratorExit:
+            call.outcome = "CANCELLED"
+            raise
+        except Exception:
+            if call.outcome == "OK":  # not an abort raised above
+                call.outcome = "INTERNAL"
+                log.exception("transcription failed (request_id=%s)", call.request_id)
+            raise
+        finally:
+            log.info(
+                "transcribe peer=%s request_id=%s audio_seconds=%.2f processing_seconds=%.3f "
+                "segments=%d outcome=%s",
+                call.peer,
+                call.request_id or "-",
+                call.audio_seconds,
+                time.monotonic() - call.started,
+                call.segments,
+                call.outcome,
+            )
+
+    def _transcribe(self, requests: Iterator, context, call: _Call) -> Iterator[pb2.TranscribeResponse]:
+        loaded = self._ready()
+        first = next(requests, None)
+        if first is None or first.WhichOneof("payload") != "config":
+            raise EngineError(ErrorCode.VALIDATION_ERROR, "the first message must carry a config")
+        config = first.config
+        call.request_id = config.request_id[:128]
+        options = config_to_options(config)
+        fmt = spec_to_format(config.audio)
+        mix = options.channels == "mix"
+        with (
+            self.admission.admit() as ticket,
+            received_audio(_audio_chunks(requests), fmt, self.limits, mix) as source,
+            ticket.run(context.is_active),
+        ):
+            yield from self._run(loaded, source, options, context, call)
+
+    def _run(self, loaded: Loaded, source, options, context, call: _Call) -> Iterator:
+        segments, info = loaded.engine.transcribe(source, options)
+        try:
+            call.audio_seconds = info.duration
+            if info.duration > self.limits.max_seconds:
+                raise too_long(info.duration, self.limits)
+            channels = max(1, info.channels)
+            total = info.duration * channels
+            yield pb2.TranscribeResponse(progress=pb2.Progress(seconds_done=0.0, total_seconds=total))
+            for segment in segments:
+                if not context.is_active():
+                    return
+                call.segments += 1
+                yield pb2.TranscribeResponse(segment=segment_to_message(segment))
+                done = min(total, segment.channel * info.duration + segment.end)
+                yield pb2.TranscribeResponse(progress=pb2.Progress(seconds_done=done, total_seconds=total))
+            summary = pb2.Summary(
+                duration=info.duration,
+                language=info.language,
+                language_probability=info.language_probability,
+                model=loaded.description.name,
+                processing_seconds=time.monotonic() - call.started,
+                segments=call.segments,
+                channels=channels,
+            )
+            yield pb2.TranscribeResponse(summary=summary)
+        finally:
+            segments.close()

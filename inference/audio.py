@@ -217,6 +217,7 @@ def _open_container(source: AudioSource) -> Iterator[av.container.InputContainer
     try:
         if _is_empty(file):
             raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the file is empty")
+        start = file.tell() if file.seekable() else None
         try:
             container = av.open(
                 file, mode="r", metadata_errors="ignore", buffer_size=_IO_BUFFER, io_open=_refuse_nested_open
@@ -224,9 +225,12 @@ def _open_container(source: AudioSource) -> Iterator[av.container.InputContainer
         except av.error.FFmpegError as error:
             raise AudioError(
                 ErrorCode.AUDIO_DECODE_ERROR,
-                f"not a readable audio or video file ({_reason(error)})",
+                f"cannot read the file as audio or video: not a media file, or corrupt or truncated"
+                f" ({_reason(error)})",
             ) from None
         with container:
+            if container.format.name == "wav" and start is not None:
+                _check_wav_size(file, start)
             if container.format.name in _NOT_MEDIA_FORMATS or container.format.name.endswith("_pipe"):
                 raise AudioError(
                     ErrorCode.AUDIO_DECODE_ERROR,
@@ -241,6 +245,33 @@ def _open_container(source: AudioSource) -> Iterator[av.container.InputContainer
 def _refuse_nested_open(url: str, flags: int, options: dict) -> None:
     """Playlists and concat lists would make FFmpeg open other files or URLs: refuse all of them."""
     raise PermissionError(f"media that references other files is not accepted: {url}")
+
+
+def _check_wav_size(file: BinaryIO, start: int) -> None:
+    """FFmpeg reads a cut-off WAV as a shorter one: compare the data chunk's declared size with the bytes."""
+    try:
+        position = file.tell()
+        file.seek(start)
+        header = file.read(1 << 16)
+        size = file.seek(0, io.SEEK_END)
+        file.seek(position)
+    except (OSError, AttributeError):
+        return
+    if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return  # RF64, W64...: FFmpeg's own checks only
+    offset = 12
+    while offset + 8 <= len(header):
+        chunk, length = header[offset : offset + 4], int.from_bytes(header[offset + 4 : offset + 8], "little")
+        if chunk == b"data":
+            available = size - start - offset - 8
+            if 0 < length < 0xFFFFFFFF and available < length:
+                raise AudioError(
+                    ErrorCode.AUDIO_DECODE_ERROR,
+                    f"the file is truncated: the WAV header declares {length} bytes of audio,"
+                    f" {max(available, 0)} are present",
+                )
+            return
+        offset += 8 + length + (length & 1)
 
 
 def _is_empty(file: BinaryIO) -> bool:

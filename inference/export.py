@@ -171,9 +171,10 @@ def export(source: Path, out_dir: Path, name: str, precisions: tuple[str, ...], 
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.") as tmp:
         work = Path(tmp)
-        graphs = {"encoder": build_encoder(m, config), "decoder": build_decoder(m, config)}
-        for part, graph in graphs.items():
-            for precision in precisions:
+        encoder = build_encoder(m, config)
+        for precision in precisions:
+            decoder = build_decoder(m, config, untied_projection=precision == "int8")
+            for part, graph in (("encoder", encoder), ("decoder", decoder)):
                 path = work / f"{part}.{precision}.onnx"
                 if precision == "fp32":
                     _save(graph, path)
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", default="fp32,int8,fp16", help="comma list of fp32,int8,fp16")
     parser.add_argument("--force", action="store_true", help="export even when up to date")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # the quantizer logs per tensor at INFO
     try:
         precisions = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
         unknown = [p for p in precisions if p not in PRECISIONS]

@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 from cliptext.errors import ErrorCode
 from inference.config import ModelConfig
+from inference.onnx_decoder import cross_input_names
 from inference.types import EngineError
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class CrossKV:
 
 @dataclass(frozen=True)
 class KVCache:
-    """Self-attention keys/values of the tokens seen so far: [n_text_layer, B, n_text_head, length, head_dim]."""
+    """Self-attention K/V of the tokens seen so far: [n_text_layer, B, n_text_head, length, head_dim]."""
 
     k: np.ndarray
     v: np.ndarray
@@ -113,6 +114,7 @@ class OnnxWhisper:
             providers = [CPU]
         self._providers = providers
         self._decoder = self._session("decoder", providers)
+        self._cross_names = cross_input_names(self.config.n_text_layer)
         self._aligner: ort.InferenceSession | None = None
         aligner_path = self.model_dir / "aligner.fp32.onnx"
         if aligner_path.exists():
@@ -148,10 +150,11 @@ class OnnxWhisper:
             tokens = tokens[None]
         if cache is None:
             cache = KVCache.empty(self.config, tokens.shape[0])
-        logits, k, v = self._decoder.run(
-            None,
-            {"tokens": tokens, "self_k": cache.k, "self_v": cache.v, "cross_k": cross.k, "cross_v": cross.v},
-        )
+        feed = {"tokens": tokens, "self_k": cache.k, "self_v": cache.v}
+        for i, (k_name, v_name) in enumerate(self._cross_names):
+            feed[k_name] = cross.k[i]  # contiguous views: no copy
+            feed[v_name] = cross.v[i]
+        logits, k, v = self._decoder.run(None, feed)
         return logits, KVCache(k, v)
 
     def align(self, tokens, cross: CrossKV) -> np.ndarray:

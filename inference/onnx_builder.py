@@ -51,10 +51,7 @@ class GraphBuilder:
     def op(self, op_type: str, inputs: list[str], n_out: int = 1, out: str | None = None, **attrs):
         """Add a node; returns its output name (or a list when n_out > 1)."""
         domain = attrs.pop("domain", "")
-        if out is not None:
-            outputs = [out]
-        else:
-            outputs = [self._fresh(op_type.lower()) for _ in range(n_out)]
+        outputs = [out] if out is not None else [self._fresh(op_type.lower()) for _ in range(n_out)]
         self.nodes.append(helper.make_node(op_type, inputs, outputs, domain=domain, **attrs))
         return outputs[0] if n_out == 1 else outputs
 

@@ -33,10 +33,7 @@ class _Positions:
 
     def __init__(self, g: GraphBuilder, tokens: str, past: str | None) -> None:
         s = g.op("Shape", [tokens], start=1, end=2)
-        if past is None:
-            p = g.const([0])
-        else:
-            p = g.op("Shape", [past], start=3, end=4)
+        p = g.const([0]) if past is None else g.op("Shape", [past], start=3, end=4)
         total = g.op("Add", [p, s])
         zero, one = g.const(0), g.const(1)
         p0, total0 = g.op("Squeeze", [p]), g.op("Squeeze", [total])
@@ -89,11 +86,19 @@ def _self_attention(g, m, x, prefix, cfg, pos, past_k, past_v, use_mha):
 
 
 def _cross_attention(g, m, x, prefix, cfg, cross_k, cross_v, use_mha, weights_out=None):
-    """Attention over the encoder output; cross_k/v [B,H,1500,D] already projected."""
-    n_head, hd = cfg.n_text_head, cfg.head_dim
+    """Attention over the encoder output; cross_k/v [Bc,H,1500,D] already projected.
+
+    Bc may divide B: hypotheses sharing one audio (beams, stored contiguously) are folded into the
+    query length, so the K/V of a window are read once per step instead of once per beam.
+    """
+    n_head, hd, d = cfg.n_text_head, cfg.head_dim, cfg.n_text_state
     q = g.linear(x, m.get(prefix + "/linear_0/weight"), m.get(prefix + "/linear_0/bias"), prefix + "/q")
     if use_mha and weights_out is None:
+        q_shape = g.op("Shape", [q])
+        folded = g.op("Concat", [g.op("Shape", [cross_k], start=0, end=1), g.const([-1, d])], axis=0)
+        q = g.op("Reshape", [q, folded])
         attn = g.op("MultiHeadAttention", [q, cross_k, cross_v], domain=MS_DOMAIN, num_heads=n_head)
+        attn = g.op("Reshape", [attn, q_shape])
     else:
         attn, weights = _plain_attention(g, split_heads(g, q, n_head, hd), cross_k, cross_v, None, hd)
         attn = merge_heads(g, attn)
@@ -104,8 +109,11 @@ def _cross_attention(g, m, x, prefix, cfg, cross_k, cross_v, use_mha, weights_ou
     )
 
 
-def _decoder_body(g, m, cfg, tokens, self_k, self_v, cross_k, cross_v, use_mha, cross_weights=None):
-    """Token + position embeddings, the layers, the final norm; returns (hidden, presents_k, presents_v)."""
+def _decoder_body(g, m, cfg, tokens, self_k, self_v, cross, use_mha, cross_weights=None):
+    """Embeddings, the layers, the final norm; returns (hidden, embeddings, presents_k, presents_v).
+
+    `cross(i)` gives layer i's (cross_k, cross_v).
+    """
     pos = _Positions(g, tokens, self_k)
     embeddings = g.weight("decoder/embeddings", m.get("decoder/embeddings/weight"))
     x = g.op("Gather", [embeddings, tokens])
@@ -116,7 +124,7 @@ def _decoder_body(g, m, cfg, tokens, self_k, self_v, cross_k, cross_v, use_mha, 
         p = f"decoder/layer_{i}"
         past_k = _layer(g, self_k, i) if self_k is not None else None
         past_v = _layer(g, self_v, i) if self_v is not None else None
-        ck, cv = _layer(g, cross_k, i), _layer(g, cross_v, i)
+        ck, cv = cross(i)
 
         def self_attn(h, p=p, past_k=past_k, past_v=past_v):
             out, k, v = _self_attention(g, m, h, p + "/self_attention", cfg, pos, past_k, past_v, use_mha)
@@ -124,38 +132,45 @@ def _decoder_body(g, m, cfg, tokens, self_k, self_v, cross_k, cross_v, use_mha, 
             presents_v.append(v)
             return out
 
+        def cross_attn(h, p=p, ck=ck, cv=cv):
+            return _cross_attention(g, m, h, p + "/attention", cfg, ck, cv, use_mha, cross_weights)
+
         x = residual_block(g, m, x, p + "/self_attention", self_attn)
-        x = residual_block(
-            g,
-            m,
-            x,
-            p + "/attention",
-            lambda h, p=p, ck=ck, cv=cv: _cross_attention(
-                g, m, h, p + "/attention", cfg, ck, cv, use_mha, cross_weights
-            ),
-        )
+        x = residual_block(g, m, x, p + "/attention", cross_attn)
         x = residual_block(g, m, x, p + "/ffn", lambda h, p=p: feed_forward(g, m, h, p + "/ffn"))
     x = g.layer_norm(x, m.get("decoder/layer_norm/gamma"), m.get("decoder/layer_norm/beta"), "decoder/ln")
     return x, embeddings, presents_k, presents_v
 
 
-def _cross_inputs(g: GraphBuilder, cfg: ModelConfig, batch: str) -> tuple[str, str]:
-    shape = [cfg.n_text_layer, batch, cfg.n_text_head, cfg.n_audio_ctx, cfg.head_dim]
-    return g.input("cross_k", FLOAT, shape), g.input("cross_v", FLOAT, shape)
+def cross_input_names(n_text_layer: int) -> list[tuple[str, str]]:
+    """decoder.onnx takes each layer's cross K/V as its own input, so no per-step copy slices them."""
+    return [(f"cross_k_{i}", f"cross_v_{i}") for i in range(n_text_layer)]
 
 
-def build_decoder(m: CT2Model, cfg: ModelConfig, use_mha: bool = True) -> onnx.ModelProto:
+def build_decoder(
+    m: CT2Model, cfg: ModelConfig, use_mha: bool = True, untied_projection: bool = False
+) -> onnx.ModelProto:
+    """One decoding step. `untied_projection` stores the output projection as its own MatMul weight
+    (what int8 quantization needs); otherwise it shares the embedding table through Gemm(transB)."""
     g = GraphBuilder("whisper_decoder")
     tokens = g.input("tokens", INT64, ["batch", "new"])
     cache_shape = [cfg.n_text_layer, "batch", cfg.n_text_head, "past", cfg.head_dim]
     self_k = g.input("self_k", FLOAT, cache_shape)
     self_v = g.input("self_v", FLOAT, cache_shape)
-    cross_k, cross_v = _cross_inputs(g, cfg, "batch")
+    cross_shape = ["cross_batch", cfg.n_text_head, cfg.n_audio_ctx, cfg.head_dim]
+    cross = [
+        (g.input(k, FLOAT, cross_shape), g.input(v, FLOAT, cross_shape))
+        for k, v in cross_input_names(cfg.n_text_layer)
+    ]
     x, embeddings, presents_k, presents_v = _decoder_body(
-        g, m, cfg, tokens, self_k, self_v, cross_k, cross_v, use_mha
+        g, m, cfg, tokens, self_k, self_v, lambda i: cross[i], use_mha
     )
     last = g.op("Gather", [x, g.const(-1)], axis=1)  # [B, d]
-    logits = g.op("Gemm", [last, embeddings], transB=1)  # projection is tied to the embedding table
+    if untied_projection:
+        projection = m.get("decoder/embeddings/weight").T.copy()
+        logits = g.op("MatMul", [last, g.weight("decoder/projection", projection)])
+    else:
+        logits = g.op("Gemm", [last, embeddings], transB=1)  # projection is tied to the embedding table
     g.output(logits, "logits", FLOAT, ["batch", cfg.n_vocab])
     out_shape = [cfg.n_text_layer, "batch", cfg.n_text_head, "total", cfg.head_dim]
     g.output(_stack(g, presents_k), "present_k", FLOAT, out_shape)
@@ -167,9 +182,14 @@ def build_aligner(m: CT2Model, cfg: ModelConfig) -> onnx.ModelProto:
     """The decoder over a whole sequence (B = 1), returning the alignment heads' cross-attention weights."""
     g = GraphBuilder("whisper_aligner")
     tokens = g.input("tokens", INT64, [1, "seq"])
-    cross_k, cross_v = _cross_inputs(g, cfg, 1)
+    shape = [cfg.n_text_layer, 1, cfg.n_text_head, cfg.n_audio_ctx, cfg.head_dim]
+    cross_k, cross_v = g.input("cross_k", FLOAT, shape), g.input("cross_v", FLOAT, shape)
     weights: list[str] = []
-    _decoder_body(g, m, cfg, tokens, None, None, cross_k, cross_v, True, weights)
+
+    def cross(i: int) -> tuple[str, str]:
+        return _layer(g, cross_k, i), _layer(g, cross_v, i)
+
+    _decoder_body(g, m, cfg, tokens, None, None, cross, True, weights)
     heads = []
     for layer, head in cfg.alignment_heads:
         w = g.op("Gather", [weights[layer], g.const(0)], axis=0)  # [H, S, T]

@@ -7,13 +7,20 @@ from pathlib import Path
 import onnx
 
 
-def to_int8(model: onnx.ModelProto, path: Path, work: Path) -> None:
+def to_int8(model: onnx.ModelProto, path: Path, work: Path, per_channel: bool = False) -> None:
     """Dynamic int8 quantization of the MatMul weights; convolutions stay fp32 (int8 conv is slower)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src = work / (path.stem + ".src.onnx")
     onnx.save_model(model, str(src))
-    quantize_dynamic(str(src), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    quantize_dynamic(
+        str(src),
+        str(path),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
+        per_channel=per_channel,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
     src.unlink()
 
 

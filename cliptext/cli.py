@@ -1,0 +1,320 @@
+"""`cliptext`: the command line client of the public API, built on cliptext.sdk.
+
+Progress bars and the wait spinner go to stderr and only when it is a terminal; stdout carries only
+results (ids, transcripts, JSON), so the command pipes and scripts cleanly.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from cliptext.sdk import Client, CliptextError, Transcription
+
+EXIT_OK = 0
+EXIT_API_ERROR = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+EXIT_TIMEOUT = 4
+EXIT_UNREACHABLE = 5
+
+EPILOG = """\b
+Environment:
+  CLIPTEXT_API_KEY   API key (or --api-key)
+  CLIPTEXT_BASE_URL  API base URL (or --base-url; default http://127.0.0.1:8000/v1)
+\b
+Exit codes:
+  0  success
+  1  the API answered with an error (the code and message are printed on stderr)
+  2  usage error (bad arguments, no API key)
+  3  a transcription failed or was canceled
+  4  timed out waiting for a transcription (--timeout)
+  5  the API could not be reached
+"""
+
+FORMATS = click.Choice(["json", "verbose_json", "text", "srt", "vtt"])
+EXTENSIONS = {"json": "json", "verbose_json": "json", "text": "txt", "srt": "srt", "vtt": "vtt"}
+
+
+def _fail(error: CliptextError) -> NoReturn:
+    """Print the error envelope on stderr and exit with the code scripts can branch on."""
+    click.echo(f"error: {error.code}: {error.message}", err=True)
+    if error.details:
+        click.echo(f"details: {json.dumps(error.details, sort_keys=True)}", err=True)
+    if error.code == "TIMEOUT" and error.status is None:
+        sys.exit(EXIT_TIMEOUT)
+    sys.exit(EXIT_UNREACHABLE if error.status is None else EXIT_API_ERROR)
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def _spinner(label: str) -> Iterator[Callable[[Transcription], None]]:
+    """A spinner with the latest status on a terminal's stderr; yields the SDK's on_update callback."""
+    state = {"text": label}
+    if not _interactive():
+        yield lambda _t: None
+        return
+    stop = threading.Event()
+
+    def spin() -> None:
+        for frame in itertools.cycle("|/-\\"):
+            sys.stderr.write(f"\r{frame} {state['text']}\033[K")
+            sys.stderr.flush()
+            if stop.wait(0.1):
+                break
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+    def update(transcription: Transcription) -> None:
+        done = f" {transcription.progress * 100:.0f}%" if transcription.progress is not None else ""
+        state["text"] = f"{label}: {transcription.status}{done}"
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        yield update
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _upload_progress(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A progress bar on a terminal's stderr: (the SDK's progress callback, a closer)."""
+    if not _interactive():
+        return (lambda _sent, _total: None), (lambda: None)
+    bar: dict[str, Any] = {}
+
+    def update(sent: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=False)
+            bar["bar"].__enter__()
+            bar["done"] = 0
+        bar["bar"].update(sent - bar["done"])
+        bar["done"] = sent
+
+    def close() -> None:
+        if "bar" in bar:
+            bar["bar"].__exit__(None, None, None)
+
+    return update, close
+
+
+def _render(transcription: Transcription, fmt: str) -> str:
+    if fmt in ("json", "verbose_json"):
+        return json.dumps(dict(transcription.raw), indent=2, sort_keys=True)
+    return str(transcription.text or "")
+
+
+def _fetch(client: Client, done: Transcription, fmt: str) -> str:
+    """A finished transcription in `fmt`: json is what wait() returned, the rest is asked for."""
+    result = done if fmt == "json" else client.get_transcription(done.id, fmt)  # type: ignore[call-overload]
+    return result if isinstance(result, str) else _render(result, fmt)
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text.rstrip("\n"))
+    else:
+        output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+
+
+def _client(ctx: click.Context) -> Client:
+    """The SDK client of the group's options, made when a command runs (so `CMD --help` needs no key)."""
+    options = ctx.find_root().params
+    client = Client(api_key=options["api_key"], base_url=options["base_url"], timeout=options["http_timeout"])
+    if not client.api_key:
+        raise click.UsageError("no API key: set CLIPTEXT_API_KEY or pass --api-key", ctx)
+    return ctx.with_resource(client)
+
+
+def pass_client(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Like click.pass_obj, with the Client as the first argument."""
+
+    @click.pass_context
+    def wrapper(ctx: click.Context, /, *args: Any, **kwargs: Any) -> Any:
+        return ctx.invoke(command, _client(ctx), *args, **kwargs)
+
+    return functools.update_wrapper(wrapper, command)
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--api-key", metavar="KEY", help="API key (default: $CLIPTEXT_API_KEY).")
+@click.option("--base-url", metavar="URL", help="API base URL (default: $CLIPTEXT_BASE_URL).")
+@click.option("--timeout", "http_timeout", default=60.0, show_default=True, help="Seconds per HTTP request.")
+def cli(api_key: str | None, base_url: str | None, http_timeout: float) -> None:
+    """Transcribe audio and video with a Cliptext server."""
+
+
+@cli.command(epilog=EPILOG)
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--wait/--no-wait", default=False, help="Wait for each transcript and print it.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output with --wait.")
+@click.option("--language", help="Spoken language code, e.g. en (default: detect).")
+@click.option("--prompt", help="Vocabulary or spellings that prime the model.")
+@click.option("--word-timestamps", is_flag=True, help="Ask for per-word timings (verbose_json).")
+@click.option("--webhook-url", help="URL called when each transcription finishes.")
+@click.option(
+    "--timeout", "wait_timeout", type=float, help="Give up waiting after this many seconds (exit 4)."
+)
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --wait: write FILE's transcript to DIR/<name>.<ext> instead of stdout.",
+)
+@pass_client
+def transcribe(
+    client: Client,
+    files: tuple[Path, ...],
+    wait: bool,
+    fmt: str,
+    language: str | None,
+    prompt: str | None,
+    word_timestamps: bool,
+    webhook_url: str | None,
+    wait_timeout: float | None,
+    output_dir: Path | None,
+) -> None:
+    """Upload FILE(s) and queue their transcription.
+
+    Without --wait, prints one transcription id per line (for `cliptext get`). With --wait, prints each
+    transcript in --format as it completes; exits 3 when any transcription failed."""
+    exit_code = EXIT_OK
+    created: list[tuple[Path, Transcription]] = []
+    try:
+        for path in files:
+            progress, close = _upload_progress(f"uploading {path.name}")
+            try:
+                upload = client.upload(path, progress=progress)
+            finally:
+                close()
+            transcription = client.create_transcription(
+                upload.id,
+                language=language,
+                prompt=prompt,
+                webhook_url=webhook_url,
+                word_timestamps=word_timestamps or None,
+            )
+            if not wait:
+                click.echo(transcription.id)
+            created.append((path, transcription))
+        if not wait:
+            return
+        if output_dir is not None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        for path, transcription in created:
+            with _spinner(f"{path.name} ({transcription.id})") as on_update:
+                done = client.wait(transcription.id, wait_timeout, on_update=on_update)
+            if done.status != "completed":
+                error = done.error
+                reason = f"{error.code}: {error.message}" if error else done.status
+                click.echo(f"error: {path.name} ({done.id}) {done.status}: {reason}", err=True)
+                exit_code = EXIT_FAILED
+                continue
+            text = _fetch(client, done, fmt)
+            target = output_dir / f"{path.stem}.{EXTENSIONS[fmt]}" if output_dir else None
+            _emit(text, target)
+    except CliptextError as error:
+        _fail(error)
+    sys.exit(exit_code)
+
+
+@cli.command("list", epilog=EPILOG)
+@click.option(
+    "--status",
+    type=click.Choice(["queued", "processing", "completed", "failed", "canceled"]),
+    help="Only these.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Print at most this many.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_client
+def list_(client: Client, status: str | None, limit: int | None, as_json: bool) -> None:
+    """List transcriptions, newest first: id, status, created, duration, text (tab-separated)."""
+    try:
+        items = client.list_transcriptions(status=status, limit=min(limit or 100, 100))
+        for transcription in itertools.islice(items, limit):
+            if as_json:
+                click.echo(json.dumps(dict(transcription.raw), sort_keys=True))
+                continue
+            created = (
+                transcription.created_at.isoformat(timespec="seconds") if transcription.created_at else ""
+            )
+            duration = f"{transcription.duration:.1f}" if transcription.duration is not None else ""
+            text = (transcription.text or "").strip().replace("\t", " ").replace("\n", " ")
+            click.echo("\t".join([transcription.id, transcription.status, created, duration, text[:60]]))
+    except CliptextError as error:
+        _fail(error)
+
+
+@cli.command(epilog=EPILOG)
+@click.argument("transcription_id", metavar="ID")
+@click.option("--format", "fmt", type=FORMATS, default="json", show_default=True)
+@pass_client
+def get(client: Client, transcription_id: str, fmt: str) -> None:
+    """Print transcription ID in --format (json shows its status; text/srt/vtt the transcript)."""
+    try:
+        result = client.get_transcription(transcription_id, fmt)  # type: ignore[call-overload]
+    except CliptextError as error:
+        _fail(error)
+    click.echo(result.rstrip("\n") if isinstance(result, str) else _render(result, fmt))
+
+
+@cli.command(epilog=EPILOG)
+@click.argument("transcription_id", metavar="ID")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--timeout", "wait_timeout", type=float, help="Give up after this many seconds (exit 4).")
+@pass_client
+def wait(client: Client, transcription_id: str, fmt: str, wait_timeout: float | None) -> None:
+    """Wait for transcription ID to finish and print it; exits 3 when it failed."""
+    try:
+        with _spinner(transcription_id) as on_update:
+            done = client.wait(transcription_id, wait_timeout, on_update=on_update)
+        if done.status != "completed":
+            reason = f"{done.error.code}: {done.error.message}" if done.error else done.status
+            click.echo(f"error: {done.id} {done.status}: {reason}", err=True)
+            sys.exit(EXIT_FAILED)
+        text = _fetch(client, done, fmt)
+    except CliptextError as error:
+        _fail(error)
+    click.echo(text.rstrip("\n"))
+
+
+@cli.command(epilog=EPILOG)
+@click.argument("transcription_ids", metavar="ID...", nargs=-1, required=True)
+@pass_client
+def delete(client: Client, transcription_ids: tuple[str, ...]) -> None:
+    """Delete transcription(s) ID (canceling them when still queued or running)."""
+    try:
+        for transcription_id in transcription_ids:
+            client.delete_transcription(transcription_id)
+            click.echo(f"deleted {transcription_id}", err=True)
+    except CliptextError as error:
+        _fail(error)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point (`cliptext = "cliptext.cli:main"`); returns the exit code."""
+    try:
+        cli.main(args=argv, prog_name="cliptext", standalone_mode=True)
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_API_ERROR)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

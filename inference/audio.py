@@ -222,6 +222,11 @@ def _open_container(source: AudioSource) -> Iterator[av.container.InputContainer
             container = av.open(
                 file, mode="r", metadata_errors="ignore", buffer_size=_IO_BUFFER, io_open=_refuse_nested_open
             )
+        except _NestedOpenRefusedError as error:
+            raise AudioError(
+                ErrorCode.AUDIO_DECODE_ERROR,
+                f"not an audio or video file: a playlist or list that points to other files ({error})",
+            ) from None
         except av.error.FFmpegError as error:
             raise AudioError(
                 ErrorCode.AUDIO_DECODE_ERROR,
@@ -242,9 +247,13 @@ def _open_container(source: AudioSource) -> Iterator[av.container.InputContainer
             file.close()
 
 
+class _NestedOpenRefusedError(Exception):
+    pass
+
+
 def _refuse_nested_open(url: str, flags: int, options: dict) -> None:
     """Playlists and concat lists would make FFmpeg open other files or URLs: refuse all of them."""
-    raise PermissionError(f"media that references other files is not accepted: {url}")
+    raise _NestedOpenRefusedError(url)
 
 
 def _check_wav_size(file: BinaryIO, start: int) -> None:

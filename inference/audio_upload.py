@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cliptext.errors import ErrorCode
+from inference.audio import probe_media
 from inference.pcm import bytes_per_frame, pcm_to_float32
 from inference.types import AudioError, EngineError
 
@@ -92,4 +93,7 @@ def received_audio(
         for chunk in _counted(chunks, fmt, limits):
             spool.write(chunk)
         spool.flush()
+        declared = probe_media(spool.name).duration  # headers only: refuse long audio before decoding
+        if declared is not None and declared > limits.max_seconds:
+            raise too_long(declared, limits)
         yield spool.name

@@ -1,0 +1,90 @@
+"""The Cliptext REST API: `create_app()` (used by `flask --app api`, gunicorn `api:create_app()` and tests).
+
+Order of configuration: defaults, then the environment (cliptext.settings), then `overrides`:
+lower-case keys replace Settings fields, upper-case keys go to Flask's config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import redis
+from flask import Flask
+from flask_smorest import Api
+from itsdangerous import URLSafeTimedSerializer
+
+from api.auth import load_principal
+from api.db import init_db
+from api.errors import ErrorSchema, register_error_handlers
+from api.http_hooks import install_request_hooks
+from api.queue import QUEUE_NAME
+from api.ratelimit import init_rate_limits
+from api.state import AppState
+from api.storage import open_storage
+from cliptext.settings import Settings
+
+API_VERSION = "1.0.0"
+
+
+class CliptextApi(Api):
+    """flask-smorest Api whose error schema is our envelope, used for docs and for dumping alike."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def _register_error_handlers(self) -> None:
+        register_error_handlers(self._app)
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    overrides = dict(overrides or {})
+    settings = Settings.from_env()
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    settings = dataclasses.replace(settings, **{k: overrides.pop(k) for k in list(overrides) if k in fields})
+
+    app = Flask(__name__)
+    app.config.update(
+        API_TITLE="Cliptext API",
+        API_VERSION=API_VERSION,
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_REDOC_PATH="docs",
+        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        API_SPEC_OPTIONS={
+            "security": [{"bearerAuth": []}],
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+            "servers": [{"url": settings.public_base_url}],
+        },
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        REDIS_KEY_PREFIX="cliptext:",
+        RQ_QUEUE=QUEUE_NAME,
+        MIGRATE_ON_START=True,
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update({k: v for k, v in overrides.items() if k.isupper()})
+
+    init_db(settings, migrate=app.config["MIGRATE_ON_START"])
+    app.extensions["cliptext"] = AppState(
+        settings=settings,
+        redis=redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2),
+        storage=open_storage(settings.storage_url),
+        signer=URLSafeTimedSerializer(settings.secret_key),
+        redis_prefix=app.config["REDIS_KEY_PREFIX"],
+        queue_name=app.config["RQ_QUEUE"],
+    )
+
+    install_request_hooks(app)
+    app.before_request(load_principal)  # before the rate limiter's hook: it counts per organization
+    init_rate_limits(app, settings.redis_url, app.config["REDIS_KEY_PREFIX"])
+
+    api = CliptextApi(app)
+    from api.blueprints import health, orgs, transcriptions, uploads
+
+    for module in (health, uploads, transcriptions, orgs):
+        api.register_blueprint(module.blp)
+
+    from api.cli import register_cli
+
+    register_cli(app)
+    return app

@@ -1,0 +1,47 @@
+"""/v1/orgs: the caller's organizations, one organization's details, adding a member."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from api.auth import current_principal
+from api.blueprints import errors
+from api.schemas.orgs import AddMemberSchema, MemberSchema, OrganizationListSchema, OrganizationSchema
+from api.services import orgs as service
+
+blp = Blueprint("orgs", __name__, url_prefix="/v1/orgs", description="Organizations and members")
+
+
+@blp.route("")
+class Orgs(MethodView):
+    @blp.response(200, OrganizationListSchema)
+    @errors(blp)
+    def get(self):
+        """List your organizations"""
+        return {"data": service.list_orgs(current_principal().user)}
+
+
+@blp.route("/<string:org_id>")
+class OrgById(MethodView):
+    @blp.response(200, OrganizationSchema)
+    @errors(blp, 404)
+    def get(self, org_id):
+        """Organization details: plan, limits, member count"""
+        return service.get_org(current_principal().user, org_id)
+
+
+@blp.route("/<string:org_id>/members")
+class Members(MethodView):
+    @blp.arguments(AddMemberSchema)
+    @blp.response(201, MemberSchema)
+    @errors(blp, 400, 403, 404, 409, 422)
+    def post(self, body, org_id):
+        """Add a team member (owners and admins only)"""
+        user, membership = service.add_member(current_principal().user, org_id, body["email"], body["role"])
+        return {
+            "id": user.public_id,
+            "email": user.email,
+            "role": membership.role,
+            "created_at": membership.created_at,
+        }

@@ -1,0 +1,126 @@
+"""/v1/transcriptions: create (JSON with an upload id, or multipart with the file), list, get, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from werkzeug.exceptions import UnprocessableEntity
+
+from api.auth import current_principal
+from api.blueprints import errors
+from api.errors import ApiError
+from api.schemas.transcriptions import (
+    CreateTranscriptionFormSchema,
+    CreateTranscriptionSchema,
+    ListQuerySchema,
+    TranscriptionListSchema,
+    TranscriptionSchema,
+)
+from api.services import transcriptions as service
+from api.services import uploads as upload_service
+from api.services.idempotency import idempotent
+from api.state import state
+from cliptext.errors import ErrorCode
+
+blp = Blueprint("transcriptions", __name__, url_prefix="/v1/transcriptions", description="Transcriptions")
+
+_FORM_DOC = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "language": {"type": "string"},
+        "prompt": {"type": "string"},
+        "webhook_url": {"type": "string", "format": "uri"},
+        "word_timestamps": {"type": "boolean"},
+    },
+}
+
+
+def _load(schema: ma.Schema, data: Any, location: str) -> dict[str, Any]:
+    """Validate like @blp.arguments does, so errors come out the same way (422, field by field)."""
+    try:
+        return schema.load(data)
+    except ma.ValidationError as error:
+        exc = UnprocessableEntity()
+        exc.data = {"messages": {location: error.messages}}
+        raise exc from error
+
+
+def _with_segments(row):
+    row.segment_list = service.segments_of(row)
+    return row
+
+
+@blp.route("")
+class Transcriptions(MethodView):
+    @idempotent
+    @blp.doc(
+        requestBody={
+            "required": True,
+            "content": {
+                "application/json": {"schema": CreateTranscriptionSchema},
+                "multipart/form-data": {"schema": _FORM_DOC},
+            },
+        },
+        parameters=[
+            {"in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string"}}
+        ],
+    )
+    @blp.response(202, TranscriptionSchema)
+    @errors(blp, 400, 404, 409, 413, 415, 422)
+    def post(self):
+        """Create a transcription (status `queued`); the work happens in a background job"""
+        app_state = state()
+        org = current_principal().org
+        if request.mimetype == "application/json":
+            body = _load(CreateTranscriptionSchema(), request.get_json(silent=False), "json")
+            upload = service.upload_for(org, body["upload_id"])
+        elif request.mimetype == "multipart/form-data":
+            body = _load(CreateTranscriptionFormSchema(), request.form.to_dict(), "form")
+            file = request.files.get("file")
+            if file is None or not file.filename:
+                raise ApiError(ErrorCode.VALIDATION_ERROR, "The `file` part is required", {"field": "file"})
+            upload = upload_service.create_from_file(
+                app_state, org, file.filename, file.mimetype, file.stream
+            )
+        else:
+            raise ApiError(
+                ErrorCode.UNSUPPORTED_MEDIA,
+                "Send application/json or multipart/form-data",
+                {"allowed": ["application/json", "multipart/form-data"]},
+                status=415,
+            )
+        row = service.create(app_state, org, upload, body)
+        return _with_segments(row)
+
+    @blp.arguments(ListQuerySchema, location="query")
+    @blp.response(200, TranscriptionListSchema)
+    @errors(blp, 422)
+    def get(self, query):
+        """List transcriptions, newest first (cursor pagination with `starting_after`)"""
+        page = service.list_page(
+            current_principal().org, query["limit"], query["starting_after"], query["status"]
+        )
+        return {"data": page.data, "has_more": page.has_more}
+
+
+@blp.route("/<string:transcription_id>")
+class TranscriptionById(MethodView):
+    @blp.response(200, TranscriptionSchema)
+    @errors(blp, 404)
+    def get(self, transcription_id):
+        """Get a transcription with its segments"""
+        return _with_segments(service.get_transcription(current_principal().org, transcription_id))
+
+    @blp.response(204)
+    @errors(blp, 404)
+    def delete(self, transcription_id):
+        """Delete a transcription: cancels its job, removes audio and transcript for good"""
+        row = service.get_transcription(current_principal().org, transcription_id)
+        service.delete(state(), row)
+        return None

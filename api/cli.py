@@ -1,0 +1,129 @@
+"""`flask --app api …` commands: organizations, API keys, a local dev key, database migrations."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from api.auth import hash_key, revoke_key
+from api.models import ApiKey, Membership, Organization, Plan, Role, User, db
+from api.services import orgs as org_service
+
+orgs_cli = AppGroup("orgs", help="Manage organizations.")
+keys_cli = AppGroup("keys", help="Manage API keys.")
+db_cli = AppGroup("db", help="Database migrations.")
+
+DEV_ORG_NAME = "Local development"
+DEV_EMAIL = "dev@localhost"
+
+
+@orgs_cli.command("create")
+@click.argument("name")
+@click.option("--plan", type=click.Choice(Plan.ALL), default=Plan.FREE, show_default=True)
+@click.option("--owner", "owner_email", required=True, help="Owner's email (the first API key is theirs).")
+@click.option("--rate-limit", type=int, default=None, help="Enterprise: requests per minute.")
+@click.option("--concurrent-uploads", type=int, default=None, help="Enterprise: concurrent uploads.")
+def create_org_command(
+    name: str, plan: str, owner_email: str, rate_limit: int | None, concurrent_uploads: int | None
+) -> None:
+    """Create an organization and print its owner's first API key."""
+    with db.connection_context():
+        org, key, raw = org_service.create_org(name, owner_email, plan, rate_limit, concurrent_uploads)
+    click.echo(f"organization: {org.public_id} ({plan})", err=True)
+    click.echo(f"api key id:   {key.public_id} (shown once, store it now)", err=True)
+    click.echo(raw)
+
+
+@keys_cli.command("create")
+@click.option("--org", "org_id", required=True)
+@click.option("--email", required=True)
+def create_key_command(org_id: str, email: str) -> None:
+    """Issue a new API key for a member of an organization."""
+    with db.connection_context():
+        try:
+            key, raw = org_service.create_key(org_id, email)
+        except LookupError as error:
+            raise click.ClickException(str(error)) from error
+    click.echo(f"api key id: {key.public_id}", err=True)
+    click.echo(raw)
+
+
+@keys_cli.command("revoke")
+@click.argument("key_id")
+def revoke_key_command(key_id: str) -> None:
+    """Revoke an API key by its id (key_…)."""
+    with db.connection_context():
+        if not revoke_key(key_id):
+            raise click.ClickException(f"no active key {key_id}")
+    click.echo(f"revoked {key_id}")
+
+
+def _dev_key_path() -> str:
+    return os.path.join(current_app.extensions["cliptext"].settings.data_dir, "dev_api_key")
+
+
+@click.command("dev-key")
+def dev_key_command() -> None:
+    """Print a ready API key for a local dev organization (created once; the key is kept in the data dir)."""
+    path = _dev_key_path()
+    with db.connection_context():
+        if os.path.exists(path):
+            with open(path) as handle:
+                raw = handle.read().strip()
+            key = ApiKey.get_or_none(ApiKey.key_hash == hash_key(raw))
+            if key is not None and key.revoked_at is None:
+                click.echo(raw)
+                return
+        membership = (
+            Membership.select()
+            .join(Organization)
+            .switch(Membership)
+            .join(User)
+            .where(
+                (Organization.name == DEV_ORG_NAME)
+                & (User.email == DEV_EMAIL)
+                & (Membership.role == Role.OWNER)
+            )
+            .first()
+        )
+        if membership is None:
+            _, _, raw = org_service.create_org(DEV_ORG_NAME, DEV_EMAIL, Plan.PRO)
+        else:
+            from api.auth import issue_key
+
+            with db.atomic():
+                _, raw = issue_key(membership)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(raw)
+    click.echo(raw)
+
+
+@db_cli.command("upgrade")
+def db_upgrade_command() -> None:
+    """Apply pending migrations."""
+    from api.migrations import upgrade
+
+    applied = upgrade(db.obj)
+    click.echo(f"applied: {', '.join(applied)}" if applied else "up to date")
+
+
+@db_cli.command("new")
+@click.argument("name")
+def db_new_command(name: str) -> None:
+    """Write a new migration from the difference between api/models.py and the migrations so far."""
+    from api.migrations import router
+    from api.models import ALL_MODELS
+
+    with db.connection_context():
+        created = router(db.obj).create(name, auto=ALL_MODELS)
+    click.echo(f"created: {created}" if created else "no changes")
+
+
+def register_cli(app: Flask) -> None:
+    for group in (orgs_cli, keys_cli, db_cli):
+        app.cli.add_command(group)
+    app.cli.add_command(dev_key_command)

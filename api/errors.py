@@ -1,0 +1,185 @@
+"""The one error envelope of the API, and the one place exceptions become HTTP responses.
+
+`ErrorSchema` both documents every error response in OpenAPI (flask-smorest's ERROR_SCHEMA) and dumps
+every error payload, so the two cannot drift: {"error": {"code", "message", "details"}}.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import marshmallow as ma
+import peewee as pw
+import redis.exceptions
+from flask import Flask, Response, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+from cliptext.errors import ErrorCode
+
+log = logging.getLogger(__name__)
+
+
+class ErrorBodySchema(ma.Schema):
+    code = ma.fields.String(
+        required=True,
+        validate=ma.validate.OneOf([c.value for c in ErrorCode]),
+        metadata={"description": "Machine-readable error code", "enum": [c.value for c in ErrorCode]},
+    )
+    message = ma.fields.String(required=True, metadata={"description": "Human-readable explanation"})
+    details = ma.fields.Dict(
+        load_default=dict, dump_default=dict, metadata={"description": "Structured context (fields…)"}
+    )
+
+
+class ErrorSchema(ma.Schema):
+    """{"error": {"code", "message", "details"}}"""
+
+    error = ma.fields.Nested(ErrorBodySchema, required=True)
+
+
+DEFAULT_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA: 422,
+    ErrorCode.VALIDATION_ERROR: 422,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.CONCURRENT_UPLOAD_LIMIT: 429,
+    ErrorCode.UPLOAD_MISSING: 422,
+    ErrorCode.UPLOAD_SIZE_MISMATCH: 422,
+    ErrorCode.AUDIO_DECODE_ERROR: 422,
+    ErrorCode.NO_AUDIO_STREAM: 422,
+    ErrorCode.AUDIO_TOO_LONG: 422,
+    ErrorCode.INFERENCE_UNAVAILABLE: 503,
+    ErrorCode.TIMEOUT: 504,
+    ErrorCode.SERVICE_UNAVAILABLE: 503,
+    ErrorCode.INTERNAL: 500,
+}
+
+CODE_FOR_HTTP: dict[int, ErrorCode] = {
+    400: ErrorCode.VALIDATION_ERROR,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA,
+    422: ErrorCode.VALIDATION_ERROR,
+    429: ErrorCode.RATE_LIMITED,
+    503: ErrorCode.SERVICE_UNAVAILABLE,
+}
+
+
+class ApiError(Exception):
+    """A domain error: carries its ErrorCode; the HTTP status follows from it unless given."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        details: dict[str, Any] | None = None,
+        *,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.status = status or DEFAULT_STATUS[code]
+        self.headers = headers or {}
+
+
+class NotFound(ApiError):
+    def __init__(self, what: str = "Resource") -> None:
+        super().__init__(ErrorCode.NOT_FOUND, f"{what} not found")
+
+
+_SCHEMA = ErrorSchema()
+
+
+def error_response(
+    code: ErrorCode,
+    message: str,
+    details: dict[str, Any] | None = None,
+    status: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Dump the envelope with ErrorSchema and wrap it in a JSON response."""
+    payload = _SCHEMA.dump({"error": {"code": code.value, "message": message, "details": details or {}}})
+    response = jsonify(payload)
+    response.status_code = status or DEFAULT_STATUS[code]
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _validation_details(data: dict[str, Any]) -> dict[str, Any]:
+    """webargs puts marshmallow errors under their location ({"json": {...}}); flatten to fields."""
+    messages = data.get("messages") or data.get("errors") or {}
+    fields: dict[str, Any] = {}
+    for location_errors in messages.values():
+        if isinstance(location_errors, dict):
+            fields.update(location_errors)
+    return {"fields": fields} if fields else {}
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    code = CODE_FOR_HTTP.get(status, ErrorCode.INTERNAL)
+    data = getattr(error, "data", None) or {}
+    details: dict[str, Any] = {}
+    message = error.description or error.name
+    headers: dict[str, str] = dict(data.get("headers") or {})
+    if status == 422 and data:
+        details = _validation_details(data)
+        message = "The request is invalid; see details.fields"
+    elif status == 405:
+        headers.update({k: v for k, v in error.get_headers() if k.lower() == "allow"})
+        details = {"allowed": sorted(getattr(error, "valid_methods", None) or [])}
+        message = "Method not allowed"
+    elif status == 404:
+        message = "Not found"
+    elif status >= 500:
+        return handle_unexpected(error)
+    return error_response(code, message, details, status, headers)
+
+
+def handle_api_error(error: ApiError) -> Response:
+    return error_response(error.code, error.message, error.details, error.status, error.headers)
+
+
+def handle_service_unavailable(error: Exception) -> Response:
+    log.error("backing service unavailable (request %s): %r", g.get("request_id"), error)
+    return error_response(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        "A backing service is unavailable; retry later",
+        {"request_id": g.get("request_id")},
+        headers={"Retry-After": "5"},
+    )
+
+
+def handle_unexpected(error: Exception) -> Response:
+    """500 with the request id to quote to support; the stack trace goes to the log, never the client."""
+    original = getattr(error, "original_exception", None) or error
+    log.error("unhandled error (request %s)", g.get("request_id"), exc_info=original)
+    return error_response(
+        ErrorCode.INTERNAL,
+        f"Internal error; quote request id {g.get('request_id')} to support",
+        {"request_id": g.get("request_id")},
+    )
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(redis.exceptions.ConnectionError, handle_service_unavailable)
+    app.register_error_handler(redis.exceptions.TimeoutError, handle_service_unavailable)
+    app.register_error_handler(pw.OperationalError, handle_service_unavailable)
+    app.register_error_handler(pw.InterfaceError, handle_service_unavailable)
+    app.register_error_handler(Exception, handle_unexpected)

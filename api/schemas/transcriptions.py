@@ -1,0 +1,97 @@
+"""Transcription request/response bodies."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from api.models import TranscriptionStatus
+from api.schemas.common import StrictSchema, UTCDateTime
+
+_LANGUAGE = ma.validate.Regexp(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$", error="Not a language code (e.g. 'en').")
+
+
+class TranscriptionOptionsSchema(StrictSchema):
+    """The options shared by the JSON and the multipart forms."""
+
+    language = ma.fields.String(load_default=None, allow_none=True, validate=_LANGUAGE)
+    prompt = ma.fields.String(load_default=None, allow_none=True, validate=ma.validate.Length(max=1000))
+    webhook_url = ma.fields.Url(
+        load_default=None,
+        allow_none=True,
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=ma.validate.Length(max=2000),
+    )
+    word_timestamps = ma.fields.Boolean(load_default=False)
+
+
+class CreateTranscriptionSchema(TranscriptionOptionsSchema):
+    upload_id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=40))
+
+
+class CreateTranscriptionFormSchema(TranscriptionOptionsSchema):
+    """multipart/form-data: the options as form fields; the audio in the `file` part."""
+
+    class Meta:
+        unknown = ma.EXCLUDE
+
+
+class FileSchema(ma.Schema):
+    file = ma.fields.Raw(metadata={"type": "string", "format": "binary"}, required=True)
+
+
+class SegmentSchema(ma.Schema):
+    start = ma.fields.Float()
+    end = ma.fields.Float()
+    text = ma.fields.String()
+    words = ma.fields.List(ma.fields.Dict(), allow_none=True)
+
+
+class TranscriptionErrorSchema(ma.Schema):
+    code = ma.fields.String()
+    message = ma.fields.String()
+
+
+class TranscriptionSchema(ma.Schema):
+    id = ma.fields.String(attribute="public_id", metadata={"example": "txn_abc123"})
+    status = ma.fields.String(metadata={"enum": list(TranscriptionStatus.ALL)})
+    text = ma.fields.String(allow_none=True)
+    duration = ma.fields.Float(allow_none=True)
+    language = ma.fields.String(allow_none=True)
+    progress = ma.fields.Float(allow_none=True, metadata={"description": "0-1 while processing"})
+    upload_id = ma.fields.Method("_upload_id", allow_none=True)
+    options = ma.fields.Dict()
+    webhook_url = ma.fields.String(allow_none=True)
+    created_at = UTCDateTime()
+    started_at = UTCDateTime(allow_none=True)
+    completed_at = UTCDateTime(allow_none=True)
+    error = ma.fields.Method(
+        "_error", allow_none=True, metadata={"description": "{code, message} when failed"}
+    )
+    segments = ma.fields.List(ma.fields.Nested(SegmentSchema), attribute="segment_list")
+
+    def _upload_id(self, obj) -> str | None:
+        return obj.upload.public_id if obj.upload_id else None
+
+    def _error(self, obj) -> dict | None:
+        if obj.error_code is None:
+            return None
+        return {"code": obj.error_code, "message": obj.error_message or ""}
+
+
+class ListQuerySchema(StrictSchema):
+    limit = ma.fields.Integer(load_default=20, validate=ma.validate.Range(min=1, max=100))
+    starting_after = ma.fields.String(load_default=None, validate=ma.validate.Length(max=40))
+    status = ma.fields.String(load_default=None, validate=ma.validate.OneOf(TranscriptionStatus.ALL))
+
+
+class TranscriptionSummarySchema(TranscriptionSchema):
+    """A list item: everything but the segments."""
+
+    class Meta:
+        exclude = ("segments",)
+
+
+class TranscriptionListSchema(ma.Schema):
+    data = ma.fields.List(ma.fields.Nested(TranscriptionSummarySchema))
+    has_more = ma.fields.Boolean()

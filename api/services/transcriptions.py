@@ -1,0 +1,120 @@
+"""Transcriptions: create + enqueue, look up within the organization, list by cursor, delete for good."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from api.errors import ApiError, NotFound
+from api.models import (
+    Organization,
+    Segment,
+    Transcription,
+    TranscriptionStatus,
+    Upload,
+    UploadStatus,
+    db,
+)
+from api.queue import cancel_transcription, enqueue_transcription
+from api.services.uploads import delete_upload
+from api.state import AppState
+from cliptext.errors import ErrorCode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Page:
+    data: list[Transcription]
+    has_more: bool
+
+
+def get_transcription(org: Organization, public_id: str) -> Transcription:
+    """The transcription if it belongs to `org`; another organization's id is simply not found."""
+    row = Transcription.get_or_none(
+        (Transcription.public_id == public_id) & (Transcription.organization == org)
+    )
+    if row is None:
+        raise NotFound("Transcription")
+    return row
+
+
+def segments_of(transcription: Transcription) -> list[Segment]:
+    return list(transcription.segments.order_by(Segment.index))
+
+
+def create(state: AppState, org: Organization, upload: Upload, options: dict[str, Any]) -> Transcription:
+    """Insert a queued transcription for a completed upload and enqueue its job (id = public id)."""
+    if upload.organization_id != org.id:
+        raise NotFound("Upload")
+    if upload.status != UploadStatus.COMPLETED:
+        raise ApiError(
+            ErrorCode.UPLOAD_MISSING,
+            "The upload is not completed; call POST /v1/uploads/complete first",
+            {"upload_id": upload.public_id, "status": upload.status},
+        )
+    with db.atomic():
+        row = Transcription.create(
+            organization=org,
+            upload=upload,
+            status=TranscriptionStatus.QUEUED,
+            options={k: options.get(k) for k in ("language", "prompt", "word_timestamps")},
+            webhook_url=options.get("webhook_url"),
+            language=options.get("language"),
+            duration=upload.duration,
+        )
+    try:
+        enqueue_transcription(
+            state.redis,
+            row.public_id,
+            queue_name=state.queue_name,
+            job_timeout=int(state.settings.max_audio_seconds) + 600,
+        )
+    except Exception:
+        row.delete_instance()
+        raise
+    return row
+
+
+def list_page(
+    org: Organization, limit: int, starting_after: str | None = None, status: str | None = None
+) -> Page:
+    """Newest first; `starting_after` is the id of the last item of the previous page."""
+    query = Transcription.select().where(Transcription.organization == org)
+    if status:
+        query = query.where(Transcription.status == status)
+    if starting_after:
+        cursor = Transcription.get_or_none(
+            (Transcription.public_id == starting_after) & (Transcription.organization == org)
+        )
+        if cursor is None:
+            raise ApiError(
+                ErrorCode.VALIDATION_ERROR,
+                "starting_after does not name one of your transcriptions",
+                {"field": "starting_after"},
+            )
+        query = query.where(
+            (Transcription.created_at < cursor.created_at)
+            | ((Transcription.created_at == cursor.created_at) & (Transcription.id < cursor.id))
+        )
+    rows = list(query.order_by(Transcription.created_at.desc(), Transcription.id.desc()).limit(limit + 1))
+    return Page(data=rows[:limit], has_more=len(rows) > limit)
+
+
+def delete(state: AppState, transcription: Transcription) -> None:
+    """Cancel the job, then remove transcript, segments, deliveries and the audio for good."""
+    if transcription.status not in TranscriptionStatus.FINAL:
+        cancel_transcription(state.redis, transcription.public_id)
+    upload = transcription.upload_id and Upload.get_or_none(Upload.id == transcription.upload_id)
+    with db.atomic():
+        transcription.delete_instance(recursive=True)
+        if upload is not None and not upload.transcriptions.exists():
+            delete_upload(state, upload)
+
+
+def upload_for(org: Organization, upload_public_id: str) -> Upload:
+    upload = Upload.get_or_none((Upload.public_id == upload_public_id) & (Upload.organization == org))
+    if upload is None:
+        raise ApiError(ErrorCode.NOT_FOUND, "Upload not found", {"field": "upload_id"})
+    return upload

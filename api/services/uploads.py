@@ -1,0 +1,216 @@
+"""Uploads: presigned URLs under the plan's concurrent-upload cap, the signed local PUT, completion checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from itsdangerous import BadSignature, SignatureExpired
+
+from api.errors import ApiError, NotFound
+from api.media import check_format, verify_media
+from api.models import Organization, Upload, UploadStatus, db, utcnow
+from api.services.plans import limits_for
+from api.state import AppState
+from api.storage import TooLarge
+from cliptext.errors import ErrorCode
+
+URL_TTL = dt.timedelta(hours=1)
+LOCK_TIMEOUT_S = 10
+_SIGNER_SALT = "upload-content-put"
+
+
+@dataclass(frozen=True)
+class PresignedUpload:
+    upload: Upload
+    url: str
+    headers: dict[str, str]
+
+
+def sanitize_filename(filename: str) -> str:
+    """A display name only (never a path): last path part, printable, at most 255 characters."""
+    name = unicodedata.normalize("NFKC", filename).replace("\\", "/").rsplit("/", 1)[-1]
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().strip(".") or "upload"
+    return name[-255:]
+
+
+def storage_key(org: Organization, upload_public_id: str) -> str:
+    return f"uploads/{org.public_id}/{upload_public_id}"
+
+
+def _in_flight(org: Organization):
+    return Upload.select().where(
+        (Upload.organization == org)
+        & Upload.status.in_([UploadStatus.PENDING, UploadStatus.UPLOADED])
+        & (Upload.expires_at > utcnow())
+    )
+
+
+def presign(
+    state: AppState, org: Organization, filename: str, content_type: str, size: int, base_url: str
+) -> PresignedUpload:
+    """Reserve an upload slot and return where to PUT the bytes.
+
+    The count-then-insert runs under a per-organization Redis lock, so concurrent calls from any number
+    of API processes cannot exceed the plan's concurrent-upload cap.
+    """
+    check_format(filename)
+    if size > state.settings.max_upload_bytes:
+        raise ApiError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            "Declared size exceeds the maximum upload size",
+            {"field": "size", "max_bytes": state.settings.max_upload_bytes},
+        )
+    cap = limits_for(org).concurrent_uploads
+    lock = state.redis.lock(state.key("lock", "uploads", org.public_id), timeout=LOCK_TIMEOUT_S)
+    if not lock.acquire(blocking_timeout=LOCK_TIMEOUT_S):
+        raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, "Upload reservation is busy; retry")
+    try:
+        with db.atomic():
+            active = _in_flight(org).count()
+            if active >= cap:
+                raise ApiError(
+                    ErrorCode.CONCURRENT_UPLOAD_LIMIT,
+                    f"At most {cap} concurrent upload(s) on the {org.plan} plan",
+                    {"limit": cap, "in_progress": active, "plan": org.plan},
+                )
+            upload = Upload(
+                organization=org,
+                filename=sanitize_filename(filename),
+                content_type=content_type,
+                declared_size=size,
+                expires_at=utcnow() + URL_TTL,
+            )
+            upload.storage_key = storage_key(org, upload.public_id)
+            upload.save(force_insert=True)
+    finally:
+        lock.release()
+    expires_in = int(URL_TTL.total_seconds())
+    if state.storage.is_local:
+        token = state.signer.dumps({"u": upload.public_id}, salt=_SIGNER_SALT)
+        url = f"{base_url.rstrip('/')}/v1/uploads/{upload.public_id}/content?signature={token}"
+        headers = {"Content-Type": content_type}
+    else:
+        url, headers = state.storage.presigned_put(upload.storage_key, content_type, expires_in)
+    return PresignedUpload(upload=upload, url=url, headers=headers)
+
+
+def receive_content(
+    state: AppState, upload_public_id: str, signature: str, stream: BinaryIO, content_length: int | None
+) -> Upload:
+    """The local stand-in for S3's presigned PUT: exactly one PUT of at most the declared size."""
+    try:
+        payload = state.signer.loads(signature, salt=_SIGNER_SALT, max_age=int(URL_TTL.total_seconds()))
+    except SignatureExpired as error:
+        raise ApiError(ErrorCode.FORBIDDEN, "The upload URL has expired") from error
+    except BadSignature as error:
+        raise ApiError(ErrorCode.FORBIDDEN, "The upload URL signature is invalid") from error
+    if not isinstance(payload, dict) or payload.get("u") != upload_public_id:
+        raise ApiError(ErrorCode.FORBIDDEN, "The upload URL signature is invalid")
+    upload = Upload.get_or_none(Upload.public_id == upload_public_id)
+    if upload is None:
+        raise NotFound("Upload")
+    limit = min(upload.declared_size, state.settings.max_upload_bytes)
+    if content_length is not None and content_length > limit:
+        raise ApiError(
+            ErrorCode.PAYLOAD_TOO_LARGE, "Body is larger than the declared size", {"max_bytes": limit}
+        )
+    # claim the URL: only one request can move it out of "pending"
+    claimed = (
+        Upload.update(status=UploadStatus.UPLOADED)
+        .where((Upload.id == upload.id) & (Upload.status == UploadStatus.PENDING))
+        .execute()
+    )
+    if not claimed:
+        raise ApiError(ErrorCode.CONFLICT, "This upload URL has already been used")
+    try:
+        received = state.storage.write_stream(upload.storage_key, stream, limit)
+    except TooLarge as error:
+        Upload.update(status=UploadStatus.PENDING).where(Upload.id == upload.id).execute()
+        raise ApiError(
+            ErrorCode.PAYLOAD_TOO_LARGE, "Body is larger than the declared size", {"max_bytes": limit}
+        ) from error
+    except BaseException:
+        Upload.update(status=UploadStatus.PENDING).where(Upload.id == upload.id).execute()
+        raise
+    Upload.update(received_size=received).where(Upload.id == upload.id).execute()
+    return Upload.get_by_id(upload.id)
+
+
+def get_upload(org: Organization, upload_public_id: str) -> Upload:
+    upload = Upload.get_or_none((Upload.public_id == upload_public_id) & (Upload.organization == org))
+    if upload is None:
+        raise NotFound("Upload")
+    return upload
+
+
+def complete(state: AppState, org: Organization, upload_public_id: str) -> Upload:
+    """Check the object exists, has the declared size and really is audio/video; then it is usable."""
+    upload = get_upload(org, upload_public_id)
+    if upload.status == UploadStatus.COMPLETED:
+        return upload
+    size = state.storage.size(upload.storage_key)
+    if size is None:
+        raise ApiError(
+            ErrorCode.UPLOAD_MISSING,
+            "No bytes were uploaded for this upload",
+            {"upload_id": upload.public_id},
+        )
+    if size != upload.declared_size:
+        raise ApiError(
+            ErrorCode.UPLOAD_SIZE_MISMATCH,
+            "The uploaded size differs from the declared size",
+            {"declared": upload.declared_size, "received": size},
+        )
+    with state.storage.local_copy(upload.storage_key) as path:
+        duration = verify_media(path, state.settings.max_audio_seconds)
+    now = utcnow()
+    Upload.update(
+        status=UploadStatus.COMPLETED, received_size=size, duration=duration, completed_at=now
+    ).where(Upload.id == upload.id).execute()
+    return Upload.get_by_id(upload.id)
+
+
+def create_from_file(
+    state: AppState, org: Organization, filename: str, content_type: str, stream: BinaryIO
+) -> Upload:
+    """A multipart upload: stored, probed and completed in one step."""
+    check_format(filename, field="file")
+    upload = Upload(
+        organization=org,
+        filename=sanitize_filename(filename),
+        content_type=content_type or "application/octet-stream",
+        declared_size=0,
+        status=UploadStatus.UPLOADED,
+        expires_at=utcnow() + URL_TTL,
+    )
+    upload.storage_key = storage_key(org, upload.public_id)
+    try:
+        size = state.storage.write_stream(upload.storage_key, stream, state.settings.max_upload_bytes)
+    except TooLarge as error:
+        raise ApiError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            "File exceeds the maximum upload size",
+            {"max_bytes": state.settings.max_upload_bytes},
+        ) from error
+    try:
+        with state.storage.local_copy(upload.storage_key) as path:
+            duration = verify_media(path, state.settings.max_audio_seconds)
+    except ApiError:
+        state.storage.delete(upload.storage_key)
+        raise
+    upload.declared_size = upload.received_size = size
+    upload.duration = duration
+    upload.status = UploadStatus.COMPLETED
+    upload.completed_at = utcnow()
+    upload.save(force_insert=True)
+    return upload
+
+
+def delete_upload(state: AppState, upload: Upload) -> None:
+    """Remove the bytes and the row for good."""
+    state.storage.delete(upload.storage_key)
+    upload.delete_instance()

@@ -1,0 +1,81 @@
+"""Recovery of transcription jobs that died with their worker, run by every worker's maintenance.
+
+RQ's own StartedJobRegistry cleanup notices a job whose worker stopped heartbeating (SIGKILL, OOM,
+a lost machine) and moves it to the FailedJobRegistry (or retries it if it was enqueued with a
+Retry). A job only ends up there while its transcription is still queued/processing when the job
+code never ran to its end: this sweep requeues such jobs (RQ's FailedJobRegistry.requeue) up to
+settings.job_max_recoveries times, then fails the transcription with INTERNAL.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+
+from api.db import db
+from api.models import Transcription, TranscriptionStatus
+from cliptext.errors import ErrorCode
+from cliptext.settings import Settings
+from jobs import transcript_store as store
+
+log = logging.getLogger(__name__)
+
+RECOVERIES_META = "recoveries"
+
+
+def recover_abandoned(connection: redis.Redis, settings: Settings, queue_name: str) -> list[str]:
+    """Requeue (or finally fail) transcription jobs that failed without finishing their transcription.
+
+    Returns the ids of the requeued jobs. Opens and closes its own database connection, so the
+    worker never forks a work horse while holding one.
+    """
+    registry = FailedJobRegistry(queue_name, connection=connection)
+    job_ids = registry.get_job_ids()
+    if not job_ids:
+        return []
+    requeued: list[str] = []
+    with db.connection_context():
+        active = {
+            row.public_id
+            for row in Transcription.select(Transcription.public_id).where(
+                Transcription.public_id.in_(job_ids)
+                & Transcription.status.in_((TranscriptionStatus.QUEUED, TranscriptionStatus.PROCESSING))
+            )
+        }
+        for job_id in job_ids:
+            if job_id not in active:
+                continue
+            try:
+                job = Job.fetch(job_id, connection=connection)
+            except NoSuchJobError:
+                continue
+            recoveries = int(job.meta.get(RECOVERIES_META, 0))
+            if recoveries >= settings.job_max_recoveries:
+                log.error("transcription %s: its job died %d times, giving up", job_id, recoveries + 1)
+                if store.fail_by_public_id(
+                    job_id, ErrorCode.INTERNAL, "the transcription job stopped unexpectedly too many times"
+                ):
+                    _notify_failed(connection, settings, job_id)
+                continue
+            job.meta[RECOVERIES_META] = recoveries + 1
+            job.save_meta()
+            try:
+                registry.requeue(job)
+            except InvalidJobOperation:  # another worker's sweep took it first
+                continue
+            log.warning("transcription %s: job died with its worker, requeued (%d)", job_id, recoveries + 1)
+            requeued.append(job_id)
+    return requeued
+
+
+def _notify_failed(connection: redis.Redis, settings: Settings, public_id: str) -> None:
+    from jobs.transcribe import FAILED_EVENT
+    from jobs.webhooks import enqueue_webhook
+
+    row = Transcription.get_or_none(Transcription.public_id == public_id)
+    if row is not None and row.webhook_url:
+        enqueue_webhook(connection, settings, public_id, FAILED_EVENT)

@@ -1,0 +1,166 @@
+"""The database side of a transcription job: every state change is one guarded, atomic write.
+
+Each write names the status it expects (`WHERE status = processing`), so a transcription canceled or
+deleted by the API while the job runs is noticed at the next write and nothing more is stored.
+Segments are upserted by (transcription, index): a job run again after its worker died overwrites
+instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from api.db import db, init_db
+from api.models import Segment, Transcription, TranscriptionStatus, Upload, utcnow
+from cliptext.settings import Settings
+from inference.types import Segment as EngineSegment
+
+log = logging.getLogger(__name__)
+
+_ACTIVE = (TranscriptionStatus.QUEUED, TranscriptionStatus.PROCESSING)
+
+
+def ensure_db(settings: Settings) -> None:
+    """Point the shared database proxy at settings.database_url unless the process already did."""
+    if db.obj is None:
+        init_db(settings)
+
+
+@dataclass(frozen=True)
+class Started:
+    """What the job needs of a transcription it has just moved to `processing`."""
+
+    id: int
+    public_id: str
+    storage_key: str | None
+    duration: float | None
+    options: dict[str, Any]
+    webhook_url: str | None
+
+
+def start(public_id: str) -> Started | None:
+    """queued|processing -> processing, old segments removed; None when there is nothing to do."""
+    with db.atomic():
+        row = Transcription.get_or_none(Transcription.public_id == public_id)
+        if row is None or row.status not in _ACTIVE:
+            return None
+        updated = (
+            Transcription.update(
+                status=TranscriptionStatus.PROCESSING,
+                started_at=utcnow(),
+                progress=0.0,
+                text=None,
+                error_code=None,
+                error_message=None,
+                completed_at=None,
+            )
+            .where((Transcription.id == row.id) & Transcription.status.in_(_ACTIVE))
+            .execute()
+        )
+        if not updated:
+            return None
+        Segment.delete().where(Segment.transcription == row.id).execute()
+        upload = Upload.get_or_none(Upload.id == row.upload_id) if row.upload_id else None
+        return Started(
+            id=row.id,
+            public_id=row.public_id,
+            storage_key=upload.storage_key if upload else None,
+            duration=row.duration if row.duration is not None else (upload.duration if upload else None),
+            options=dict(row.options or {}),
+            webhook_url=row.webhook_url,
+        )
+
+
+def _still_processing(transcription_id: int, **fields: Any) -> bool:
+    """Update `fields` if the transcription is still processing; False when it was canceled/deleted."""
+    query = Transcription.update(**fields) if fields else Transcription.update(status=Transcription.status)
+    return bool(
+        query.where(
+            (Transcription.id == transcription_id) & (Transcription.status == TranscriptionStatus.PROCESSING)
+        ).execute()
+    )
+
+
+def save_segment(transcription_id: int, index: int, segment: EngineSegment, progress: float | None) -> bool:
+    """Store one segment (upsert) and the progress; False when the transcription is no longer processing."""
+    words = (
+        [
+            {"start": w.start, "end": w.end, "word": w.word, "probability": w.probability}
+            for w in segment.words
+        ]
+        if segment.words is not None
+        else None
+    )
+    values = {"start": segment.start, "end": segment.end, "text": segment.text, "words": words}
+    with db.atomic():
+        fields = {} if progress is None else {"progress": progress}
+        if not _still_processing(transcription_id, **fields):
+            return False
+        Segment.insert(transcription=transcription_id, index=index, **values).on_conflict(
+            conflict_target=[Segment.transcription, Segment.index],
+            update={getattr(Segment, name): value for name, value in values.items()},
+        ).execute()
+    return True
+
+
+def save_progress(transcription_id: int, progress: float) -> bool:
+    return _still_processing(transcription_id, progress=progress)
+
+
+def complete(transcription_id: int, text: str, duration: float | None, language: str | None) -> bool:
+    """processing -> completed with the full text; False when it was canceled/deleted meanwhile."""
+    with db.atomic():
+        return _still_processing(
+            transcription_id,
+            status=TranscriptionStatus.COMPLETED,
+            text=text,
+            duration=duration,
+            language=language,
+            progress=1.0,
+            completed_at=utcnow(),
+        )
+
+
+def fail(transcription_id: int, code: str, message: str) -> bool:
+    """queued|processing -> failed with an error code; partial segments are removed."""
+    with db.atomic():
+        updated = (
+            Transcription.update(
+                status=TranscriptionStatus.FAILED,
+                error_code=str(code),
+                error_message=message[:2000],
+                progress=None,
+                completed_at=utcnow(),
+            )
+            .where((Transcription.id == transcription_id) & Transcription.status.in_(_ACTIVE))
+            .execute()
+        )
+        if updated:
+            Segment.delete().where(Segment.transcription == transcription_id).execute()
+        return bool(updated)
+
+
+def fail_by_public_id(public_id: str, code: str, message: str) -> bool:
+    row = Transcription.get_or_none(Transcription.public_id == public_id)
+    return row is not None and fail(row.id, code, message)
+
+
+def back_to_queue(transcription_id: int) -> bool:
+    """processing -> queued while the job waits for a retry; partial segments are removed."""
+    with db.atomic():
+        updated = _still_processing(transcription_id, status=TranscriptionStatus.QUEUED, progress=None)
+        if updated:
+            Segment.delete().where(Segment.transcription == transcription_id).execute()
+        return updated
+
+
+def discard(transcription_id: int) -> None:
+    """Remove whatever segments a canceled job may have stored (the row is the API's to delete)."""
+    Segment.delete().where(Segment.transcription == transcription_id).execute()
+
+
+def status_of(public_id: str) -> str | None:
+    row = Transcription.select(Transcription.status).where(Transcription.public_id == public_id).first()
+    return row.status if row else None

@@ -1,0 +1,155 @@
+"""Webhook deliveries: a signed JSON POST when a transcription completes or fails.
+
+The body is signed with HMAC-SHA256 over f"{timestamp}.{body}" using the organization's webhook
+secret (headers `Cliptext-Timestamp` and `Cliptext-Signature: v1=<hex>`; see docs/webhooks.md).
+A non-2xx answer or a network error raises, and RQ retries the job with backoff (enqueue_webhook
+sets the Retry); every attempt is recorded as a WebhookDelivery. Targets that resolve to private,
+loopback or link-local addresses are refused unless settings.webhook_allow_private.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+import time
+from urllib.parse import urlsplit
+
+import redis
+import requests
+from rq import Queue, Retry
+
+from api.db import db
+from api.models import Organization, Transcription, WebhookDelivery
+from cliptext.settings import Settings
+from jobs.transcript_store import ensure_db
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "webhooks"
+JOB_FUNCTION = "jobs.webhooks.deliver_webhook"
+SIGNATURE_HEADER = "Cliptext-Signature"
+TIMESTAMP_HEADER = "Cliptext-Timestamp"
+EVENT_HEADER = "Cliptext-Event"
+USER_AGENT = "Cliptext-Webhooks/1"
+
+
+class WebhookRefused(Exception):
+    """The target may not be called (bad URL, or an address inside the private network)."""
+
+
+class DeliveryFailed(Exception):
+    """The receiver did not answer 2xx in time; raised so that RQ retries the job."""
+
+
+def enqueue_webhook(connection: redis.Redis, settings: Settings, transcription_id: str, event: str) -> None:
+    """Queue one delivery of `event` ("transcription.completed" / "transcription.failed")."""
+    intervals = list(settings.webhook_retry_intervals) or [0]
+    retry = Retry(max=settings.webhook_retries, interval=intervals) if settings.webhook_retries > 0 else None
+    Queue(QUEUE_NAME, connection=connection).enqueue(
+        JOB_FUNCTION,
+        transcription_id,
+        event,
+        job_id=f"{transcription_id}-{event.replace('.', '-')}",
+        retry=retry,
+        job_timeout=int(settings.webhook_timeout * 3 + 30),
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+        description=f"webhook {event} {transcription_id}",
+    )
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The `Cliptext-Signature` value: "v1=" + hex HMAC-SHA256 of f"{timestamp}.{body}"."""
+    message = str(timestamp).encode() + b"." + body
+    return "v1=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def check_target(url: str, allow_private: bool) -> None:
+    """Raise WebhookRefused unless `url` is http(s) and every address of its host is public."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise WebhookRefused("the webhook URL must be an absolute http(s) URL")
+    if allow_private:
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as error:
+        raise WebhookRefused(f"cannot resolve {parts.hostname}: {error}") from None
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not address.is_global or address.is_multicast:
+            raise WebhookRefused(f"{parts.hostname} resolves to a non-public address ({address})")
+
+
+def event_body(settings: Settings, row: Transcription, event: str) -> bytes:
+    """The JSON body: event type, transcription id and status, error, and where to fetch the result."""
+    error = {"code": row.error_code, "message": row.error_message} if row.error_code else None
+    payload = {
+        "id": f"evt_{row.public_id}.{event}",
+        "type": event,
+        "created_at": int(time.time()),
+        "data": {
+            "id": row.public_id,
+            "object": "transcription",
+            "status": row.status,
+            "error": error,
+            "url": f"{settings.public_base_url.rstrip('/')}/v1/transcriptions/{row.public_id}",
+        },
+    }
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _record(row: Transcription, status_code: int | None, error: str | None) -> None:
+    with db.atomic():
+        attempt = WebhookDelivery.select().where(WebhookDelivery.transcription == row.id).count() + 1
+        WebhookDelivery.create(transcription=row.id, attempt=attempt, status_code=status_code, error=error)
+
+
+def deliver_webhook(transcription_id: str, event: str) -> int | None:
+    """POST the signed event to the transcription's webhook_url; returns the receiver's status code."""
+    settings = Settings.from_env()
+    ensure_db(settings)
+    with db.connection_context():
+        row = Transcription.get_or_none(Transcription.public_id == transcription_id)
+        if row is None or not row.webhook_url:
+            log.info("webhook %s for %s: nothing to deliver", event, transcription_id)
+            return None
+        try:
+            check_target(row.webhook_url, settings.webhook_allow_private)
+        except WebhookRefused as refused:
+            _record(row, None, f"refused: {refused}")
+            log.warning("webhook for %s refused: %s", transcription_id, refused)
+            return None  # not retried: the URL will not become acceptable
+        secret = Organization.get_by_id(row.organization_id).webhook_secret
+        body = event_body(settings, row, event)
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            EVENT_HEADER: event,
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(secret, timestamp, body),
+        }
+        try:
+            response = requests.post(
+                row.webhook_url,
+                data=body,
+                headers=headers,
+                timeout=settings.webhook_timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as error:
+            _record(row, None, f"{type(error).__name__}: {error}"[:1000])
+            raise DeliveryFailed(f"webhook for {transcription_id}: {error}") from None
+        if not 200 <= response.status_code < 300:
+            _record(row, response.status_code, f"HTTP {response.status_code}")
+            raise DeliveryFailed(f"webhook for {transcription_id}: HTTP {response.status_code}")
+        _record(row, response.status_code, None)
+        return response.status_code

@@ -74,14 +74,18 @@ def encode_audio(
             rate=rate,
             frame_size=frame_size,
         )
+        written = 0
+        frames: list[av.AudioFrame | None] = []
         for start in range(0, samples.shape[1], 4096):
             block = np.ascontiguousarray(samples[:, start : start + 4096])
-            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=_LAYOUTS[n_channels])
-            frame.sample_rate = rate
+            frames.append(av.AudioFrame.from_ndarray(block, format="fltp", layout=_LAYOUTS[n_channels]))
+            frames[-1].sample_rate = rate
+        for frame in [*frames, None]:  # None flushes the resampler
             for converted in resampler.resample(frame):
+                # timestamps in samples let the muxer write the encoder delay (edit list), as real files have
+                converted.pts, converted.time_base = written, Fraction(1, rate)
+                written += converted.samples
                 out.mux(audio.encode(converted))
-        for converted in resampler.resample(None):
-            out.mux(audio.encode(converted))
         out.mux(audio.encode(None))
         if picture is not None:
             seconds = samples.shape[1] / rate if video_seconds is None else video_seconds

@@ -1,0 +1,152 @@
+"""Fixtures of the inference server tests: REAL `python -m inference.server` processes on ephemeral ports.
+
+Each server loads the real exported tiny.en model; tests talk to it over gRPC and read its log file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from inference.export import DEFAULT_NAME, default_source, export
+from inference.stubs import SERVICE_NAME
+from tests.media import AUDIO_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 120.0
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def call_lines(self) -> list[str]:
+        """The one-line-per-call log records."""
+        return [line for line in self.log().splitlines() if " transcribe peer=" in line]
+
+    def wait_for_log(self, pattern: str, timeout: float = 30.0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.log())
+            if match:
+                return match
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not in the server log:\n{self.log()}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+
+def health_status(addr: str, service: str = "", timeout: float = 2.0) -> int:
+    with grpc.insecure_channel(addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
+
+
+def wait_serving(server: ServerProcess, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if health_status(server.addr, SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"server not SERVING after {timeout} s:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The exported tiny.en model (exported into models/ if missing; a matching export is reused)."""
+    configured = os.environ.get("CLIPTEXT_MODEL_DIR")
+    if configured:
+        return Path(configured)
+    export(default_source(), ROOT / "models", DEFAULT_NAME, ("fp32", "int8", "fp16"))
+    return ROOT / "models" / DEFAULT_NAME
+
+
+@pytest.fixture(scope="session")
+def transcripts() -> dict:
+    return json.loads((AUDIO_DIR / "transcripts.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def launch(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Start a server with extra flags; `wait=False` returns before it is SERVING. All stopped at the end."""
+    started: list[ServerProcess] = []
+
+    def start(*flags: str, wait: bool = True) -> ServerProcess:
+        log_path = tmp_path_factory.mktemp("server") / "server.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "CLIPTEXT_DATA_DIR": str(log_path.parent)}
+        with log_path.open("w") as log_file:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "inference.server",
+                    "--addr",
+                    "127.0.0.1:0",
+                    "--model-dir",
+                    str(model_dir),
+                    "--precision",
+                    "fp32",
+                    "--threads",
+                    "1",
+                    *flags,
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        server = ServerProcess(process, 0, log_path)
+        started.append(server)
+        server.port = int(server.wait_for_log(r"listening on 127\.0\.0\.1:(\d+)", START_TIMEOUT).group(1))
+        if wait:
+            wait_serving(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(launch: Callable[..., ServerProcess]) -> ServerProcess:
+    """The shared server: 4 at once, 4 waiting, 4 MiB and 40 s of audio per request."""
+    return launch(
+        "--max-concurrent", "4", "--max-queue", "4", "--max-audio-bytes", str(4 * 1024 * 1024),
+        "--max-audio-seconds", "40",
+    )  # fmt: skip

@@ -98,11 +98,11 @@ class Word:
 
 @dataclass(frozen=True)
 class Segment:
-    id: int
     start: float
     end: float
     text: str
     words: tuple[Word, ...] = ()
+    id: int | None = None
     channel: int = 0
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -130,9 +130,11 @@ class Transcription:
     progress: float | None = None
     upload_id: str | None = None
     webhook_url: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
     error: TranscriptionError | None = None
     segments: tuple[Segment, ...] = ()
     created_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
     completed_at: dt.datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -157,7 +159,9 @@ class Transcription:
             error=error,
             upload_id=upload if isinstance(upload, str) else None,
             segments=tuple(Segment.from_json(s) for s in data.get("segments") or ()),
+            options=dict(data.get("options") or {}),
             created_at=_parse_time(data.get("created_at")),
+            started_at=_parse_time(data.get("started_at")),
             completed_at=_parse_time(data.get("completed_at")),
         )
 
@@ -172,6 +176,7 @@ class Upload:
     duration: float | None = None
     created_at: dt.datetime | None = None
     expires_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -181,6 +186,7 @@ class Upload:
             data,
             created_at=_parse_time(data.get("created_at")),
             expires_at=_parse_time(data.get("expires_at")),
+            completed_at=_parse_time(data.get("completed_at")),
         )
 
 
@@ -204,10 +210,11 @@ class PresignedUpload:
 
 @dataclass(frozen=True)
 class Member:
+    """A member of an organization; `id` is the user's id (usr_…)."""
+
     email: str
     role: str
     id: str | None = None
-    user_id: str | None = None
     created_at: dt.datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -217,21 +224,32 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Limits:
+    requests_per_minute: int | None = None
+    concurrent_uploads: int | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class Organization:
+    """An organization; `role` is the caller's role in it."""
+
     id: str
     name: str
     plan: str | None = None
     role: str | None = None
-    members: tuple[Member, ...] = ()
+    member_count: int | None = None
+    limits: Limits | None = None
     created_at: dt.datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Organization:
+        limits = data.get("limits")
         return _build(
             cls,
             data,
-            members=tuple(Member.from_json(m) for m in data.get("members") or ()),
+            limits=_build(Limits, limits) if isinstance(limits, Mapping) else None,
             created_at=_parse_time(data.get("created_at")),
         )
 

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from inference.client import Summary, TranscriberClient
@@ -80,6 +81,30 @@ def start_server(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.P
     raise RuntimeError(f"the server did not start:\n{log_path.read_text()}")
 
 
+def bench_in_process(args: argparse.Namespace, clips: list[Path], options: TranscribeOptions) -> dict:
+    from inference.model import OnnxWhisper
+    from inference.transcribe import WhisperEngine
+
+    model = OnnxWhisper(args.model_dir, precision=args.precision, device=args.device, threads=args.threads)
+    engine = WhisperEngine(model)
+    print(f"model {model.config.name} {model.precision} on {model.provider}; clips: {args.clips}")
+    _engine_run(engine, clips[:1], options)  # warm-up
+    return {n: measure(partial(_engine_run, engine, clips, options), n, args.repeat) for n in args.streams}
+
+
+def bench_server(args: argparse.Namespace, clips: list[Path], options: TranscribeOptions) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        process, addr = start_server(args, Path(tmp) / "server.log")
+        try:
+            with TranscriberClient(addr, timeout=3600) as client:
+                _server_run(client, clips[:1], options)  # warm-up
+                run = partial(_server_run, client, clips, options)
+                return {n: measure(run, n, args.repeat) for n in args.streams}
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(60)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "whisper-tiny.en")
@@ -94,32 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     clips = [AUDIO_DIR / name for name in args.clips.split(",")]
     options = TranscribeOptions(beam_size=args.beam_size)
 
-    from inference.transcribe import WhisperEngine
-
-    from inference.model import OnnxWhisper
-
-    model = OnnxWhisper(args.model_dir, precision=args.precision, device=args.device, threads=args.threads)
-    engine = WhisperEngine(model)
-    print(f"model {model.config.name} {model.precision} on {model.provider}; clips: {args.clips}")
-    _engine_run(engine, clips[:1], options)  # warm-up
-    in_process = {
-        n: measure(lambda: _engine_run(engine, clips, options), n, args.repeat) for n in args.streams
-    }
-    del engine, model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        process, addr = start_server(args, Path(tmp) / "server.log")
-        try:
-            with TranscriberClient(addr, timeout=3600) as client:
-                _server_run(client, clips[:1], options)  # warm-up
-                served = {
-                    n: measure(lambda: _server_run(client, clips, options), n, args.repeat)
-                    for n in args.streams
-                }
-        finally:
-            process.send_signal(signal.SIGINT)
-            process.wait(60)
-
+    in_process = bench_in_process(args, clips, options)
+    served = bench_server(args, clips, options)
     print(f"{'streams':>7} | {'in-process (audio s/s)':>22} | {'server (audio s/s)':>18} | {'overhead':>8}")
     for n in args.streams:
         overhead = 1 - served[n] / in_process[n]

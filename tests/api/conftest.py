@@ -1,0 +1,147 @@
+"""Fixtures for the API tests: a real database per test (SQLite file and PostgreSQL), real Redis.
+
+Every test gets its own database (a fresh SQLite file, or a fresh PostgreSQL database dropped afterwards),
+its own Redis key prefix and RQ queue name (all removed afterwards), and its own storage folder.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+import redis
+from rq import Queue
+
+from api import create_app
+from api.db import db
+from api.services.orgs import create_org
+
+PG_ADMIN_URL = os.environ.get("CLIPTEXT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("CLIPTEXT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+AUDIO = Path("/work/shared/audio") if Path("/work/shared/audio").exists() else Path("tests/data/audio")
+JFK_MP3 = AUDIO / "jfk.mp3"
+
+
+def _pg_admin(sql: str) -> None:
+    conn = psycopg2.connect(PG_ADMIN_URL)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'api.db'}"
+        return
+    name = f"ct_api_{secrets.token_hex(6)}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        if db.obj is not None and not db.is_closed():
+            db.close()
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_conn() -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(REDIS_URL)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def test_ns() -> str:
+    """A per-test namespace for Redis keys and the RQ queue."""
+    return f"t{secrets.token_hex(5)}"
+
+
+@pytest.fixture
+def make_app(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_conn: redis.Redis, test_ns: str
+):
+    """Build app instances that share this test's database and Redis namespace (several = several processes)."""
+    monkeypatch.setenv("CLIPTEXT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CLIPTEXT_SECRET_KEY", secrets.token_urlsafe(32))
+    built = []
+
+    def build(**overrides: Any):
+        config = {
+            "database_url": database_url,
+            "redis_url": REDIS_URL,
+            "storage_url": f"file://{tmp_path / 'storage'}",
+            "REDIS_KEY_PREFIX": f"{test_ns}:",
+            "RQ_QUEUE": f"transcriptions-{test_ns}",
+            "TESTING": True,
+        }
+        config.update(overrides)
+        app = create_app(config)
+        built.append(app)
+        return app
+
+    yield build
+    if not db.is_closed():
+        db.close()
+    queue = Queue(f"transcriptions-{test_ns}", connection=redis_conn)
+    queue.delete(delete_jobs=True)
+    for key in redis_conn.scan_iter(match=f"{test_ns}:*"):
+        redis_conn.delete(key)
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def new_org(app):
+    """new_org(plan="free", ...) -> (Organization, auth headers of its owner)."""
+
+    def make(plan: str = "free", email: str | None = None, **limits: Any):
+        email = email or f"owner-{secrets.token_hex(4)}@example.com"
+        with app.app_context():
+            org, key, raw = create_org(f"Org {plan}", email, plan, **limits)
+        return org, {"Authorization": f"Bearer {raw}"}
+
+    return make
+
+
+def upload_file(client, headers: dict[str, str], path: Path, filename: str | None = None) -> str:
+    """Presign, PUT and complete a real file; returns the upload id."""
+    data = path.read_bytes()
+    name = filename or path.name
+    response = client.post(
+        "/v1/uploads/presigned",
+        json={"filename": name, "content_type": "audio/mpeg", "size": len(data)},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    put = client.put(local_path(body["url"]), data=data, headers=body["headers"])
+    assert put.status_code == 200, put.get_json()
+    done = client.post("/v1/uploads/complete", json={"upload_id": body["id"]}, headers=headers)
+    assert done.status_code == 200, done.get_json()
+    return body["id"]
+
+
+def local_path(url: str) -> str:
+    """The path + query of an absolute URL (the test client talks to the app directly)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"

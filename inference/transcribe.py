@@ -1,0 +1,362 @@
+"""`WhisperEngine`: faster-whisper's transcription loop (30 s windows, seeking on timestamps) on our model.
+
+Windows are decoded lazily as the segment generator is iterated, so closing it stops the work. Nothing on
+the engine changes during a call: several threads may transcribe with one engine at once.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from cliptext.errors import ErrorCode
+from inference.alignment import add_word_timestamps
+from inference.audio import AudioSource, decode_audio
+from inference.decoding import DecodingOptions, DecodingResult, SpecialIds, WindowDecoder, log_softmax
+from inference.features import HOP_LENGTH, N_FRAMES, SAMPLING_RATE, FeatureExtractor, pad_or_trim
+from inference.model import CrossKV, OnnxWhisper
+from inference.tokenizer import SpecialTokens, Tokenizer
+from inference.types import AudioError, OptionsError, Segment, TranscribeOptions, TranscriptionInfo, Word
+
+MAX_LENGTH = 448  # decoder context
+TIME_PRECISION = 0.02  # seconds per timestamp token
+INPUT_STRIDE = 2  # mel frames per encoder position
+FRAMES_PER_SECOND = SAMPLING_RATE // HOP_LENGTH
+TIME_PER_FRAME = HOP_LENGTH / SAMPLING_RATE
+
+
+def compression_ratio(text: str) -> float:
+    """gzip ratio of the text: high for repetitive (looping) output."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data))
+
+
+class WhisperEngine:
+    """Transcribes audio with an `OnnxWhisper` model the way faster-whisper's WhisperModel does."""
+
+    def __init__(self, model: OnnxWhisper):
+        self.model = model
+        self.config = model.config
+        self.feature_extractor = FeatureExtractor(self.config.n_mels)
+        self._special = SpecialTokens.from_config(self.config)
+        self._tokenizer_file = Path(model.model_dir) / "tokenizer.json"
+        self._english = Tokenizer.from_file(self._tokenizer_file, False, config=self.config)
+        c = self.config
+        self.ids = SpecialIds(c.sot, c.eot, c.no_timestamps, c.timestamp_begin, c.no_speech, c.n_vocab)
+
+    @classmethod
+    def load(
+        cls, model_dir: str | Path, precision: str = "auto", device: str = "auto", threads: int = 0
+    ) -> WhisperEngine:
+        return cls(OnnxWhisper(model_dir, precision=precision, device=device, threads=threads))
+
+    # -- public -------------------------------------------------------------------------------------
+
+    def transcribe(
+        self, source: AudioSource, options: TranscribeOptions | None = None
+    ) -> tuple[Iterator[Segment], TranscriptionInfo]:
+        """(lazy segments, info) for `source`: path, bytes, binary file or float32 16 kHz array."""
+        options = options or TranscribeOptions()
+        audio = self._load_audio(source, options.channels)
+        channels = [audio] if audio.ndim == 1 else list(audio)
+        duration = channels[0].shape[0] / SAMPLING_RATE
+        tokenizer_for, language, probability, all_probs = self._language(channels[0], options)
+        info = TranscriptionInfo(
+            language=language,
+            language_probability=probability,
+            duration=duration,
+            options=options,
+            channels=len(channels),
+            all_language_probs=all_probs,
+        )
+        return self._segments(channels, tokenizer_for, options), info
+
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float, tuple[tuple[str, float], ...]]:
+        """Language of the first 30 s: (code, probability, all (code, probability) best first)."""
+        if not self.config.is_multilingual:
+            return "en", 1.0, (("en", 1.0),)
+        features = self.feature_extractor(audio)
+        cross = self.model.encode(pad_or_trim(features[:, :N_FRAMES])[None])
+        logits, _ = self.model.decode(np.asarray([[self.config.sot]]), None, cross)
+        lang_ids = np.asarray(self.config.lang_ids)
+        probs = np.exp(log_softmax(logits[0, lang_ids].astype(np.float32)))
+        order = np.argsort(-probs, kind="stable")
+        ranked = tuple((self.config.language_codes[i], float(probs[i])) for i in order)
+        return ranked[0][0], ranked[0][1], ranked
+
+    # -- steps --------------------------------------------------------------------------------------
+
+    def _load_audio(self, source: AudioSource, channels: str) -> np.ndarray:
+        if isinstance(source, np.ndarray):
+            audio = np.asarray(source, dtype=np.float32)
+            if audio.ndim == 2 and channels == "mix":
+                audio = audio.mean(axis=0) if audio.shape[0] > 1 else audio[0]
+            if audio.ndim not in (1, 2):
+                raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "audio array must be 1-D or [channels, n]")
+            return audio
+        return decode_audio(source, SAMPLING_RATE, channels=channels)
+
+    def _language(self, audio: np.ndarray, options: TranscribeOptions):
+        language, probability, all_probs = options.language, 1.0, None
+        if not self.config.is_multilingual:
+            language = "en"
+        elif language is None:
+            language, probability, all_probs = self.detect_language(audio)
+        elif language not in self.config.language_codes:
+            raise OptionsError(f"unknown language {language!r}")
+        if options.task == "translate" and not self.config.is_multilingual:
+            raise OptionsError("translate needs a multilingual model")
+
+        def tokenizer_for() -> Tokenizer:
+            if not self.config.is_multilingual:
+                return self._english
+            return Tokenizer.from_file(
+                self._tokenizer_file, True, task=options.task, language=language, config=self.config
+            )
+
+        return tokenizer_for, language, probability, all_probs
+
+    def _segments(
+        self, channels: list[np.ndarray], tokenizer_for, options: TranscribeOptions
+    ) -> Iterator[Segment]:
+        tokenizer = tokenizer_for()
+        next_id = 1
+        for index, audio in enumerate(channels):
+            features = self.feature_extractor(audio)
+            for segment in self._generate_segments(features, tokenizer, options):
+                yield replace(segment, id=next_id, channel=index)
+                next_id += 1
+
+    def _decoding_options(self, tokenizer: Tokenizer, options: TranscribeOptions) -> DecodingOptions:
+        suppress: tuple[int, ...] = ()
+        if options.suppress_tokens:
+            ids = [t for t in options.suppress_tokens if t >= 0]
+            if -1 in options.suppress_tokens:
+                ids.extend(tokenizer.non_speech_tokens)
+            s = self._special
+            ids.extend([s.transcribe, s.translate, s.sot, s.sot_prev, s.sot_lm, s.no_speech])
+            suppress = tuple(sorted(set(ids)))
+        penalty = 1.0 if options.length_penalty is None else float(options.length_penalty)
+        return DecodingOptions(
+            beam_size=options.beam_size,
+            patience=options.patience,
+            length_penalty=penalty,
+            repetition_penalty=options.repetition_penalty,
+            no_repeat_ngram_size=options.no_repeat_ngram_size,
+            suppress_tokens=suppress,
+            suppress_begin=tuple(self.config.suppress_ids_begin) if options.suppress_blank else (),
+            timestamps=not options.without_timestamps,
+            max_initial_timestamp_index=int(round(options.max_initial_timestamp / TIME_PRECISION)),
+        )
+
+    def _prompt(
+        self, tokenizer: Tokenizer, previous: list[int], options: TranscribeOptions, prefix: str | None
+    ) -> list[int]:
+        prompt: list[int] = []
+        if previous:
+            prompt.append(tokenizer.sot_prev)
+            prompt.extend(previous[-(MAX_LENGTH // 2 - 1) :])
+        prompt.extend(tokenizer.sot_sequence)
+        if options.without_timestamps:
+            prompt.append(tokenizer.no_timestamps)
+        if prefix:
+            prefix_tokens = tokenizer.encode(" " + prefix.strip())
+            if len(prefix_tokens) >= MAX_LENGTH // 2:
+                prefix_tokens = prefix_tokens[: MAX_LENGTH // 2 - 1]
+            if not options.without_timestamps:
+                prompt.append(tokenizer.timestamp_begin)
+            prompt.extend(prefix_tokens)
+        return prompt
+
+    def _generate_segments(
+        self, features: np.ndarray, tokenizer: Tokenizer, options: TranscribeOptions
+    ) -> Iterator[Segment]:
+        """faster-whisper's generate_segments (without clip timestamps, VAD or hallucination skipping)."""
+        content_frames = features.shape[-1] - 1
+        base = self._decoding_options(tokenizer, options)
+        decoder = WindowDecoder(self.model, self.ids)
+        seek = 0
+        all_tokens: list[int] = []
+        prompt_reset_since = 0
+        if options.initial_prompt is not None:
+            all_tokens.extend(tokenizer.encode(" " + options.initial_prompt.strip()))
+        last_speech_timestamp = 0.0
+        while seek < content_frames:
+            time_offset = seek * TIME_PER_FRAME
+            segment_size = min(N_FRAMES, content_frames - seek)
+            mel = pad_or_trim(features[:, seek : seek + segment_size])
+            segment_duration = segment_size * TIME_PER_FRAME
+            cross = self.model.encode(mel[None])
+            prompt = self._prompt(
+                tokenizer, all_tokens[prompt_reset_since:], options, options.prefix if seek == 0 else None
+            )
+            result, avg_logprob, temperature, ratio = self._generate_with_fallback(
+                decoder, cross, prompt, tokenizer, options, base
+            )
+            if options.no_speech_threshold is not None:
+                should_skip = result.no_speech_prob > options.no_speech_threshold
+                if options.log_prob_threshold is not None and avg_logprob > options.log_prob_threshold:
+                    should_skip = False
+                if should_skip:
+                    seek += segment_size
+                    continue
+            previous_seek = seek
+            current, seek, single_timestamp_ending = self._split_by_timestamps(
+                tokenizer, list(result.tokens), time_offset, segment_size, segment_duration, seek
+            )
+            if options.word_timestamps:
+                add_word_timestamps(
+                    self.model,
+                    tokenizer,
+                    current,
+                    cross,
+                    segment_size,
+                    options.prepend_punctuations,
+                    options.append_punctuations,
+                    last_speech_timestamp,
+                )
+                if not single_timestamp_ending:
+                    last_word_end = _last_word_end(current)
+                    if last_word_end is not None and last_word_end > time_offset:
+                        seek = round(last_word_end * FRAMES_PER_SECOND)
+                last_word_end = _last_word_end(current)
+                if last_word_end is not None:
+                    last_speech_timestamp = last_word_end
+            for segment in current:
+                tokens = segment["tokens"]
+                text = tokenizer.decode(tokens)
+                if segment["start"] == segment["end"] or not text.strip():
+                    continue
+                all_tokens.extend(tokens)
+                words = None
+                if options.word_timestamps:
+                    words = tuple(
+                        Word(w["start"], w["end"], w["word"], w["probability"]) for w in segment["words"]
+                    )
+                yield Segment(
+                    id=0,
+                    seek=previous_seek,
+                    start=segment["start"],
+                    end=segment["end"],
+                    text=text,
+                    tokens=tuple(tokens),
+                    avg_logprob=avg_logprob,
+                    compression_ratio=ratio,
+                    no_speech_prob=result.no_speech_prob,
+                    temperature=temperature,
+                    words=words,
+                )
+            if not options.condition_on_previous_text or temperature > options.prompt_reset_on_temperature:
+                prompt_reset_since = len(all_tokens)
+
+    def _generate_with_fallback(
+        self,
+        decoder: WindowDecoder,
+        cross: CrossKV,
+        prompt: list[int],
+        tokenizer: Tokenizer,
+        options: TranscribeOptions,
+        base: DecodingOptions,
+    ) -> tuple[DecodingResult, float, float, float]:
+        """Decode at the first temperature whose output passes the thresholds (faster-whisper)."""
+        new_tokens = options.max_new_tokens
+        total = MAX_LENGTH if new_tokens is None else len(prompt) + new_tokens
+        if total > MAX_LENGTH:
+            raise OptionsError(f"prompt ({len(prompt)} tokens) + max_new_tokens exceeds {MAX_LENGTH}")
+        sot_index = prompt.index(tokenizer.sot)
+        prompt_length = sot_index
+        while (
+            prompt_length < len(prompt) and tokenizer.sot <= prompt[prompt_length] <= tokenizer.no_timestamps
+        ):
+            prompt_length += 1
+        start_step = prompt_length - 1
+        max_length = min(total // 2, total - start_step)
+        all_results = []
+        below_cr_threshold = []
+        temperature = options.temperatures[0]
+        for temperature in options.temperatures:
+            if temperature > 0:
+                decoding = replace(
+                    base,
+                    beam_size=1,
+                    temperature=temperature,
+                    num_hypotheses=options.best_of,
+                    max_length=max_length,
+                )
+            else:
+                decoding = replace(base, max_length=max_length)
+            result = decoder.decode(cross, prompt, decoding)
+            avg_logprob = result.avg_logprob
+            ratio = compression_ratio(tokenizer.decode(list(result.tokens)).strip())
+            current = (result, avg_logprob, temperature, ratio)
+            all_results.append(current)
+            needs_fallback = False
+            if options.compression_ratio_threshold is not None:
+                if ratio > options.compression_ratio_threshold:
+                    needs_fallback = True
+                else:
+                    below_cr_threshold.append(current)
+            if options.log_prob_threshold is not None and avg_logprob < options.log_prob_threshold:
+                needs_fallback = True
+            if (
+                options.no_speech_threshold is not None
+                and result.no_speech_prob > options.no_speech_threshold
+                and options.log_prob_threshold is not None
+                and avg_logprob < options.log_prob_threshold
+            ):
+                needs_fallback = False
+            if not needs_fallback:
+                return current
+        best = max(below_cr_threshold or all_results, key=lambda r: r[1])
+        return best[0], best[1], temperature, best[3]
+
+    def _split_by_timestamps(
+        self,
+        tokenizer: Tokenizer,
+        tokens: list[int],
+        time_offset: float,
+        segment_size: int,
+        segment_duration: float,
+        seek: int,
+    ) -> tuple[list[dict], int, bool]:
+        """Cut a window's tokens into segments at consecutive timestamps; where to seek next."""
+        ts_begin = tokenizer.timestamp_begin
+        segments = []
+        single_timestamp_ending = len(tokens) >= 2 and tokens[-2] < ts_begin <= tokens[-1]
+        consecutive = [
+            i for i in range(1, len(tokens)) if tokens[i] >= ts_begin and tokens[i - 1] >= ts_begin
+        ]
+        if consecutive:
+            slices = list(consecutive)
+            if single_timestamp_ending:
+                slices.append(len(tokens))
+            last_slice = 0
+            for current_slice in slices:
+                sliced = tokens[last_slice:current_slice]
+                start = time_offset + (sliced[0] - ts_begin) * TIME_PRECISION
+                end = time_offset + (sliced[-1] - ts_begin) * TIME_PRECISION
+                segments.append({"seek": seek, "start": start, "end": end, "tokens": sliced})
+                last_slice = current_slice
+            if single_timestamp_ending:
+                seek += segment_size
+            else:
+                seek += (tokens[last_slice - 1] - ts_begin) * INPUT_STRIDE
+        else:
+            duration = segment_duration
+            timestamps = [t for t in tokens if t >= ts_begin]
+            if timestamps and timestamps[-1] != ts_begin:
+                duration = (timestamps[-1] - ts_begin) * TIME_PRECISION
+            segments.append(
+                {"seek": seek, "start": time_offset, "end": time_offset + duration, "tokens": tokens}
+            )
+            seek += segment_size
+        return segments, seek, single_timestamp_ending
+
+
+def _last_word_end(segments: list[dict]) -> float | None:
+    fallback = segments[-1]["end"] if segments else None
+    return next((w["end"] for s in reversed(segments) for w in reversed(s["words"])), fallback)

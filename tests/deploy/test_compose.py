@@ -1,0 +1,242 @@
+"""compose.yaml, the Dockerfile and .env.example against the code they start (no Docker engine needed).
+
+Every command must name a module, app factory, CLI command or console script that exists; every
+variable given to our containers must be one the code (cliptext/settings.py) or a library it uses reads;
+every ${VAR} compose interpolates must be documented in .env.example, and nothing there may be unused.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+ENV_EXAMPLE = ROOT / ".env.example"
+# services running our image (built from this repository's Dockerfile)
+OURS = sorted(name for name, svc in SERVICES.items() if str(svc.get("image", "")).startswith("cliptext-"))
+# read by libraries rather than by cliptext.settings: name -> the package whose source reads it
+LIBRARY_VARIABLES = {
+    "AWS_ACCESS_KEY_ID": "botocore",
+    "AWS_SECRET_ACCESS_KEY": "botocore",
+    "AWS_DEFAULT_REGION": "botocore",
+    "AWS_ENDPOINT_URL": "botocore",
+    "WEB_CONCURRENCY": "gunicorn",
+}
+# read by docker compose itself (.env), not by a container
+COMPOSE_VARIABLES = {"COMPOSE_PROFILES"}
+
+
+def settings_variables() -> set[str]:
+    """The environment variable names cliptext/settings.py reads (string literals of _env / environ.get)."""
+    tree = ast.parse((ROOT / "cliptext" / "settings.py").read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        func = node.func
+        called = (
+            func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+        )
+        first = node.args[0]
+        if (
+            called in {"_env", "get", "getenv"}
+            and isinstance(first, ast.Constant)
+            and isinstance(first.value, str)
+        ):
+            names.add(first.value)
+    return names
+
+
+def package_source_mentions(package: str, name: str) -> bool:
+    spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.submodule_search_locations, f"{package} is not installed"
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return any(name in path.read_text(errors="ignore") for path in folder.rglob("*.py"))
+
+
+def command_of(service: dict[str, Any]) -> list[str]:
+    command = service.get("command") or []
+    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+
+
+def module_exists(module: str) -> bool:
+    """`python -m module` would find it in the repository (a module file or a package with __main__)."""
+    path = ROOT.joinpath(*module.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__main__.py").is_file()
+
+
+def defines_function(module: str, name: str) -> bool:
+    path = ROOT.joinpath(*module.split("."))
+    source = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    tree = ast.parse(source.read_text())
+    return any(isinstance(node, ast.FunctionDef) and node.name == name for node in tree.body)
+
+
+def console_script_exists(name: str) -> bool:
+    return any(ep.name == name for ep in importlib.metadata.entry_points(group="console_scripts"))
+
+
+def copied_sources() -> list[str]:
+    """The build-context paths of every COPY (not COPY --from another stage)."""
+    sources = []
+    for line in re.findall(r"^COPY (?!--from)(.+)$", DOCKERFILE, re.M):
+        sources.extend(line.split()[:-1])
+    assert sources, "no COPY found in the Dockerfile"
+    return sources
+
+
+def check_command(argv: list[str]) -> None:
+    """Fail unless what `argv` starts exists in this repository or its installed dependencies."""
+    program = argv[0]
+    if program in {"python", "python3"}:
+        assert argv[1] == "-m", argv
+        assert module_exists(argv[2]), f"python -m {argv[2]}: no such module in the repository"
+    elif program == "gunicorn":
+        spec = argv[-1]  # APP_MODULE comes last
+        module, _, factory = spec.partition(":")
+        assert factory.endswith("()"), f"gunicorn {spec}: expected an app factory call"
+        assert defines_function(module, factory[:-2]), f"gunicorn {spec}: {module} has no {factory[:-2]}"
+    elif program == "flask":
+        assert argv[1:3] == ["--app", "api"], argv
+        from flask import Flask
+
+        from api.cli import register_cli
+
+        app = Flask("probe")
+        register_cli(app)
+        group = app.cli.commands[argv[3]]
+        assert argv[4] in group.commands, f"flask --app api {argv[3]} has no command {argv[4]}"
+    else:
+        assert console_script_exists(program), f"{program}: no such console script installed"
+
+
+@pytest.mark.parametrize("name", sorted(name for name in SERVICES if command_of(SERVICES[name])))
+def test_service_command_exists(name: str) -> None:
+    if name not in OURS:
+        pytest.skip(f"{name} runs a third-party image")
+    check_command(command_of(SERVICES[name]))
+
+
+def test_dockerfile_commands_exist() -> None:
+    for match in re.finditer(r"^CMD (\[.*\])$", DOCKERFILE, re.M):
+        check_command(ast.literal_eval(match.group(1)))
+    for module in re.findall(r"python -m ([\w.]+)", DOCKERFILE):
+        assert module_exists(module), f"Dockerfile runs python -m {module}: no such module"
+    for source in copied_sources():
+        assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is missing"
+
+
+def test_dockerfile_targets_used_by_compose() -> None:
+    targets = set(re.findall(r"^FROM \S+ AS (\S+)$", DOCKERFILE, re.M))
+    for name in OURS:
+        build = SERVICES[name]["build"]
+        assert build["target"] in targets, f"{name} builds target {build['target']}, not in the Dockerfile"
+    assert {"app", "inference", "inference-cpu"} <= targets
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_environment_is_read_by_the_code(name: str) -> None:
+    known = settings_variables()
+    environment = SERVICES[name].get("environment") or {}
+    assert isinstance(environment, dict), f"{name}: use the mapping form of environment"
+    for variable in environment:
+        if variable in known:
+            continue
+        assert variable in LIBRARY_VARIABLES, f"{name} sets {variable}, which nothing reads"
+        package = LIBRARY_VARIABLES[variable]
+        assert package_source_mentions(package, variable), f"{package} does not read {variable}"
+
+
+def test_dockerfile_environment_is_read_by_the_code() -> None:
+    known = settings_variables()
+    python_variables = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PIP_NO_CACHE_DIR"}
+    python_variables |= {
+        "PIP_DISABLE_PIP_VERSION_CHECK",
+        "NVIDIA_VISIBLE_DEVICES",
+        "NVIDIA_DRIVER_CAPABILITIES",
+    }
+    for block in re.findall(r"^ENV ((?:.*\\\n)*.*)$", DOCKERFILE, re.M):
+        for variable in re.findall(r"(\w+)=", block):
+            assert variable in known | python_variables, f"Dockerfile sets {variable}, which nothing reads"
+
+
+def test_settings_parser_finds_the_known_names() -> None:
+    """The AST scan above must really see settings.py's names (else every check would be vacuous)."""
+    names = settings_variables()
+    assert {"DATABASE_URL", "REDIS_URL", "STORAGE_URL", "INFERENCE_ADDR", "CLIPTEXT_SECRET_KEY"} <= names
+
+
+def env_example_names() -> set[str]:
+    names = set()
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            names.add(line.split("=", 1)[0].strip())
+    return names
+
+
+def test_interpolated_variables_are_documented_in_env_example() -> None:
+    text = (ROOT / "compose.yaml").read_text()
+    used = set(re.findall(r"\$\{(\w+)", text))
+    documented = env_example_names()
+    assert used - documented == set(), "compose.yaml uses variables .env.example does not document"
+    assert documented - used - COMPOSE_VARIABLES == set(), ".env.example has variables nothing uses"
+
+
+def test_secrets_have_no_defaults() -> None:
+    """Secrets must come from .env: compose refuses to start without them (${VAR:?...})."""
+    text = (ROOT / "compose.yaml").read_text()
+    for secret in ("CLIPTEXT_SECRET_KEY", "POSTGRES_PASSWORD", "CLIPTEXT_ADMIN_PASSWORD"):
+        uses = re.findall(rf"\$\{{{secret}([^}}]*)\}}", text)
+        assert uses and all(use.startswith(":?") for use in uses), f"{secret} must be required (:?)"
+        line = next(line for line in ENV_EXAMPLE.read_text().splitlines() if line.startswith(f"{secret}="))
+        assert line == f"{secret}=", f".env.example must not ship a value for {secret}"
+
+
+def test_scalable_and_gpu_services() -> None:
+    worker = SERVICES["worker"]
+    assert "ports" not in worker and "container_name" not in worker, "worker must scale (--scale worker=N)"
+    assert command_of(worker) == ["python", "-m", "jobs.worker"]
+    devices = SERVICES["inference"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert SERVICES["inference"]["profiles"] == ["gpu"] and SERVICES["inference-cpu"]["profiles"] == ["cpu"]
+    for name in ("inference", "inference-cpu"):
+        assert "inference" in SERVICES[name]["networks"]["default"]["aliases"]
+        assert SERVICES[name]["environment"]["INFERENCE_ADDR"] == "0.0.0.0:50051"
+    assert SERVICES["worker"]["environment"]["INFERENCE_ADDR"].endswith("dns:///inference:50051}")
+
+
+def test_healthchecks_are_valid_python() -> None:
+    for name, service in SERVICES.items():
+        test = (service.get("healthcheck") or {}).get("test") or []
+        if test[:3] == ["CMD", "python", "-c"]:
+            ast.parse(test[3], filename=f"{name} healthcheck")
+
+
+def test_named_volumes_are_declared() -> None:
+    declared = set(COMPOSE.get("volumes") or {})
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes") or []:
+            source = str(volume).split(":", 1)[0]
+            if not source.startswith((".", "/")):
+                assert source in declared, f"{name} mounts undeclared volume {source}"
+
+
+def test_dockerignore_keeps_what_the_dockerfile_copies() -> None:
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for source in copied_sources():
+        assert source not in ignored, f".dockerignore hides {source}, which the Dockerfile copies"

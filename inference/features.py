@@ -1,13 +1,12 @@
 """Whisper's log-mel spectrogram, computed as faster-whisper's FeatureExtractor does (numpy only).
 
 Same framing (reflect padding of n_fft/2, 160 zero samples appended, last STFT frame dropped), same Slaney
-mel filters (librosa), same clamp to 8 log10 units below the global maximum. Frames are a strided view and
+mel filters (as librosa), same clamp to 8 log10 units below the global maximum. Frames are a strided view and
 the work is done in blocks of frames in float32, so long audio needs little memory beyond the output.
 """
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
 
 SAMPLING_RATE = 16000
@@ -20,9 +19,37 @@ _BLOCK_FRAMES = 6000  # frames transformed at once: bounds the temporary STFT me
 
 
 def mel_filters(n_mels: int, sampling_rate: int = SAMPLING_RATE, n_fft: int = N_FFT) -> np.ndarray:
-    """Slaney-scale, Slaney-normalised mel filters [n_mels, n_fft // 2 + 1] (whisper's mel_filters.npz)."""
-    return librosa.filters.mel(sr=sampling_rate, n_fft=n_fft, n_mels=n_mels, htk=False, norm="slaney").astype(
-        np.float32
+    """Slaney-scale, Slaney-normalised mel filters [n_mels, n_fft // 2 + 1] (whisper's mel_filters.npz).
+
+    The same numbers as `librosa.filters.mel(sr, n_fft, n_mels)` (a test checks it), written out in numpy
+    because importing librosa.filters pulls in scipy.signal: about 2 s at every process start.
+    """
+    fft_freqs = np.fft.rfftfreq(n_fft, d=1.0 / sampling_rate)
+    mels = np.linspace(_hz_to_mel(0.0), _hz_to_mel(sampling_rate / 2), n_mels + 2)
+    freqs = _mel_to_hz(mels)
+    widths = np.diff(freqs)
+    ramps = freqs[:, np.newaxis] - fft_freqs[np.newaxis, :]
+    lower = -ramps[:-2] / widths[:-1, np.newaxis]
+    upper = ramps[2:] / widths[1:, np.newaxis]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (freqs[2:] - freqs[:-2]))[:, np.newaxis]  # equal area per band
+    return weights.astype(np.float32)
+
+
+# Slaney's mel scale: linear below 1 kHz, logarithmic above
+_F_SP = 200.0 / 3
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOG_STEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: float) -> float:
+    return hz / _F_SP if hz < _MIN_LOG_HZ else _MIN_LOG_MEL + np.log(hz / _MIN_LOG_HZ) / _LOG_STEP
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    return np.where(
+        mels < _MIN_LOG_MEL, _F_SP * mels, _MIN_LOG_HZ * np.exp(_LOG_STEP * (mels - _MIN_LOG_MEL))
     )
 
 

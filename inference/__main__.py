@@ -1,0 +1,75 @@
+"""`python -m inference transcribe FILE`: transcribe one file locally with the ONNX engine.
+
+Prints plain text by default; --format json|srt|vtt for segments with times. Exit code 2 for bad audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from cliptext.settings import Settings
+from inference.transcribe import WhisperEngine
+from inference.types import EngineError, Segment, TranscribeOptions
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = int(round(seconds * 1000))
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def render(segments: list[Segment], fmt: str) -> str:
+    """The transcript as text, json, srt or vtt."""
+    if fmt == "json":
+        return json.dumps(
+            {"text": "".join(s.text for s in segments).strip(), "segments": [asdict(s) for s in segments]}
+        )
+    if fmt == "srt":
+        blocks = [
+            f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text.strip()}\n"
+            for i, s in enumerate(segments, 1)
+        ]
+        return "\n".join(blocks)
+    if fmt == "vtt":
+        blocks = [
+            f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text.strip()}\n" for s in segments
+        ]
+        return "WEBVTT\n\n" + "\n".join(blocks)
+    return "".join(s.text for s in segments).strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inference")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("transcribe", help="transcribe an audio or video file")
+    t.add_argument("file")
+    t.add_argument("--beam-size", type=int, default=5)
+    t.add_argument("--precision", choices=("auto", "fp32", "int8", "fp16"), default="auto")
+    t.add_argument("--format", choices=("text", "json", "srt", "vtt"), default="text")
+    t.add_argument("--model", default=None, help="exported model directory (default CLIPTEXT_MODEL_DIR)")
+    t.add_argument("--language", default=None)
+    t.add_argument("--word-timestamps", action="store_true")
+    t.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    model_dir = args.model or Settings.from_env().model_dir
+    try:
+        options = TranscribeOptions(
+            beam_size=args.beam_size, language=args.language, word_timestamps=args.word_timestamps
+        )
+        engine = WhisperEngine.load(model_dir, precision=args.precision, threads=args.threads)
+        segments, _info = engine.transcribe(args.file, options)
+        print(render(list(segments), args.format))
+    except EngineError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

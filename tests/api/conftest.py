@@ -70,7 +70,7 @@ def test_ns() -> str:
 def make_app(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_conn: redis.Redis, test_ns: str
 ):
-    """Build app instances that share this test's database and Redis namespace (several = several processes)."""
+    """Build app instances sharing this test's database and Redis namespace (several = several processes)."""
     monkeypatch.setenv("CLIPTEXT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CLIPTEXT_SECRET_KEY", secrets.token_urlsafe(32))
     built = []

@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(MODEL_DIR))
     args = parser.parse_args()
 
+    import numpy as np
     from faster_whisper import WhisperModel
     from faster_whisper.audio import decode_audio
 
@@ -88,7 +89,13 @@ def main() -> None:
         best = None
         for _ in range(args.repeat):
             started = time.perf_counter()
-            if args.split_channels:
+            if path.endswith(".npy"):
+                # a float32 16 kHz array: the same samples our engine gets ([channels, n] when split)
+                array = np.load(path)
+                channels = list(array) if args.split_channels else [array]
+                results = [_transcribe(model, ch, options) for ch in channels]
+                result = {"channels": results} if args.split_channels else results[0]
+            elif args.split_channels:
                 left, right = decode_audio(path, split_stereo=True)
                 result = {"channels": [_transcribe(model, ch, options) for ch in (left, right)]}
             else:

@@ -6,7 +6,7 @@ import os
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from api.auth import hash_key, revoke_key
 from api.models import ApiKey, Membership, Organization, Plan, Role, User, db
@@ -66,6 +66,7 @@ def _dev_key_path() -> str:
 
 
 @click.command("dev-key")
+@with_appcontext
 def dev_key_command() -> None:
     """Print a ready API key for a local dev organization (created once; the key is kept in the data dir)."""
     path = _dev_key_path()
@@ -96,6 +97,7 @@ def dev_key_command() -> None:
 
             with db.atomic():
                 _, raw = issue_key(membership)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(raw)

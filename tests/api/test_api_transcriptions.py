@@ -1,4 +1,4 @@
-"""Transcriptions: create (JSON / multipart) + RQ job, read, list with cursors, delete for good, idempotency."""
+"""Transcriptions: create (JSON / multipart) + job, read, list by cursor, delete for good, idempotency."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def test_corrupt_audio_fails_at_once_and_the_worker_keeps_serving(
     # a real MP3 header (so the upload passes the API's probe) followed by zeros: undecodable
     corrupt = tmp_path / "corrupt.mp3"
     data = JFK.read_bytes()
-    corrupt.write_bytes(data[:400] + bytes(len(data) - 400))
+    corrupt.write_bytes(data[:8000] + bytes(len(data) - 8000))
     worker = stack.start_worker()
     created = stack.create(stack.upload(corrupt, "audio/mpeg"))
     started = time.monotonic()

@@ -5,6 +5,9 @@ New migration after changing api/models.py: `flask --app api db new NAME` (auto-
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import peewee as pw
@@ -17,9 +20,32 @@ def router(database: pw.Database) -> Router:
     return Router(database, migrate_dir=MIGRATIONS_DIR, ignore=["basemodel"])
 
 
+_PG_LOCK_ID = 0x636C6970  # "clip": one advisory lock for migrations
+
+
+@contextmanager
+def _migration_lock(database: pw.Database) -> Iterator[None]:
+    """Several API processes start at once: only one migrates, the others wait and then find nothing to do."""
+    if isinstance(database, pw.PostgresqlDatabase):
+        database.execute_sql("SELECT pg_advisory_lock(%s)", (_PG_LOCK_ID,))
+        try:
+            yield
+        finally:
+            database.execute_sql("SELECT pg_advisory_unlock(%s)", (_PG_LOCK_ID,))
+    elif isinstance(database, pw.SqliteDatabase) and database.database != ":memory:":
+        with open(f"{database.database}.migrate-lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    else:
+        yield
+
+
 def upgrade(database: pw.Database) -> list[str]:
     """Apply every migration not yet recorded in the database; returns the names applied."""
-    with database.connection_context():
+    with database.connection_context(), _migration_lock(database):
         return router(database).run()
 
 

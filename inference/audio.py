@@ -31,6 +31,7 @@ _MAX_BAD_PACKET_RATIO = 0.2
 # Decoded audio shorter than the container's declared duration by more than this is called truncated.
 _TRUNCATION_TOLERANCE = (0.10, 0.5)  # (fraction of declared, seconds), the larger of the two
 _IO_BUFFER = 1 << 16
+_GROUP_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,7 @@ def _iter_resampled(source: AudioSource, sampling_rate: int, channels: str) -> I
         stream = audio_streams[0]
         resampler: _Resampler | None = None
         n_channels = None
-        decoded_samples = 0
-        for rate, samples in _decode_frames(container, stream):
+        for rate, samples in _grouped(_decode_frames(container, stream)):
             if n_channels is None:
                 n_channels = samples.shape[0]
             elif channels == "split" and samples.shape[0] != n_channels:
@@ -140,7 +140,6 @@ def _iter_resampled(source: AudioSource, sampling_rate: int, channels: str) -> I
                     yield from resampler.flush()
                 mono = samples.ndim == 1
                 resampler = _Resampler(rate, sampling_rate, 1 if mono else samples.shape[0], mono)
-            decoded_samples += samples.shape[-1]
             yield from resampler.push(samples)
         if resampler is None:
             raise AudioError(
@@ -308,6 +307,25 @@ def _declared_duration(container: av.container.InputContainer, stream) -> float 
     if container.duration is not None and container.duration > 0:
         return container.duration / av.time_base
     return None
+
+
+def _grouped(frames: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+    """Join consecutive frames of the same rate and channels into ~1 s blocks: fewer numpy/soxr calls."""
+    pending: list[np.ndarray] = []
+    key = None
+    size = 0
+    for rate, samples in frames:
+        if pending and (rate, samples.shape[0]) != key:
+            yield key[0], np.concatenate(pending, axis=1)
+            pending, size = [], 0
+        key = (rate, samples.shape[0])
+        pending.append(samples)
+        size += samples.shape[1]
+        if size >= rate * _GROUP_SECONDS:
+            yield rate, np.concatenate(pending, axis=1)
+            pending, size = [], 0
+    if pending:
+        yield key[0], np.concatenate(pending, axis=1)
 
 
 def _decode_frames(container: av.container.InputContainer, stream) -> Iterator[tuple[int, np.ndarray]]:

@@ -32,6 +32,7 @@ _MAX_BAD_PACKET_RATIO = 0.2
 _TRUNCATION_TOLERANCE = (0.10, 0.5)  # (fraction of declared, seconds), the larger of the two
 _IO_BUFFER = 1 << 16
 _GROUP_SECONDS = 1.0
+_MAX_ARRAY_CHANNELS = 64  # more rows than this: the array is surely [n, channels]
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,11 @@ def _validate_array(audio: np.ndarray, channels: str) -> np.ndarray:
     if audio.ndim not in (1, 2) or (audio.ndim == 2 and audio.shape[0] == 0):
         raise AudioError(
             ErrorCode.AUDIO_DECODE_ERROR, f"audio arrays must be [n] or [channels, n], not {audio.shape}"
+        )
+    if audio.ndim == 2 and audio.shape[0] > _MAX_ARRAY_CHANNELS:
+        raise AudioError(
+            ErrorCode.AUDIO_DECODE_ERROR,
+            f"audio arrays must be [channels, n]: {audio.shape} has too many channels (is it [n, channels]?)",
         )
     audio = np.asarray(audio, dtype=np.float32)
     if not np.isfinite(audio).all():
@@ -353,6 +359,8 @@ def _decode_frames(container: av.container.InputContainer, stream) -> Iterator[t
                 continue
             seconds += frame.samples / frame.sample_rate
             yield frame.sample_rate, _frame_to_float(frame)
+    if broken is None and seconds == 0.0 and bad_packets == 0:
+        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the audio track is empty (no samples)")
     if packets and bad_packets > _MAX_BAD_PACKET_RATIO * packets and bad_packets > 2:
         raise AudioError(
             ErrorCode.AUDIO_DECODE_ERROR,

@@ -196,7 +196,19 @@ BAD_INPUTS = [
         "NO_AUDIO_STREAM",
         "no audio track",
     ),
+    (
+        "wav without samples",
+        lambda d: media.write_wav(d / "zero.wav", np.zeros(0, np.float32), 16000),
+        "AUDIO_DECODE_ERROR",
+        "no samples",
+    ),
     ("integer array", lambda d: np.zeros(100, np.int16), "AUDIO_DECODE_ERROR", "floating point"),
+    (
+        "[n, channels] array",
+        lambda d: np.zeros((16000, 2), np.float32),
+        "AUDIO_DECODE_ERROR",
+        "[n, channels]",
+    ),
     ("nan array", lambda d: np.full(100, np.nan, np.float32), "AUDIO_DECODE_ERROR", "NaN"),
 ]
 

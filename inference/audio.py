@@ -2,8 +2,11 @@
 
 PyAV (bundled FFmpeg) demuxes and decodes; we convert each frame to float ourselves, average channels
 ourselves (FFmpeg's downmix is 3 dB louder than a plain mean) and resample with soxr's streaming resampler,
-so a whole-file decode and a chunked decode give the same samples. Every failure becomes an `AudioError`
-whose message says why (empty, not media, truncated or corrupt, no audio stream).
+so a whole-file decode and a chunked decode give the same samples. Against faster-whisper's decode_audio
+(FFmpeg's swr to s16 mono) the shared clips correlate > 0.9999; clips already at 16 kHz differ by its s16
+rounding only (1.5e-5), resampled ones by up to 0.02 (soxr HQ vs swr defaults); loudness is the same.
+Every failure becomes an `AudioError` whose message says why (empty, not media, truncated or corrupt,
+no audio stream).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import peewee as pw
+
 from api.errors import ApiError, NotFound
 from api.models import (
     Organization,
@@ -32,8 +34,11 @@ class Page:
 
 def get_transcription(org: Organization, public_id: str) -> Transcription:
     """The transcription if it belongs to `org`; another organization's id is simply not found."""
-    row = Transcription.get_or_none(
-        (Transcription.public_id == public_id) & (Transcription.organization == org)
+    row = (
+        Transcription.select(Transcription, Upload)
+        .join(Upload, pw.JOIN.LEFT_OUTER)
+        .where((Transcription.public_id == public_id) & (Transcription.organization == org))
+        .first()
     )
     if row is None:
         raise NotFound("Transcription")

@@ -8,6 +8,7 @@ every ${VAR} compose interpolates must be documented in .env.example, and nothin
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.metadata
 import importlib.util
 import re
@@ -33,6 +34,8 @@ LIBRARY_VARIABLES = {
     "AWS_ENDPOINT_URL": "botocore",
     "WEB_CONCURRENCY": "gunicorn",
 }
+# console scripts built on click with auto_envvar_prefix: PREFIX_<OPTION> sets --option
+CLICK_ENV_PREFIXES = {"RQ_DASHBOARD_": ("rq_dashboard.cli", "run", "RQ_DASHBOARD")}
 # read by docker compose itself (.env), not by a container
 COMPOSE_VARIABLES = {"COMPOSE_PROFILES"}
 
@@ -56,6 +59,19 @@ def settings_variables() -> set[str]:
         ):
             names.add(first.value)
     return names
+
+
+def click_option_from_env(variable: str) -> bool:
+    """True when `variable` is PREFIX_<OPTION> of a click command that reads PREFIX_* (auto_envvar_prefix)."""
+    for prefix, (module_name, command_name, envvar_prefix) in CLICK_ENV_PREFIXES.items():
+        if not variable.startswith(prefix):
+            continue
+        module = importlib.import_module(module_name)
+        source = Path(module.__file__).read_text()
+        assert f'auto_envvar_prefix="{envvar_prefix}"' in source, f"{module_name} no longer reads {prefix}*"
+        command = getattr(module, command_name)
+        return variable[len(prefix) :].lower() in {param.name for param in command.params}
+    return False
 
 
 def package_source_mentions(package: str, name: str) -> bool:
@@ -151,7 +167,7 @@ def test_environment_is_read_by_the_code(name: str) -> None:
     environment = SERVICES[name].get("environment") or {}
     assert isinstance(environment, dict), f"{name}: use the mapping form of environment"
     for variable in environment:
-        if variable in known:
+        if variable in known or click_option_from_env(variable):
             continue
         assert variable in LIBRARY_VARIABLES, f"{name} sets {variable}, which nothing reads"
         package = LIBRARY_VARIABLES[variable]

@@ -94,10 +94,11 @@ class S3Storage:
 
     def __init__(self, bucket: str, prefix: str = "") -> None:
         import boto3
+        from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.client = boto3.client("s3")
+        self.client = boto3.client("s3", config=Config(signature_version="s3v4"))
 
     def _object(self, key: str) -> str:
         key = _check_key(key)

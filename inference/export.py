@@ -18,15 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import onnx
-
 from inference.config import CONFIG_FILE, PRECISIONS, ModelConfig
 from inference.ct2_reader import CT2FormatError, CT2Model, read_ct2_model
 from inference.onnx_decoder import build_aligner, build_decoder
 from inference.onnx_encoder import build_encoder
-from inference.onnx_precision import to_fp16, to_int8
+from inference.onnx_precision import save_model, to_fp16, to_int8
 
-EXPORTER_VERSION = "1"
+EXPORTER_VERSION = "2"
 DEFAULT_NAME = "whisper-tiny.en"
 log = logging.getLogger("inference.export")
 
@@ -145,10 +143,6 @@ def read_source(source: Path, name: str, precisions: tuple[str, ...]) -> tuple[C
     return m, config
 
 
-def _save(model: onnx.ModelProto, path: Path) -> None:
-    onnx.save_model(model, str(path))
-
-
 def export(source: Path, out_dir: Path, name: str, precisions: tuple[str, ...], force: bool = False) -> bool:
     """Export; returns False when an up-to-date export was already there."""
     target = out_dir / name
@@ -177,12 +171,12 @@ def export(source: Path, out_dir: Path, name: str, precisions: tuple[str, ...], 
             for part, graph in (("encoder", encoder), ("decoder", decoder)):
                 path = work / f"{part}.{precision}.onnx"
                 if precision == "fp32":
-                    _save(graph, path)
+                    save_model(graph, path)
                 elif precision == "int8":
                     to_int8(graph, path, work)
                 elif precision == "fp16":
-                    _save(to_fp16(graph), path)
-        _save(build_aligner(m, config), work / "aligner.fp32.onnx")
+                    save_model(to_fp16(graph), path)
+        save_model(build_aligner(m, config), work / "aligner.fp32.onnx")
         shutil.copy(source / "tokenizer.json", work / "tokenizer.json")
         config.save(work)
         if target.exists():

@@ -5,6 +5,7 @@ Projecting the cross K/V here (once per 30 s window) keeps that work out of ever
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from inference.config import ModelConfig
@@ -24,19 +25,30 @@ def merge_heads(g: GraphBuilder, x: str) -> str:
     return g.op("Reshape", [x, g.const([0, 0, -1])])
 
 
-def encoder_self_attention(g: GraphBuilder, m: CT2Model, x: str, prefix: str, cfg: ModelConfig) -> str:
-    """Bidirectional self-attention with the fused QKV projection, via contrib MultiHeadAttention."""
-    d = cfg.n_audio_state
+def encoder_self_attention(
+    g: GraphBuilder, m: CT2Model, x: str, prefix: str, cfg: ModelConfig, use_mha: bool = True
+) -> str:
+    """Bidirectional self-attention with the fused QKV projection."""
+    d, n_head, hd = cfg.n_audio_state, cfg.n_audio_head, cfg.n_audio_state // cfg.n_audio_head
     weight = m.get(prefix + "/linear_0/weight")  # [3d, d]
     bias = m.get(prefix + "/linear_0/bias")
-    qkv = g.linear(x, weight, None, prefix + "/qkv")
-    q, k, v = g.op("Split", [qkv, g.const([d, d, d])], n_out=3, axis=-1)
-    attn = g.op(
-        "MultiHeadAttention",
-        [q, k, v, g.weight(prefix + "/qkv.bias", bias)],
-        domain=MS_DOMAIN,
-        num_heads=cfg.n_audio_head,
-    )
+    if use_mha:
+        qkv = g.linear(x, weight, None, prefix + "/qkv")
+        q, k, v = g.op("Split", [qkv, g.const([d, d, d])], n_out=3, axis=-1)
+        attn = g.op(
+            "MultiHeadAttention",
+            [q, k, v, g.weight(prefix + "/qkv.bias", bias)],
+            domain=MS_DOMAIN,
+            num_heads=n_head,
+        )
+    else:
+        qkv = g.linear(x, weight, bias, prefix + "/qkv")
+        q, k, v = (
+            split_heads(g, t, n_head, hd) for t in g.op("Split", [qkv, g.const([d, d, d])], n_out=3, axis=-1)
+        )
+        q = g.op("Mul", [q, g.const(hd**-0.5, np.float32)])
+        scores = g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])])
+        attn = merge_heads(g, g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v]))
     return g.linear(
         attn, m.get(prefix + "/linear_1/weight"), m.get(prefix + "/linear_1/bias"), prefix + "/out"
     )
@@ -56,7 +68,7 @@ def residual_block(g: GraphBuilder, m: CT2Model, x: str, prefix: str, body) -> s
     return g.op("Add", [x, body(h)])
 
 
-def build_encoder(m: CT2Model, cfg: ModelConfig) -> onnx.ModelProto:
+def build_encoder(m: CT2Model, cfg: ModelConfig, use_mha: bool = True) -> onnx.ModelProto:
     g = GraphBuilder("whisper_encoder")
     mel = g.input("mel", FLOAT, ["batch", cfg.n_mels, 2 * cfg.n_audio_ctx])
     x = g.op(
@@ -92,7 +104,7 @@ def build_encoder(m: CT2Model, cfg: ModelConfig) -> onnx.ModelProto:
             m,
             x,
             p + "/self_attention",
-            lambda h, p=p: encoder_self_attention(g, m, h, p + "/self_attention", cfg),
+            lambda h, p=p: encoder_self_attention(g, m, h, p + "/self_attention", cfg, use_mha),
         )
         x = residual_block(g, m, x, p + "/ffn", lambda h, p=p: feed_forward(g, m, h, p + "/ffn"))
     x = g.layer_norm(x, m.get("encoder/layer_norm/gamma"), m.get("encoder/layer_norm/beta"), "encoder/ln")

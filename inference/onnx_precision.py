@@ -6,13 +6,35 @@ from pathlib import Path
 
 import onnx
 
+# protobuf cannot serialize a message over 2 GiB: bigger graphs (medium, large) keep weights in a side file
+EXTERNAL_DATA_BYTES = 1_800_000_000
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    return sum(len(t.raw_data) for t in model.graph.initializer)
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> None:
+    """Save, with weights in `<name>.data` beside the graph when the model is too big for one protobuf."""
+    if weight_bytes(model) > EXTERNAL_DATA_BYTES:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+        )
+    else:
+        onnx.save_model(model, str(path))
+
 
 def to_int8(model: onnx.ModelProto, path: Path, work: Path, per_channel: bool = False) -> None:
     """Dynamic int8 quantization of the MatMul weights; convolutions stay fp32 (int8 conv is slower)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src = work / (path.stem + ".src.onnx")
-    onnx.save_model(model, str(src))
+    big = weight_bytes(model) > EXTERNAL_DATA_BYTES
+    save_model(model, src)
     quantize_dynamic(
         str(src),
         str(path),
@@ -20,8 +42,10 @@ def to_int8(model: onnx.ModelProto, path: Path, work: Path, per_channel: bool = 
         op_types_to_quantize=["MatMul"],
         per_channel=per_channel,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        use_external_data_format=big,
     )
     src.unlink()
+    Path(str(src) + ".data").unlink(missing_ok=True)
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -101,6 +101,22 @@ def transcripts() -> dict:
 
 
 @pytest.fixture(scope="session")
+def reference_text() -> dict[str, str]:
+    """What faster-whisper (fp32, beam 5, in .venv-ref) prints for the jfk clips: our engine must match."""
+    clips = [AUDIO_DIR / "jfk.flac", AUDIO_DIR / "jfk.mp3"]
+    done = subprocess.run(
+        [str(ROOT / ".venv-ref/bin/python"), str(ROOT / "tests/reference/fw_reference.py"),
+         "--compute-type", "float32", "--options", '{"beam_size": 5}', *map(str, clips)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    files = json.loads(done.stdout)["files"]
+    return {
+        Path(name).name: "".join(s["text"] for s in result["segments"]).strip()
+        for name, result in files.items()
+    }
+
+
+@pytest.fixture(scope="session")
 def launch(
     model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., ServerProcess]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import signal
 import threading
 import time
@@ -37,6 +38,10 @@ def _text(segments: list[Segment]) -> str:
     return "".join(s.text for s in segments).strip()
 
 
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z' ]", "", text.lower()).split()
+
+
 def _pcm(name: str, rate: int | None = None) -> tuple[bytes, AudioFormat]:
     """A clip as raw interleaved f32le at its own rate."""
     samples, file_rate = sf.read(clip_path(name), dtype="float32", always_2d=True)
@@ -56,7 +61,8 @@ def _long_pcm(seconds: float) -> tuple[bytes, AudioFormat]:
 def test_health_is_serving_after_the_model_loaded(server: ServerProcess) -> None:
     for service in ("", SERVICE_NAME):
         assert health_status(server.addr, service) == health_pb2.HealthCheckResponse.SERVING
-    assert "execution provider CPUExecutionProvider" in server.log()
+    provider = server.wait_for_log(r"execution provider (\w+)").group(1)
+    assert provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
 
 
 def test_reflection_lists_the_service(server: ServerProcess) -> None:
@@ -77,15 +83,18 @@ def test_describe_model(server: ServerProcess) -> None:
     assert description.languages == ["en"] and not description.multilingual
     assert description.n_mels == 80
     assert description.precision == "fp32"
-    assert description.execution_provider == "CPUExecutionProvider"
+    assert description.execution_provider in server.wait_for_log(r"execution provider \w+").group(0)
     assert description.max_concurrent == 4
 
 
-def test_jfk_through_the_stream_gives_the_reference_text(server: ServerProcess, transcripts: dict) -> None:
+def test_jfk_through_the_stream_gives_the_reference_text(
+    server: ServerProcess, reference_text: dict, transcripts: dict
+) -> None:
     with TranscriberClient(server.addr, timeout=120) as client:
         events = list(client.transcribe(clip_path("jfk.flac"), beam_size=5, request_id="jfk-1"))
     segments, progress, summary = _collect(events)
-    assert _text(segments) == transcripts["jfk.flac"]["text"]
+    assert _text(segments) == reference_text["jfk.flac"]
+    assert _words(_text(segments)) == _words(transcripts["jfk.flac"]["text"])
     assert isinstance(events[0], Progress) and events[0].seconds_done == 0
     assert progress[0].total_seconds == pytest.approx(11.0, abs=0.05)
     assert progress[-1].seconds_done <= progress[-1].total_seconds
@@ -104,7 +113,8 @@ def test_word_timestamps_and_a_file_object(server: ServerProcess) -> None:
     with TranscriberClient(server.addr, timeout=120) as client:
         segments, _, _ = _collect(client.transcribe(io.BytesIO(data), word_timestamps=True, beam_size=1))
     words = [w for s in segments for w in s.words]
-    assert "Americans," in [w.word.strip() for w in words]
+    assert "".join(w.word for w in words).strip() == _text(segments)
+    assert "americans" in _words(" ".join(w.word for w in words))
     assert all(0 <= w.start <= w.end <= 11.1 and 0 <= w.probability <= 1 for w in words)
 
 
@@ -132,7 +142,7 @@ def test_split_channels_over_pcm(server: ServerProcess, transcripts: dict) -> No
     assert progress[0].total_seconds == pytest.approx(2 * summary.duration)
 
 
-def test_four_concurrent_streams_are_all_correct(server: ServerProcess, transcripts: dict) -> None:
+def test_four_concurrent_streams_are_all_correct(server: ServerProcess, reference_text: dict) -> None:
     clips = ["jfk.flac", "jfk.mp3", "jfk.flac", "jfk.mp3"]
 
     def run(name: str) -> str:
@@ -142,7 +152,7 @@ def test_four_concurrent_streams_are_all_correct(server: ServerProcess, transcri
 
     with ThreadPoolExecutor(4) as pool:
         texts = list(pool.map(run, clips))
-    assert texts == [transcripts[name]["text"] for name in clips]
+    assert texts == [reference_text[name] for name in clips]
 
 
 def test_garbage_bytes_are_invalid_argument(server: ServerProcess) -> None:
@@ -206,7 +216,7 @@ def test_cancel_mid_stream_frees_the_slot(single_slot_server: ServerProcess, tra
         started = time.monotonic()
         segments, _, _ = _collect(client.transcribe(clip_path("jfk.flac"), beam_size=1))
         next_call = time.monotonic() - started
-    assert _text(segments) == transcripts["jfk.flac"]["text"]
+    assert _words(_text(segments)) == _words(transcripts["jfk.flac"]["text"])
     # the cancelled call gave up within about one window, not after its nine others
     assert next_call < 3 * first_window + 5, (next_call, first_window)
     line = single_slot_server.wait_for_log(r".*request_id=to-cancel .*").group(0)
@@ -234,13 +244,13 @@ def test_client_retries_until_the_server_is_ready(launch) -> None:
 
 
 def test_sigterm_lets_the_call_in_flight_finish(launch) -> None:
-    server = launch("--max-concurrent", "1", "--grace", "60")
-    long_pcm, fmt = _long_pcm(90.0)
+    server = launch("--max-concurrent", "1", "--grace", "300")
+    long_pcm, fmt = _long_pcm(45.0)  # two windows, the SIGTERM comes before the first is decoded
     results: list = []
     first = threading.Event()
 
     def run() -> None:
-        with TranscriberClient(server.addr, timeout=120, retries=0) as client:
+        with TranscriberClient(server.addr, timeout=300, retries=0) as client:
             try:
                 for event in client.transcribe(long_pcm, audio_format=fmt, beam_size=1):
                     results.append(event)
@@ -256,8 +266,8 @@ def test_sigterm_lets_the_call_in_flight_finish(launch) -> None:
     server.wait_for_log("NOT_SERVING; refusing new calls")
     with TranscriberClient(server.addr, timeout=10, retries=0) as client, pytest.raises(Exception) as refused:
         list(client.transcribe(clip_path("jfk.mp3")))
-    thread.join(120)
+    thread.join(300)
     assert isinstance(results[-1], Summary), results[-1]
-    assert results[-1].duration == pytest.approx(90.0)
+    assert results[-1].duration == pytest.approx(45.0)
     assert server.process.wait(60) == 0
     assert getattr(refused.value, "status", None) == grpc.StatusCode.UNAVAILABLE, refused.value

@@ -118,7 +118,9 @@ def _render(transcription: Transcription, fmt: str) -> str:
 
 
 def _fetch(client: Client, done: Transcription, fmt: str) -> str:
-    """A finished transcription in `fmt`: json is what wait() returned, the rest is asked for."""
+    """A finished transcription in `fmt`: json and text are in what wait() returned, the rest is asked for."""
+    if fmt == "text":
+        return (done.text or "").strip()
     result = done if fmt == "json" else client.get_transcription(done.id, fmt)  # type: ignore[call-overload]
     return result if isinstance(result, str) else _render(result, fmt)
 

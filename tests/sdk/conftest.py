@@ -64,6 +64,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     folder = tmp_path_factory.mktemp("sdk-api")
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
+    inference_addr = f"127.0.0.1:{_free_port()}"
     env = dict(
         os.environ,
         CLIPTEXT_DATA_DIR=str(folder / "data"),
@@ -71,6 +72,8 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
         REDIS_URL=REDIS_URL,
         STORAGE_URL=f"file://{folder / 'storage'}",
         CLIPTEXT_PUBLIC_URL=base_url,
+        INFERENCE_ADDR=inference_addr,
+        CLIPTEXT_MODEL_DIR=str(_model_dir()),
         CLIPTEXT_SECRET_KEY=secrets.token_urlsafe(32),
         PYTHONUNBUFFERED="1",
     )
@@ -118,6 +121,81 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
             process.wait()
         conn.flushdb()
         conn.close()
+
+
+def _model_dir() -> Path:
+    """The exported tiny.en model (exported on first use, as tests/jobs does)."""
+    configured = os.environ.get("CLIPTEXT_MODEL_DIR")
+    if configured:
+        return Path(configured).resolve()
+    from inference.export import DEFAULT_NAME, default_source, export
+
+    export(default_source(), ROOT / "models", DEFAULT_NAME, ("fp32", "int8", "fp16"))
+    return ROOT / "models" / DEFAULT_NAME
+
+
+def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def pipeline(api_server: ApiServer) -> Iterator[ApiServer]:
+    """The API plus a REAL inference server (tiny.en, fp32, 1 thread) and one RQ worker, so
+    transcriptions complete. Started only by the tests that need it."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    folder = api_server.log.parent
+    env = api_server.env
+    addr = env["INFERENCE_ADDR"]
+    server_log, worker_log = folder / "inference.log", folder / "worker.log"
+    command = [
+        sys.executable,
+        "-m",
+        "inference.server",
+        "--addr",
+        addr,
+        "--precision",
+        "fp32",
+        "--threads",
+        "1",
+    ]
+    server = _spawn(command, env, server_log)
+    worker = None
+    try:
+        deadline = time.monotonic() + 120
+        with grpc.insecure_channel(addr) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                assert server.poll() is None, server_log.read_text()
+                assert time.monotonic() < deadline, f"inference not SERVING:\n{server_log.read_text()}"
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        worker = _spawn([sys.executable, "-m", "jobs.worker"], env, worker_log)
+        while "listening on" not in worker_log.read_text().lower():
+            assert worker.poll() is None, worker_log.read_text()
+            assert time.monotonic() < deadline + 60, worker_log.read_text()
+            time.sleep(0.1)
+        yield api_server
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(server)
 
 
 @pytest.fixture(scope="session")

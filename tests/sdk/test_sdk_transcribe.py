@@ -1,0 +1,79 @@
+"""Whole transcriptions through the SDK and the CLI: API + real inference server (tiny.en) + RQ worker."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cliptext.cli import EXIT_FAILED, EXIT_OK
+from cliptext.sdk import Client
+from tests.sdk.conftest import AUDIO, ApiServer, Org
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+@pytest.fixture(scope="module")
+def jfk_words() -> list[str]:
+    truth = json.loads((AUDIO / "transcripts.json").read_text())["jfk.mp3"]["text"]
+    return words(truth)
+
+
+@pytest.fixture
+def org(make_org: Callable[..., Org]) -> Org:
+    return make_org("enterprise")
+
+
+def test_sdk_transcribe_waits_for_the_transcript(pipeline: ApiServer, org: Org, jfk_words: list[str]) -> None:
+    sdk = Client(api_key=org.key, base_url=pipeline.base_url)
+    statuses: list[str] = []
+    created = sdk.transcribe(AUDIO / "jfk.mp3", wait=False, language="en")
+    assert created.status == "queued"
+    done = sdk.wait(created.id, timeout=180, poll_interval=0.2, on_update=lambda t: statuses.append(t.status))
+    assert done.status == "completed" and done.error is None, done.raw
+    assert words(done.text or "") == jfk_words
+    assert done.duration == pytest.approx(11.0, abs=0.3) and done.language == "en"
+    assert done.segments and done.segments[0].start == pytest.approx(0.0, abs=1.0)
+    assert done.segments[-1].end == pytest.approx(done.duration, abs=1.0)
+    assert statuses[-1] == "completed" and set(statuses) <= {"queued", "processing", "completed"}
+
+    again = sdk.transcribe(AUDIO / "jfk.flac", timeout=180, word_timestamps=True)
+    assert again.status == "completed" and words(again.text or "") == jfk_words
+    first_words = again.segments[0].words
+    assert first_words and first_words[0].word.strip().lower().startswith("and")
+    assert all(w.start <= w.end for s in again.segments for w in s.words)
+
+
+def test_cli_wait_prints_the_transcript(
+    pipeline: ApiServer, run_cli: Run, org: Org, jfk_words, tmp_path: Path
+):
+    done = run_cli(org.key, "transcribe", str(AUDIO / "jfk.mp3"), "--wait", "--timeout", "180")
+    assert done.returncode == EXIT_OK, done.stderr
+    assert words(done.stdout) == jfk_words
+
+    out = tmp_path / "out"
+    done = run_cli(
+        org.key, "transcribe", str(AUDIO / "jfk.mp3"), "--wait", "--format", "json", "-o", str(out)
+    )
+    assert done.returncode == EXIT_OK, done.stderr
+    body = json.loads((out / "jfk.json").read_text())
+    assert body["status"] == "completed" and words(body["text"]) == jfk_words
+
+
+def test_cli_exits_3_when_a_transcription_fails(pipeline: ApiServer, run_cli: Run, org: Org, tmp_path: Path):
+    # a real MP3 header (passes the API's probe) followed by zeros: the worker cannot decode it
+    corrupt = tmp_path / "corrupt.mp3"
+    data = (AUDIO / "jfk.mp3").read_bytes()
+    corrupt.write_bytes(data[:8000] + bytes(len(data) - 8000))
+    done = run_cli(org.key, "transcribe", str(corrupt), str(AUDIO / "jfk.mp3"), "--wait", "--timeout", "180")
+    assert done.returncode == EXIT_FAILED, done.stderr
+    assert "AUDIO_DECODE_ERROR" in done.stderr and "corrupt.mp3" in done.stderr
+    assert "country" in done.stdout, "the other file's transcript is still printed"

@@ -10,7 +10,7 @@ import jiwer
 import pytest
 from rq.job import Job
 
-from tests.jobs.conftest import Stack
+from tests.jobs.stack import Stack
 from tests.media import AUDIO_DIR, write_mp4_with_video
 
 JFK = AUDIO_DIR / "jfk.mp3"

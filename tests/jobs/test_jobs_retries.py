@@ -6,7 +6,7 @@ import time
 
 from rq.job import Job
 
-from tests.jobs.conftest import Stack
+from tests.jobs.stack import Stack
 from tests.media import AUDIO_DIR
 
 JFK = AUDIO_DIR / "jfk.mp3"

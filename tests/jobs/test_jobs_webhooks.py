@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from jobs.webhooks import WebhookRefused, check_target
-from tests.jobs.conftest import Stack
+from tests.jobs.stack import Stack
 from tests.media import AUDIO_DIR
 
 JFK = AUDIO_DIR / "jfk.mp3"

@@ -62,6 +62,12 @@ def _audio_chunks(requests: Iterator[pb2.TranscribeRequest]) -> Iterator[bytes]:
         yield request.audio
 
 
+def _gone(context: grpc.ServicerContext) -> str:
+    """Why the caller is no longer there: its deadline passed, or it cancelled."""
+    remaining = context.time_remaining()
+    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+
+
 class TranscriberServicer(pb2_grpc.TranscriberServicer):
     def __init__(self, admission: Admission, limits: AudioLimits):
         self.admission = admission
@@ -90,17 +96,17 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
         try:
             yield from self._transcribe(iter(request_iterator), context, call)
             if not context.is_active():
-                call.outcome = "CANCELLED"
+                call.outcome = _gone(context)
         except EngineError as error:
             call.outcome = error.code
             self._abort(context, error.code, error.message)
         except QueueFull as error:
             call.outcome = "QUEUE_FULL"
             self._abort(context, ErrorCode.SERVICE_UNAVAILABLE, f"server busy: {error}")
-        except Abandoned:
-            call.outcome = "CANCELLED"
+        except (Abandoned, grpc.RpcError):  # left while waiting, or while sending the audio
+            call.outcome = _gone(context)
         except GeneratorExit:
-            call.outcome = "CANCELLED"
+            call.outcome = _gone(context)
             raise
         except Exception:
             if call.outcome == "OK":  # not an abort raised above

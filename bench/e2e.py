@@ -73,7 +73,6 @@ def main() -> int:
             Path(tmp),
             model_dir,
             inference_args=("--precision", PRECISION, "--threads", str(THREADS)),
-            CLIPTEXT_LOG_LEVEL="WARNING",
         )
         try:
             stack.start_worker()

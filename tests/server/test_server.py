@@ -19,7 +19,14 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from inference.audio_upload import AudioFormat
-from inference.client import InvalidRequest, LimitExceeded, Progress, Summary, TranscriberClient
+from inference.client import (
+    InvalidRequest,
+    LimitExceeded,
+    Progress,
+    Summary,
+    TranscriberClient,
+    Unavailable,
+)
 from inference.stubs import SERVICE_NAME, pb2, pb2_grpc
 from inference.types import Segment
 from tests.media import clip_path
@@ -236,6 +243,10 @@ def test_round_robin_over_two_servers(server: ServerProcess, single_slot_server:
 
 def test_client_retries_until_the_server_is_ready(launch) -> None:
     starting = launch("--max-concurrent", "1", wait=False)
+    # listening at once, but loading the model (seconds): health says so and calls are UNAVAILABLE
+    assert health_status(starting.addr, SERVICE_NAME) == health_pb2.HealthCheckResponse.NOT_SERVING
+    with TranscriberClient(starting.addr, retries=0) as client, pytest.raises(Unavailable, match="loading"):
+        client.describe_model()
     client = TranscriberClient(starting.addr, timeout=120, retries=12, backoff_seconds=0.1)
     with client:
         segments, _, _ = _collect(client.transcribe(clip_path("jfk.mp3"), beam_size=1))

@@ -28,6 +28,19 @@ from inference.proto_convert import ERROR_CODE_KEY, format_to_spec, message_to_s
 from inference.stubs import pb2, pb2_grpc
 from inference.types import Segment, TranscribeOptions
 
+__all__ = [
+    "DeadlineExceeded",
+    "Event",
+    "InferenceError",
+    "InvalidRequest",
+    "LimitExceeded",
+    "Progress",
+    "Segment",
+    "Summary",
+    "TranscriberClient",
+    "Unavailable",
+]
+
 CHUNK_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 _SERVICE_CONFIG = '{"loadBalancingConfig": [{"round_robin": {}}]}'

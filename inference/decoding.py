@@ -235,33 +235,34 @@ class WindowDecoder:
             logits = np.repeat(logits, n, axis=0)
         seqs = [list(prefix) for _ in range(n)]
         scores = [0.0] * n
-        done = [False] * n
+        alive = list(range(n))  # rows still decoding, in cache/logits order
         step = len(prefix)
         while True:
             logits = np.array(logits, dtype=np.float32, copy=True)
-            filters.apply(logits, seqs, step)
+            filters.apply(logits, [seqs[row] for row in alive], step)
             logprobs = log_softmax(logits)
             if options.temperature > 0:
                 choice = self._draw(logprobs / options.temperature)
             else:
                 choice = np.argmax(logprobs, axis=-1)
             last_step = step + 1 >= options.max_length
-            for row in range(n):
-                if done[row]:
-                    continue
-                token = int(choice[row])
-                scores[row] += float(logprobs[row, token])
+            keep = []
+            for position, row in enumerate(alive):
+                token = int(choice[position])
+                scores[row] += float(logprobs[position, token])
                 if token == eot:
-                    done[row] = True
                     continue
                 seqs[row].append(token)
-                if last_step:
-                    done[row] = True
-            if all(done):
+                if not last_step:
+                    keep.append(position)
+            if not keep:
                 break
-            # finished rows keep decoding <|endoftext|> so the batch stays whole; their output is ignored
-            feed = [[eot if done[row] else seqs[row][-1]] for row in range(n)]
-            logits, cache = self.model.decode(np.asarray(feed), cache, cross)
+            # finished rows leave the batch, as in CTranslate2
+            if len(keep) != len(alive):
+                cache = cache.reorder(keep)
+                alive = [alive[p] for p in keep]
+            feed = np.asarray([[seqs[row][-1]] for row in alive], dtype=np.int64)
+            logits, cache = self.model.decode(feed, cache, cross)
             step += 1
         best = max(range(n), key=lambda r: _normalized(scores[r], len(seqs[r]), options.length_penalty))
         return seqs[best], scores[best]

@@ -1,0 +1,101 @@
+"""WhisperEngine end to end on real audio: the words said, channels, edge cases, cancellation, threads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from inference.types import TranscribeOptions
+from tests.inference.reference_runs import AUDIO, ROOT, TRANSCRIPTS, engine, normalize, ours, reference, wer
+
+
+def _text(segments) -> str:
+    return "".join(s.text for s in segments)
+
+
+@pytest.mark.parametrize("clip", ["jfk.flac", "jfk.mp3"])
+def test_jfk_text(clip: str) -> None:
+    segments, info = engine("fp32").transcribe(str(AUDIO / clip))
+    assert normalize(_text(segments)) == normalize(TRANSCRIPTS[clip]["text"])
+    assert info.language == "en"
+    assert info.duration == pytest.approx(11.0, abs=0.1)
+
+
+def test_split_channels_transcribes_each_channel() -> None:
+    segments, info = engine("fp32").transcribe(
+        str(AUDIO / "stereo_diarization.wav"), TranscribeOptions(channels="split")
+    )
+    segments = list(segments)
+    assert info.channels == 2
+    truth = TRANSCRIPTS["stereo_diarization.wav"]
+    left = _text(s for s in segments if s.channel == 0)
+    right = _text(s for s in segments if s.channel == 1)
+    assert wer(truth["left"], left) <= 0.2
+    assert wer(truth["right"], right) <= 0.2
+
+
+def test_english_half_of_multilingual_no_worse_than_faster_whisper() -> None:
+    truth = TRANSCRIPTS["multilingual.mp3"]["text_en"]
+    mine = ours("fp32", 5)["multilingual.mp3"]
+    ref = reference("float32", 5)["multilingual.mp3"]
+    mine_en = _text(s for s in mine if s.end <= 30.5)
+    ref_en = "".join(s["text"] for s in ref["segments"] if s["end"] <= 30.5)
+    assert wer(truth, mine_en) <= wer(truth, ref_en) + 1e-9
+    assert wer(truth, mine_en) < 0.2
+
+
+def test_silence_gives_an_empty_transcript() -> None:
+    segments, info = engine("fp32").transcribe(np.zeros(16000 * 5, dtype=np.float32))
+    assert list(segments) == []
+    assert info.duration == 5.0
+
+
+def test_a_tenth_of_a_second_works() -> None:
+    clip = np.random.default_rng(0).normal(0, 0.01, 1600).astype(np.float32)
+    segments, info = engine("fp32").transcribe(clip, TranscribeOptions(beam_size=1))
+    assert isinstance(list(segments), list)
+    assert info.duration == pytest.approx(0.1)
+
+
+def test_closing_the_generator_stops_decoding() -> None:
+    segments, _ = engine("fp32").transcribe(
+        str(AUDIO / "multilingual.mp3"), TranscribeOptions(beam_size=1, temperatures=(0.0,))
+    )
+    first = next(segments)
+    assert first.start == 0.0
+    segments.close()
+    with pytest.raises(StopIteration):
+        next(segments)
+
+
+def test_threads_share_one_engine() -> None:
+    options = TranscribeOptions(beam_size=2)
+    results: dict[int, str] = {}
+
+    def run(i: int) -> None:
+        segments, _ = engine("fp32").transcribe(str(AUDIO / "jfk.flac"), options)
+        results[i] = _text(segments)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results.values())) == 1
+    assert normalize(results[0]) == normalize(TRANSCRIPTS["jfk.flac"]["text"])
+
+
+def test_cli_prints_plain_text() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "inference", "transcribe", str(AUDIO / "jfk.mp3"), "--threads", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert normalize(proc.stdout) == normalize(TRANSCRIPTS["jfk.mp3"]["text"])

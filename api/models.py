@@ -42,7 +42,6 @@ class JSONField(pw.TextField):
 class BaseModel(pw.Model):
     class Meta:
         database = db
-        legacy_table_names = False
 
 
 class Plan:
@@ -115,6 +114,9 @@ class ApiKey(BaseModel):
     revoked_at = pw.DateTimeField(null=True)
     last_used_at = pw.DateTimeField(null=True)
 
+    class Meta:
+        table_name = "api_key"
+
 
 class Upload(BaseModel):
     public_id = pw.CharField(max_length=40, unique=True, default=lambda: new_public_id("upl"))
@@ -171,6 +173,9 @@ class WebhookDelivery(BaseModel):
     status_code = pw.IntegerField(null=True)
     error = pw.TextField(null=True)
     at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "webhook_delivery"
 
 
 ALL_MODELS: list[type[BaseModel]] = [

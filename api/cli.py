@@ -15,6 +15,7 @@ from api.services import orgs as org_service
 orgs_cli = AppGroup("orgs", help="Manage organizations.")
 keys_cli = AppGroup("keys", help="Manage API keys.")
 db_cli = AppGroup("db", help="Database migrations.")
+uploads_cli = AppGroup("uploads", help="Upload housekeeping.")
 
 DEV_ORG_NAME = "Local development"
 DEV_EMAIL = "dev@localhost"
@@ -125,7 +126,17 @@ def db_new_command(name: str) -> None:
     click.echo(f"created: {created}" if created else "no changes")
 
 
+@uploads_cli.command("purge-expired")
+def purge_expired_command() -> None:
+    """Delete uploads never completed before their URL expired (run it from cron)."""
+    from api.services.uploads import purge_expired
+    from api.state import state
+
+    with db.connection_context():
+        click.echo(f"purged {purge_expired(state())} expired upload(s)")
+
+
 def register_cli(app: Flask) -> None:
-    for group in (orgs_cli, keys_cli, db_cli):
+    for group in (orgs_cli, keys_cli, db_cli, uploads_cli):
         app.cli.add_command(group)
     app.cli.add_command(dev_key_command)

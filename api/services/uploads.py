@@ -214,3 +214,15 @@ def delete_upload(state: AppState, upload: Upload) -> None:
     """Remove the bytes and the row for good."""
     state.storage.delete(upload.storage_key)
     upload.delete_instance()
+
+
+def purge_expired(state: AppState) -> int:
+    """Remove uploads whose URL expired before they were completed (rows and any bytes received)."""
+    expired = Upload.select().where(
+        Upload.status.in_([UploadStatus.PENDING, UploadStatus.UPLOADED]) & (Upload.expires_at < utcnow())
+    )
+    count = 0
+    for upload in expired:
+        delete_upload(state, upload)
+        count += 1
+    return count

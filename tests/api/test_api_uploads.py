@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import threading
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 from conftest import JFK_MP3, local_path, upload_file
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from api.models import Upload, UploadStatus
+from api.models import Upload, UploadStatus, utcnow
 
 
 def presign(client, headers, filename="talk.mp3", size=1000, content_type="audio/mpeg"):
@@ -234,3 +235,21 @@ def test_upload_helper_roundtrip(client, new_org):
     _, headers = new_org("pro")
     assert upload_file(client, headers, JFK_MP3).startswith("upl_")
     assert Path(JFK_MP3).exists()
+
+
+def test_purge_expired_uploads(client, app, new_org, tmp_path):
+    _, headers = new_org("pro")
+    stale = presign(client, headers, size=3).get_json()
+    assert client.put(local_path(stale["url"]), data=b"abc").status_code == 200
+    fresh = presign(client, headers, size=3).get_json()
+    with app.app_context():
+        Upload.update(expires_at=utcnow() - dt.timedelta(minutes=1)).where(
+            Upload.public_id == stale["id"]
+        ).execute()
+        key = Upload.get(Upload.public_id == stale["id"]).storage_key
+    assert (tmp_path / "storage" / key).exists()
+    result = app.test_cli_runner().invoke(args=["uploads", "purge-expired"])
+    assert result.exit_code == 0 and "purged 1" in result.output
+    assert not (tmp_path / "storage" / key).exists()
+    with app.app_context():
+        assert [u.public_id for u in Upload.select()] == [fresh["id"]]

@@ -341,8 +341,8 @@ def _error_from_response(response: requests.Response) -> CliptextError:
 
 
 class Client:
-    """One API key against one Cliptext deployment; safe to share between threads only per request
-    (it holds a requests.Session, so give each thread its own Client)."""
+    """One API key against one Cliptext deployment. It keeps a requests.Session (connection reuse),
+    which is not meant to be shared between threads: give each thread its own Client."""
 
     def __init__(
         self,

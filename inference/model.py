@@ -15,7 +15,7 @@ import onnxruntime as ort
 
 from cliptext.errors import ErrorCode
 from inference.config import ModelConfig
-from inference.onnx_decoder import cross_input_names
+from inference.onnx_decoder import cache_names, cross_input_names
 from inference.types import EngineError
 
 log = logging.getLogger(__name__)
@@ -49,28 +49,30 @@ class CrossKV:
 
 @dataclass(frozen=True)
 class KVCache:
-    """Self-attention K/V of the tokens seen so far: [n_text_layer, B, n_text_head, length, head_dim]."""
+    """Self-attention K/V of the tokens seen so far, one array per decoder layer:
+    k[i], v[i] are [B, n_text_head, length, head_dim]."""
 
-    k: np.ndarray
-    v: np.ndarray
+    k: tuple[np.ndarray, ...]
+    v: tuple[np.ndarray, ...]
 
     @property
     def length(self) -> int:
-        return self.k.shape[3]
+        return self.k[0].shape[2]
 
     @property
     def batch_size(self) -> int:
-        return self.k.shape[1]
+        return self.k[0].shape[0]
 
     @classmethod
     def empty(cls, config: ModelConfig, batch_size: int) -> KVCache:
-        shape = (config.n_text_layer, batch_size, config.n_text_head, 0, config.head_dim)
-        return cls(np.zeros(shape, np.float32), np.zeros(shape, np.float32))
+        shape = (batch_size, config.n_text_head, 0, config.head_dim)
+        layers = tuple(np.zeros(shape, np.float32) for _ in range(config.n_text_layer))
+        return cls(layers, layers)
 
     def reorder(self, indices) -> KVCache:
         """The cache of the hypotheses at `indices` (beam search keeps or duplicates hypotheses)."""
         idx = np.asarray(indices, dtype=np.int64)
-        return KVCache(self.k[:, idx], self.v[:, idx])
+        return KVCache(tuple(k[idx] for k in self.k), tuple(v[idx] for v in self.v))
 
 
 def _session_options(threads: int) -> ort.SessionOptions:
@@ -114,7 +116,11 @@ class OnnxWhisper:
             providers = [CPU]
         self._providers = providers
         self._decoder = self._session("decoder", providers)
-        self._cross_names = cross_input_names(self.config.n_text_layer)
+        n_layer = self.config.n_text_layer
+        self._cross_names = cross_input_names(n_layer)
+        self._self_names = cache_names(n_layer, "self")
+        presents = cache_names(n_layer, "present")
+        self._decoder_outputs = ["logits"] + [k for k, _ in presents] + [v for _, v in presents]
         self._aligner: ort.InferenceSession | None = None
         aligner_path = self.model_dir / "aligner.fp32.onnx"
         if aligner_path.exists():
@@ -150,12 +156,20 @@ class OnnxWhisper:
             tokens = tokens[None]
         if cache is None:
             cache = KVCache.empty(self.config, tokens.shape[0])
-        feed = {"tokens": tokens, "self_k": cache.k, "self_v": cache.v}
+        if tokens.shape[0] % cross.batch_size or cache.batch_size != tokens.shape[0]:
+            raise ValueError(
+                f"batch mismatch: tokens {tokens.shape[0]} cache {cache.batch_size} cross {cross.batch_size}"
+            )
+        feed = {"tokens": tokens}
+        for i, (k_name, v_name) in enumerate(self._self_names):
+            feed[k_name] = cache.k[i]
+            feed[v_name] = cache.v[i]
         for i, (k_name, v_name) in enumerate(self._cross_names):
             feed[k_name] = cross.k[i]  # contiguous views: no copy
             feed[v_name] = cross.v[i]
-        logits, k, v = self._decoder.run(None, feed)
-        return logits, KVCache(k, v)
+        outputs = self._decoder.run(self._decoder_outputs, feed)
+        n = self.config.n_text_layer
+        return outputs[0], KVCache(tuple(outputs[1 : 1 + n]), tuple(outputs[1 + n :]))
 
     def align(self, tokens, cross: CrossKV) -> np.ndarray:
         """Cross-attention weights of the alignment heads for a whole sequence: [n_heads, S, 1500]."""

@@ -33,7 +33,7 @@ class _Positions:
 
     def __init__(self, g: GraphBuilder, tokens: str, past: str | None) -> None:
         s = g.op("Shape", [tokens], start=1, end=2)
-        p = g.const([0]) if past is None else g.op("Shape", [past], start=3, end=4)
+        p = g.const([0]) if past is None else g.op("Shape", [past], start=2, end=3)
         total = g.op("Add", [p, s])
         zero, one = g.const(0), g.const(1)
         p0, total0 = g.op("Squeeze", [p]), g.op("Squeeze", [total])
@@ -109,12 +109,12 @@ def _cross_attention(g, m, x, prefix, cfg, cross_k, cross_v, use_mha, weights_ou
     )
 
 
-def _decoder_body(g, m, cfg, tokens, self_k, self_v, cross, use_mha, cross_weights=None):
+def _decoder_body(g, m, cfg, tokens, past, cross, use_mha, cross_weights=None):
     """Embeddings, the layers, the final norm; returns (hidden, embeddings, presents_k, presents_v).
 
-    `cross(i)` gives layer i's (cross_k, cross_v).
+    `past` is each layer's (self_k, self_v) or None (no cache); `cross(i)` gives layer i's (cross_k, cross_v).
     """
-    pos = _Positions(g, tokens, self_k)
+    pos = _Positions(g, tokens, past[0][0] if past else None)
     embeddings = g.weight("decoder/embeddings", m.get("decoder/embeddings/weight"))
     x = g.op("Gather", [embeddings, tokens])
     positions = g.weight("decoder/positions", m.get("decoder/position_encodings/encodings"))
@@ -122,8 +122,7 @@ def _decoder_body(g, m, cfg, tokens, self_k, self_v, cross, use_mha, cross_weigh
     presents_k, presents_v = [], []
     for i in range(cfg.n_text_layer):
         p = f"decoder/layer_{i}"
-        past_k = _layer(g, self_k, i) if self_k is not None else None
-        past_v = _layer(g, self_v, i) if self_v is not None else None
+        past_k, past_v = past[i] if past else (None, None)
         ck, cv = cross(i)
 
         def self_attn(h, p=p, past_k=past_k, past_v=past_v):
@@ -147,23 +146,33 @@ def cross_input_names(n_text_layer: int) -> list[tuple[str, str]]:
     return [(f"cross_k_{i}", f"cross_v_{i}") for i in range(n_text_layer)]
 
 
+def cache_names(n_text_layer: int, prefix: str) -> list[tuple[str, str]]:
+    """Per-layer self-attention cache names: prefix "self" for inputs, "present" for outputs."""
+    return [(f"{prefix}_k_{i}", f"{prefix}_v_{i}") for i in range(n_text_layer)]
+
+
 def build_decoder(
     m: CT2Model, cfg: ModelConfig, use_mha: bool = True, untied_projection: bool = False
 ) -> onnx.ModelProto:
     """One decoding step. `untied_projection` stores the output projection as its own MatMul weight
-    (what int8 quantization needs); otherwise it shares the embedding table through Gemm(transB)."""
+    (what int8 quantization needs); otherwise it shares the embedding table through Gemm(transB).
+
+    Caches and cross K/V are one input/output per layer: stacking them would copy them every step.
+    """
     g = GraphBuilder("whisper_decoder")
     tokens = g.input("tokens", INT64, ["batch", "new"])
-    cache_shape = [cfg.n_text_layer, "batch", cfg.n_text_head, "past", cfg.head_dim]
-    self_k = g.input("self_k", FLOAT, cache_shape)
-    self_v = g.input("self_v", FLOAT, cache_shape)
+    cache_shape = ["batch", cfg.n_text_head, "past", cfg.head_dim]
+    past = [
+        (g.input(k, FLOAT, cache_shape), g.input(v, FLOAT, cache_shape))
+        for k, v in cache_names(cfg.n_text_layer, "self")
+    ]
     cross_shape = ["cross_batch", cfg.n_text_head, cfg.n_audio_ctx, cfg.head_dim]
     cross = [
         (g.input(k, FLOAT, cross_shape), g.input(v, FLOAT, cross_shape))
         for k, v in cross_input_names(cfg.n_text_layer)
     ]
     x, embeddings, presents_k, presents_v = _decoder_body(
-        g, m, cfg, tokens, self_k, self_v, lambda i: cross[i], use_mha
+        g, m, cfg, tokens, past, lambda i: cross[i], use_mha
     )
     last = g.op("Gather", [x, g.const(-1)], axis=1)  # [B, d]
     if untied_projection:
@@ -172,9 +181,12 @@ def build_decoder(
     else:
         logits = g.op("Gemm", [last, embeddings], transB=1)  # projection is tied to the embedding table
     g.output(logits, "logits", FLOAT, ["batch", cfg.n_vocab])
-    out_shape = [cfg.n_text_layer, "batch", cfg.n_text_head, "total", cfg.head_dim]
-    g.output(_stack(g, presents_k), "present_k", FLOAT, out_shape)
-    g.output(_stack(g, presents_v), "present_v", FLOAT, out_shape)
+    out_shape = ["batch", cfg.n_text_head, "total", cfg.head_dim]
+    for (k_name, v_name), k, v in zip(
+        cache_names(cfg.n_text_layer, "present"), presents_k, presents_v, strict=True
+    ):
+        g.output(k, k_name, FLOAT, out_shape)
+        g.output(v, v_name, FLOAT, out_shape)
     return g.model()
 
 
@@ -189,7 +201,7 @@ def build_aligner(m: CT2Model, cfg: ModelConfig) -> onnx.ModelProto:
     def cross(i: int) -> tuple[str, str]:
         return _layer(g, cross_k, i), _layer(g, cross_v, i)
 
-    _decoder_body(g, m, cfg, tokens, None, None, cross, True, weights)
+    _decoder_body(g, m, cfg, tokens, None, cross, True, weights)
     heads = []
     for layer, head in cfg.alignment_heads:
         w = g.op("Gather", [weights[layer], g.const(0)], axis=0)  # [H, S, T]

@@ -103,7 +103,7 @@ def test_prefill_equals_step_by_step(fp32, reference):
         logits, cache = fp32.decode([[token]], cache, cross)
     assert cache.length == prefill_cache.length == len(sequence)
     np.testing.assert_allclose(prefill_logits, logits, atol=1e-3)
-    np.testing.assert_allclose(prefill_cache.k, cache.k, atol=1e-4)
+    np.testing.assert_allclose(np.stack(prefill_cache.k), np.stack(cache.k), atol=1e-4)
 
 
 def test_beams_can_share_the_windows_cross_kv(fp32, reference):
@@ -112,7 +112,7 @@ def test_beams_can_share_the_windows_cross_kv(fp32, reference):
     shared, shared_cache = fp32.decode(tokens, None, cross)
     repeated, repeated_cache = fp32.decode(tokens, None, cross.repeat(2))
     np.testing.assert_allclose(shared, repeated, atol=1e-4)
-    np.testing.assert_allclose(shared_cache.v, repeated_cache.v, atol=1e-5)
+    np.testing.assert_allclose(np.stack(shared_cache.v), np.stack(repeated_cache.v), atol=1e-5)
     assert not np.allclose(shared[0], shared[1])
 
 
@@ -122,8 +122,9 @@ def test_cache_reorder_follows_beam_indices(fp32, reference):
     _, cache = fp32.decode(tokens, None, cross)
     reordered = cache.reorder([1, 1, 0])
     assert isinstance(reordered, KVCache) and reordered.batch_size == 3 and reordered.length == 3
-    np.testing.assert_array_equal(reordered.k[:, 2], cache.k[:, 0])
-    np.testing.assert_array_equal(reordered.v[:, 0], cache.v[:, 1])
+    for layer in range(4):
+        np.testing.assert_array_equal(reordered.k[layer][2], cache.k[layer][0])
+        np.testing.assert_array_equal(reordered.v[layer][0], cache.v[layer][1])
     logits, _ = fp32.decode([[50], [50], [50]], reordered, cross)
     np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
 
@@ -137,6 +138,12 @@ def test_alignment_weights_move_forward_in_time(fp32, reference):
     peaks = weights.mean(axis=0)[2:-1].argmax(axis=-1)  # text tokens only
     assert peaks[-1] > peaks[0] + 200  # about 11 s of speech: the last word is attended well after the first
     assert np.mean(np.diff(peaks) >= 0) > 0.7
+
+
+def test_mismatched_batches_are_refused(fp32, reference):
+    cross = fp32.encode(reference["mel"]).repeat(2)
+    with pytest.raises(ValueError, match="batch mismatch"):
+        fp32.decode([[1], [2], [3]], None, cross)
 
 
 def test_concurrent_decoding_from_threads_gives_the_same_tokens(fp32, reference):

@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 import peewee as pw
 from playhouse import db_url
+from playhouse.pool import PooledPostgresqlDatabase
 from playhouse.shortcuts import ReconnectMixin
 
 from cliptext.settings import Settings
@@ -24,18 +25,34 @@ SQLITE_PRAGMAS = {
 }
 
 
-class ReconnectingPostgresqlDatabase(ReconnectMixin, pw.PostgresqlDatabase):
-    """Reconnects once when the server dropped the connection (restart, fail-over, idle timeout)."""
+class ReconnectingPostgresqlDatabase(ReconnectMixin, PooledPostgresqlDatabase):
+    """Pooled connections that reconnect once when the server dropped them (restart, fail-over, idle kill).
+
+    Only outside a transaction (ReconnectMixin's rule): a write half done is never silently replayed.
+    """
+
+    reconnect_errors = (
+        (pw.OperationalError, "server closed the connection"),
+        (pw.OperationalError, "terminating connection"),
+        (pw.OperationalError, "connection already closed"),
+        (pw.OperationalError, "ssl connection has been closed"),
+        (pw.OperationalError, "could not receive data from server"),
+        (pw.InterfaceError, "connection already closed"),
+    )
 
 
 def make_database(url: str) -> pw.Database:
     """A peewee database for a `playhouse.db_url` URL.
 
-    SQLite gets WAL + foreign keys + a busy timeout; PostgreSQL reconnects after a dropped connection.
+    SQLite gets WAL + foreign keys + a busy timeout; PostgreSQL is pooled and reconnects after a drop.
     """
     scheme = urlparse(url).scheme
     if scheme in {"postgres", "postgresql"}:
-        return ReconnectingPostgresqlDatabase(**db_url.parse(url))
+        params = db_url.parse(url)
+        params.setdefault("max_connections", 32)
+        params.setdefault("stale_timeout", 300)
+        params.setdefault("timeout", 10)  # wait this long for a free pooled connection
+        return ReconnectingPostgresqlDatabase(**params)
     if scheme == "sqlite":
         params = db_url.parse(url)
         params.setdefault("pragmas", SQLITE_PRAGMAS)

@@ -83,8 +83,45 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--segments", type=int, default=20)
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        nargs="?",
+        const="postgresql://postgres@127.0.0.1:5432/test",
+        help="run on a throw-away PostgreSQL database created (and dropped) through ADMIN_URL",
+    )
     args = parser.parse_args()
+    args.database_url = None
+    if args.postgres:
+        args.database_url = create_pg_database(args.postgres)
+    try:
+        run(args)
+    finally:
+        if args.postgres:
+            pg_admin(
+                args.postgres, f'DROP DATABASE IF EXISTS "{args.database_url.rsplit("/", 1)[1]}" WITH (FORCE)'
+            )
+
+
+def pg_admin(admin_url: str, sql: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        conn.close()
+
+
+def create_pg_database(admin_url: str) -> str:
+    name = f"ct_bench_{os.getpid()}"
+    pg_admin(admin_url, f'CREATE DATABASE "{name}"')
+    return f"{admin_url.rsplit('/', 1)[0]}/{name}"
+
+
+def run(args: argparse.Namespace) -> None:
 
     data_dir = tempfile.mkdtemp(prefix="cliptext-bench-")
     os.environ["CLIPTEXT_DATA_DIR"] = data_dir
@@ -155,7 +192,7 @@ def main() -> None:
     q = statistics.quantiles(latencies, n=100)
     print(
         f"GET /v1/transcriptions/{{id}} ({args.segments} segments), {args.threads} threads, "
-        f"gunicorn {args.workers}x4, {args.seconds:.0f} s, db={args.database_url or 'sqlite'}"
+        f"gunicorn {args.workers}x4, {args.seconds:.0f} s, db={'postgresql' if args.postgres else 'sqlite'}"
     )
     print(f"requests={len(latencies)} errors={errors} throughput={len(latencies) / args.seconds:.0f}/s")
     ms = [q[49] * 1000, q[89] * 1000, q[98] * 1000, latencies[-1] * 1000]

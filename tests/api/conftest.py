@@ -90,7 +90,7 @@ def make_app(
         return app
 
     yield build
-    if not db.is_closed():
+    if db.obj is not None and not db.is_closed():
         db.close()
     queue = Queue(f"transcriptions-{test_ns}", connection=redis_conn)
     queue.delete(delete_jobs=True)

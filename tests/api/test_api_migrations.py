@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import peewee as pw
+import pytest
 from peewee_migrate.router import compile_migrations
 
 from api.db import db, make_database
@@ -55,3 +56,31 @@ def test_segment_index_is_unique(database_url):
         except pw.IntegrityError:
             pass
     database.close()
+
+
+def test_postgres_survives_dropped_connections(make_app, database_url):
+    """Pooled connections killed by the server: discarded at check-out, or reconnected mid-request."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    from conftest import _pg_admin
+
+    from api.services.orgs import create_org
+
+    name = database_url.rsplit("/", 1)[1]
+    kill = f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    app = make_app()
+    with app.app_context():
+        _, _, raw = create_org("o", "o@example.com", "pro")
+    headers = {"Authorization": f"Bearer {raw}"}
+    client = app.test_client()
+    assert client.get("/v1/transcriptions", headers=headers).status_code == 200
+    _pg_admin(kill)
+    assert client.get("/v1/transcriptions", headers=headers).status_code == 200
+
+    db.connect(reuse_if_open=True)  # as a request does; the connection dies between two of its queries
+    try:
+        assert db.execute_sql("SELECT 1").fetchone() == (1,)
+        _pg_admin(kill)
+        assert db.execute_sql("SELECT 2").fetchone() == (2,)
+    finally:
+        db.close()

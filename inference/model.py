@@ -7,6 +7,7 @@ is a value object returned by each step, never mutated in place.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,10 +107,17 @@ class OnnxWhisper:
         self.precision = self._pick_precision(precision, want_cuda)
         providers = [CUDA, CPU] if want_cuda else [CPU]
         self._options = _session_options(threads)
-        self._encoder = self._session("encoder", providers)
+        if want_cuda and device == "auto":
+            # a CPU-only machine with onnxruntime-gpu: the failed CUDA start is expected, keep it quiet
+            ort.set_default_logger_severity(4)
+        try:
+            self._encoder = self._session("encoder", providers)
+        finally:
+            ort.set_default_logger_severity(2)
         self.provider = self._encoder.get_providers()[0]
         if want_cuda and self.provider != CUDA:
-            log.warning("CUDAExecutionProvider could not be created; using CPU")
+            report = log.warning if device == "cuda" else log.info
+            report("CUDAExecutionProvider could not be created; using CPU")
             if precision == "auto":
                 self.precision = self._pick_precision("auto", False)
                 self._encoder = self._session("encoder", [CPU])
@@ -121,10 +129,8 @@ class OnnxWhisper:
         self._self_names = cache_names(n_layer, "self")
         presents = cache_names(n_layer, "present")
         self._decoder_outputs = ["logits"] + [k for k, _ in presents] + [v for _, v in presents]
-        self._aligner: ort.InferenceSession | None = None
-        aligner_path = self.model_dir / "aligner.fp32.onnx"
-        if aligner_path.exists():
-            self._aligner = ort.InferenceSession(aligner_path, self._options, providers=providers)
+        self._aligner: ort.InferenceSession | None = None  # loaded on first use: word timestamps only
+        self._aligner_lock = threading.Lock()
         log.info("whisper %s loaded: %s on %s", self.config.name, self.precision, self.provider)
 
     def _pick_precision(self, precision: str, cuda: bool) -> str:
@@ -140,6 +146,15 @@ class OnnxWhisper:
     def _session(self, part: str, providers: list[str]) -> ort.InferenceSession:
         path = self.model_dir / f"{part}.{self.precision}.onnx"
         return ort.InferenceSession(path, self._options, providers=providers)
+
+    def _load_aligner(self) -> ort.InferenceSession:
+        with self._aligner_lock:
+            if self._aligner is None:
+                path = self.model_dir / "aligner.fp32.onnx"
+                if not path.exists():
+                    raise EngineError(ErrorCode.INTERNAL, f"{self.model_dir} has no aligner.fp32.onnx")
+                self._aligner = ort.InferenceSession(path, self._options, providers=self._providers)
+            return self._aligner
 
     def encode(self, mel: np.ndarray) -> CrossKV:
         """mel float32 [B, n_mels, 3000] (or [n_mels, 3000]) -> cross-attention K/V for every layer."""
@@ -173,8 +188,7 @@ class OnnxWhisper:
 
     def align(self, tokens, cross: CrossKV) -> np.ndarray:
         """Cross-attention weights of the alignment heads for a whole sequence: [n_heads, S, 1500]."""
-        if self._aligner is None:
-            raise EngineError(ErrorCode.INTERNAL, f"{self.model_dir} has no aligner.fp32.onnx")
+        aligner = self._load_aligner()
         tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
-        (weights,) = self._aligner.run(None, {"tokens": tokens, "cross_k": cross.k, "cross_v": cross.v})
+        (weights,) = aligner.run(None, {"tokens": tokens, "cross_k": cross.k, "cross_v": cross.v})
         return weights

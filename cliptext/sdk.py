@@ -552,6 +552,13 @@ class Client:
         """The transcription (json / verbose_json with segments), or its transcript as text / SRT / WebVTT."""
         response = self._request("GET", f"/transcriptions/{transcription_id}", params={"format": format})
         if format in TEXT_FORMATS:
+            if response.headers.get("Content-Type", "").startswith("application/json"):
+                raise CliptextError(
+                    "VALIDATION_ERROR",
+                    f"This server does not render format={format} (it answered JSON)",
+                    {"format": format},
+                    response.status_code,
+                )
             response.encoding = response.encoding or "utf-8"
             return response.text
         return Transcription.from_json(response.json())

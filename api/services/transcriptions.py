@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import peewee as pw
 
@@ -49,8 +51,32 @@ def segments_of(transcription: Transcription) -> list[Segment]:
     return list(transcription.segments.order_by(Segment.index))
 
 
+def check_webhook_url(url: str | None, allow_private: bool) -> None:
+    """Refuse webhook URLs that name a local or private host outright (422).
+
+    Only the obvious cases: a host name resolving to a private address later must still be refused by the
+    worker at delivery time.
+    """
+    if url is None or allow_private:
+        return
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    private = host == "localhost" or host.endswith((".localhost", ".local", ".internal"))
+    try:
+        address = ipaddress.ip_address(host)
+        private = private or not address.is_global
+    except ValueError:
+        pass
+    if private:
+        raise ApiError(
+            ErrorCode.VALIDATION_ERROR,
+            "webhook_url must be a public http(s) address",
+            {"field": "webhook_url"},
+        )
+
+
 def create(state: AppState, org: Organization, upload: Upload, options: dict[str, Any]) -> Transcription:
     """Insert a queued transcription for a completed upload and enqueue its job (id = public id)."""
+    check_webhook_url(options.get("webhook_url"), state.settings.webhook_allow_private)
     if upload.organization_id != org.id:
         raise NotFound("Upload")
     if upload.status != UploadStatus.COMPLETED:

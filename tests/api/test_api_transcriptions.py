@@ -202,3 +202,31 @@ def test_idempotency_key(client, new_org, redis_conn, test_ns):
     )
     ttl = max(redis_conn.ttl(key) for key in redis_conn.scan_iter(match=f"{test_ns}:idempotency:*"))
     assert 23 * 3600 < ttl <= 24 * 3600
+
+
+def test_private_webhook_urls_refused(client, new_org):
+    _, headers = new_org("enterprise", custom_rate_limit=1000)
+    upload_id = upload_file(client, headers, JFK_MP3)
+    for url in (
+        "http://localhost:8080/hook",
+        "http://127.0.0.1/x",
+        "http://10.1.2.3/x",
+        "http://[::1]/x",
+        "http://169.254.169.254/",
+        "https://metadata.internal/",
+    ):
+        response = create(client, headers, upload_id, webhook_url=url)
+        assert response.status_code == 422, url
+        assert response.get_json()["error"]["details"] == {"field": "webhook_url"}
+    assert create(client, headers, upload_id, webhook_url="https://hooks.example.com/x").status_code == 202
+
+
+def test_private_webhook_allowed_when_configured(make_app):
+    from api.services.orgs import create_org
+
+    app = make_app(webhook_allow_private=True)
+    with app.app_context():
+        _, _, raw = create_org("dev", "dev@example.com", "pro")
+    client, headers = app.test_client(), {"Authorization": f"Bearer {raw}"}
+    upload_id = upload_file(client, headers, JFK_MP3)
+    assert create(client, headers, upload_id, webhook_url="http://127.0.0.1:9000/hook").status_code == 202

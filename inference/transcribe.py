@@ -188,8 +188,13 @@ class WhisperEngine:
         while seek < content_frames:
             time_offset = seek * TIME_PER_FRAME
             segment_size = min(N_FRAMES, content_frames - seek)
-            mel = pad_or_trim(features[:, seek : seek + segment_size])
+            content = features[:, seek : seek + segment_size]
             segment_duration = segment_size * TIME_PER_FRAME
+            if content.size and np.all(content == content.flat[0]):
+                # digital silence: beam search would hallucinate " You" here (faster-whisper does)
+                seek += segment_size
+                continue
+            mel = pad_or_trim(content)
             cross = self.model.encode(mel[None])
             prompt = self._prompt(
                 tokenizer, all_tokens[prompt_reset_since:], options, options.prefix if seek == 0 else None

@@ -24,7 +24,7 @@ from inference.onnx_decoder import build_aligner, build_decoder
 from inference.onnx_encoder import build_encoder
 from inference.onnx_precision import save_model, to_fp16, to_int8
 
-EXPORTER_VERSION = "3"
+EXPORTER_VERSION = "4"
 DEFAULT_NAME = "whisper-tiny.en"
 log = logging.getLogger("inference.export")
 
@@ -179,6 +179,7 @@ def export(source: Path, out_dir: Path, name: str, precisions: tuple[str, ...], 
         save_model(build_aligner(m, config), work / "aligner.fp32.onnx")
         shutil.copy(source / "tokenizer.json", work / "tokenizer.json")
         config.save(work)
+        work.chmod(0o755)  # TemporaryDirectory is private; the model is read by other users (containers)
         if target.exists():
             shutil.rmtree(target)
         work.rename(target)

@@ -109,14 +109,21 @@ def _cross_attention(g, m, x, prefix, cfg, cross_k, cross_v, use_mha, weights_ou
     )
 
 
-def _decoder_body(g, m, cfg, tokens, past, cross, use_mha, cross_weights=None):
+def _decoder_body(g, m, cfg, tokens, past, cross, use_mha, cross_weights=None, lookup_only=False):
     """Embeddings, the layers, the final norm; returns (hidden, embeddings, presents_k, presents_v).
 
+    `lookup_only`: the embedding table is not reused as the output projection.
     `past` is each layer's (self_k, self_v) or None (no cache); `cross(i)` gives layer i's (cross_k, cross_v).
     """
     pos = _Positions(g, tokens, past[0][0] if past else None)
-    embeddings = g.weight("decoder/embeddings", m.get("decoder/embeddings/weight"))
-    x = g.op("Gather", [embeddings, tokens])
+    table = m.variables["decoder/embeddings/weight"]
+    if lookup_only and table.dtype == np.float16:
+        # only looked up, never multiplied: the source's float16 table loses nothing and halves its size
+        embeddings = g.weight("decoder/embeddings", table)
+        x = g.op("Cast", [g.op("Gather", [embeddings, tokens])], to=FLOAT)
+    else:
+        embeddings = g.weight("decoder/embeddings", m.get("decoder/embeddings/weight"))
+        x = g.op("Gather", [embeddings, tokens])
     positions = g.weight("decoder/positions", m.get("decoder/position_encodings/encodings"))
     x = g.op("Add", [x, g.op("Gather", [positions, pos.positions])])
     presents_k, presents_v = [], []
@@ -172,7 +179,7 @@ def build_decoder(
         for k, v in cross_input_names(cfg.n_text_layer)
     ]
     x, embeddings, presents_k, presents_v = _decoder_body(
-        g, m, cfg, tokens, past, lambda i: cross[i], use_mha
+        g, m, cfg, tokens, past, lambda i: cross[i], use_mha, lookup_only=untied_projection
     )
     last = g.op("Gather", [x, g.const(-1)], axis=1)  # [B, d]
     if untied_projection:
@@ -201,7 +208,7 @@ def build_aligner(m: CT2Model, cfg: ModelConfig) -> onnx.ModelProto:
     def cross(i: int) -> tuple[str, str]:
         return _layer(g, cross_k, i), _layer(g, cross_v, i)
 
-    _decoder_body(g, m, cfg, tokens, None, cross, True, weights)
+    _decoder_body(g, m, cfg, tokens, None, cross, True, weights, lookup_only=True)
     heads = []
     for layer, head in cfg.alignment_heads:
         w = g.op("Gather", [weights[layer], g.const(0)], axis=0)  # [H, S, T]

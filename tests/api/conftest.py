@@ -20,10 +20,11 @@ from rq import Queue
 from api import create_app
 from api.db import db
 from api.services.orgs import create_org
+from tests.media import AUDIO_DIR
 
 PG_ADMIN_URL = os.environ.get("CLIPTEXT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CLIPTEXT_TEST_REDIS", "redis://127.0.0.1:6379/0")
-AUDIO = Path("/work/shared/audio") if Path("/work/shared/audio").exists() else Path("tests/data/audio")
+AUDIO = AUDIO_DIR
 JFK_MP3 = AUDIO / "jfk.mp3"
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from inference.export import DEFAULT_NAME, default_source, export
+from tests.media import AUDIO_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 REF_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
-JFK = Path("/work/shared/audio/jfk.flac")
+JFK = AUDIO_DIR / "jfk.flac"
 if not JFK.exists():
     JFK = ROOT.parent / "shared" / "audio" / "jfk.flac"
 ALL_PRECISIONS = ("fp32", "int8", "fp16")

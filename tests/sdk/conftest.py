@@ -21,9 +21,11 @@ import pytest
 import redis
 import requests
 
+from tests.media import AUDIO_DIR
+
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("CLIPTEXT_TEST_SDK_REDIS", "redis://127.0.0.1:6379/6")
-AUDIO = Path("/work/shared/audio")
+AUDIO = AUDIO_DIR
 START_TIMEOUT = 60.0
 
 

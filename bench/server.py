@@ -1,8 +1,9 @@
 """Throughput of the gRPC server against the engine in-process: audio seconds per wall second.
 
 `python -m bench.server [--clips jfk.flac,multilingual.mp3] [--streams 1,2,4] [--repeat 2]`
-runs the same clips on 1, 2 and 4 concurrent streams, first with WhisperEngine in this process,
-then through a real `python -m inference.server` (same model, precision, threads), and prints a table.
+runs the same clips on 1, 2 and 4 concurrent streams with WhisperEngine in this process
+and through a real `python -m inference.server` (same model, precision, threads), alternating run by
+run (best of --repeat each), and prints a table.
 The server's overhead at one stream should stay under 5%.
 """
 
@@ -46,15 +47,12 @@ def _server_run(client: TranscriberClient, clips: list[Path], options: Transcrib
     return seconds
 
 
-def measure(run, streams: int, repeat: int) -> float:
-    """Best audio-seconds-per-wall-second over `repeat` runs of `streams` concurrent workers."""
-    best = 0.0
-    for _ in range(repeat):
-        started = time.perf_counter()
-        with ThreadPoolExecutor(streams) as pool:
-            total = sum(pool.map(lambda _: run(), range(streams)))
-        best = max(best, total / (time.perf_counter() - started))
-    return best
+def measure(run, streams: int) -> float:
+    """Audio seconds per wall second of `streams` concurrent workers each doing `run()`."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(streams) as pool:
+        total = sum(pool.map(lambda _: run(), range(streams)))
+    return total / (time.perf_counter() - started)
 
 
 def start_server(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.Popen, str]:
@@ -81,28 +79,31 @@ def start_server(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.P
     raise RuntimeError(f"the server did not start:\n{log_path.read_text()}")
 
 
-def bench_in_process(args: argparse.Namespace, clips: list[Path], options: TranscribeOptions) -> dict:
+def bench(args: argparse.Namespace, clips: list[Path], options: TranscribeOptions) -> dict:
+    """{streams: (in-process rate, server rate)}; the two alternate run by run so load drift hits both."""
     from inference.model import OnnxWhisper
     from inference.transcribe import WhisperEngine
 
     model = OnnxWhisper(args.model_dir, precision=args.precision, device=args.device, threads=args.threads)
     engine = WhisperEngine(model)
     print(f"model {model.config.name} {model.precision} on {model.provider}; clips: {args.clips}")
-    _engine_run(engine, clips[:1], options)  # warm-up
-    return {n: measure(partial(_engine_run, engine, clips, options), n, args.repeat) for n in args.streams}
-
-
-def bench_server(args: argparse.Namespace, clips: list[Path], options: TranscribeOptions) -> dict:
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         process, addr = start_server(args, Path(tmp) / "server.log")
         try:
             with TranscriberClient(addr, timeout=3600) as client:
-                _server_run(client, clips[:1], options)  # warm-up
-                run = partial(_server_run, client, clips, options)
-                return {n: measure(run, n, args.repeat) for n in args.streams}
+                _engine_run(engine, clips[:1], options)  # warm-up
+                _server_run(client, clips[:1], options)
+                for n in args.streams:
+                    local = served = 0.0
+                    for _ in range(args.repeat):
+                        local = max(local, measure(partial(_engine_run, engine, clips, options), n))
+                        served = max(served, measure(partial(_server_run, client, clips, options), n))
+                    results[n] = (local, served)
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(60)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,12 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     clips = [AUDIO_DIR / name for name in args.clips.split(",")]
     options = TranscribeOptions(beam_size=args.beam_size)
 
-    in_process = bench_in_process(args, clips, options)
-    served = bench_server(args, clips, options)
+    results = bench(args, clips, options)
     print(f"{'streams':>7} | {'in-process (audio s/s)':>22} | {'server (audio s/s)':>18} | {'overhead':>8}")
-    for n in args.streams:
-        overhead = 1 - served[n] / in_process[n]
-        print(f"{n:>7} | {in_process[n]:>22.1f} | {served[n]:>18.1f} | {overhead:>8.1%}")
+    for n, (local, served) in results.items():
+        print(f"{n:>7} | {local:>22.1f} | {served:>18.1f} | {1 - served / local:>8.1%}")
     return 0
 
 

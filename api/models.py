@@ -162,6 +162,13 @@ class Segment(BaseModel):
     end = pw.FloatField()
     text = pw.TextField()
     words = JSONField(null=True)  # [{"start", "end", "word", "probability"}] when word timestamps asked
+    # decoding details (OpenAI's verbose_json); None on rows written before migration 002
+    seek = pw.IntegerField(null=True)  # window position in mel frames (100 per second)
+    tokens = JSONField(null=True)  # text token ids
+    temperature = pw.FloatField(null=True)
+    avg_logprob = pw.FloatField(null=True)
+    compression_ratio = pw.FloatField(null=True)
+    no_speech_prob = pw.FloatField(null=True)
 
     class Meta:
         indexes = ((("transcription", "index"), True),)

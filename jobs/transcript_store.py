@@ -93,7 +93,18 @@ def save_segment(transcription_id: int, index: int, segment: EngineSegment, prog
         if segment.words is not None
         else None
     )
-    values = {"start": segment.start, "end": segment.end, "text": segment.text, "words": words}
+    values = {
+        "start": segment.start,
+        "end": segment.end,
+        "text": segment.text,
+        "words": words,
+        "seek": segment.seek,
+        "tokens": list(segment.tokens),
+        "temperature": segment.temperature,
+        "avg_logprob": segment.avg_logprob,
+        "compression_ratio": segment.compression_ratio,
+        "no_speech_prob": segment.no_speech_prob,
+    }
     with db.atomic():
         fields = {} if progress is None else {"progress": progress}
         if not _still_processing(transcription_id, **fields):

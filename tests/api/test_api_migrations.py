@@ -14,8 +14,8 @@ from api.models import ALL_MODELS, Segment
 def test_fresh_database_is_migrated_once(database_url):
     database = make_database(database_url)
     db.initialize(database)
-    assert pending(database) == ["001_initial"]
-    assert upgrade(database) == ["001_initial"]
+    assert pending(database) == ["001_initial", "002_segment_decoding"]
+    assert upgrade(database) == ["001_initial", "002_segment_decoding"]
     assert upgrade(database) == []
     with database.connection_context():
         tables = set(database.get_tables())

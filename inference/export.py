@@ -24,7 +24,7 @@ from inference.onnx_decoder import build_aligner, build_decoder
 from inference.onnx_encoder import build_encoder
 from inference.onnx_precision import save_model, to_fp16, to_int8
 
-EXPORTER_VERSION = "4"
+EXPORTER_VERSION = "5"
 DEFAULT_NAME = "whisper-tiny.en"
 log = logging.getLogger("inference.export")
 

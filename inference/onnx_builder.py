@@ -51,15 +51,16 @@ class GraphBuilder:
     def op(self, op_type: str, inputs: list[str], n_out: int = 1, out: str | None = None, **attrs):
         """Add a node; returns its output name (or a list when n_out > 1)."""
         domain = attrs.pop("domain", "")
+        node_name = attrs.pop("name", "")
         outputs = [out] if out is not None else [self._fresh(op_type.lower()) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, inputs, outputs, domain=domain, **attrs))
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=node_name, domain=domain, **attrs))
         return outputs[0] if n_out == 1 else outputs
 
     # -- common blocks -------------------------------------------------------------------------
 
     def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
         """x @ weight.T + bias, with weight stored [out, in] as CTranslate2 does."""
-        y = self.op("MatMul", [x, self.weight(name + ".weight", weight.T.copy())])
+        y = self.op("MatMul", [x, self.weight(name + ".weight", weight.T.copy())], name=name)
         if bias is not None and np.any(bias):
             y = self.op("Add", [y, self.weight(name + ".bias", bias)])
         return y

@@ -10,6 +10,9 @@ import onnx
 EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
+SENSITIVE_PREFIXES = ("encoder/layer_0/",)
+
+
 def weight_bytes(model: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) for t in model.graph.initializer)
 
@@ -29,7 +32,11 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
 
 
 def to_int8(model: onnx.ModelProto, path: Path, work: Path, per_channel: bool = False) -> None:
-    """Dynamic int8 quantization of the MatMul weights; convolutions stay fp32 (int8 conv is slower)."""
+    """Dynamic int8 quantization of the MatMul weights; convolutions stay fp32 (int8 conv is slower).
+
+    The first encoder layer stays fp32 too: its activations have outliers that per-tensor int8 clips
+    (measured on jfk: it alone takes the cross K/V max error from 5.0 to 0.6).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src = work / (path.stem + ".src.onnx")
@@ -41,6 +48,7 @@ def to_int8(model: onnx.ModelProto, path: Path, work: Path, per_channel: bool = 
         weight_type=QuantType.QInt8,
         op_types_to_quantize=["MatMul"],
         per_channel=per_channel,
+        nodes_to_exclude=[n.name for n in model.graph.node if n.name.startswith(SENSITIVE_PREFIXES)],
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         use_external_data_format=big,
     )

@@ -11,8 +11,11 @@ from tests.inference.reference_runs import CLIPS, ours, reference
 @pytest.mark.parametrize("beam_size", [1, 5])
 @pytest.mark.parametrize("clip", CLIPS)
 def test_words_match_faster_whisper(clip: str, beam_size: int) -> None:
-    mine = [w for s in ours("fp32", beam_size)[clip] for w in s.words]
-    ref = [w for s in reference("float32", beam_size)[clip]["segments"] for w in s["words"]]
+    segments = reference("float32", beam_size)[clip]["segments"]
+    # windows decoded by sampling (temperature fallback) are random: compare the ones before
+    greedy = next((i for i, s in enumerate(segments) if s["temperature"] > 0), len(segments))
+    mine = [w for s in ours("fp32", beam_size)[clip][:greedy] for w in s.words]
+    ref = [w for s in segments[:greedy] for w in s["words"]]
     assert [w.word for w in mine] == [w["word"] for w in ref]
     for w, r in zip(mine, ref, strict=True):
         assert w.start == pytest.approx(r["start"], abs=0.1), w

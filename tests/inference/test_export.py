@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from inference.config import ModelConfig
 from inference.ct2_reader import read_ct2_model
 from inference.export import default_source
+from inference.model import OnnxWhisper
 from tests.inference.exported_model import ROOT
 
 
@@ -145,3 +147,107 @@ def test_reader_dequantizes_int8_widens_bfloat16_and_resolves_aliases(tmp_path):
     assert model.spec_name == "WhisperSpec"
     np.testing.assert_allclose(model.get("w"), weight, atol=0.01)
     np.testing.assert_array_equal(model.get("alias"), [1.5, -3.0])
+
+
+def _write_ct2_whisper(directory: Path, n_mels: int, d: int, layers: int, heads: int, n_vocab: int) -> None:
+    """A small random whisper in CTranslate2's format, matrices stored int8 + scale (as int8_float16)."""
+    rng = np.random.default_rng(0)
+    variables: dict[str, np.ndarray] = {}
+
+    def linear(prefix: str, n_out: int, n_in: int) -> None:
+        variables[prefix + "/weight"] = rng.normal(0, 0.05, (n_out, n_in)).astype(np.float32)
+        variables[prefix + "/bias"] = rng.normal(0, 0.05, n_out).astype(np.float16)
+
+    def norm(prefix: str) -> None:
+        variables[prefix + "/gamma"] = np.ones(d, np.float16)
+        variables[prefix + "/beta"] = np.zeros(d, np.float16)
+
+    variables["encoder/conv1/weight"] = rng.normal(0, 0.05, (d, n_mels, 3)).astype(np.float16)
+    variables["encoder/conv1/bias"] = np.zeros(d, np.float16)
+    variables["encoder/conv2/weight"] = rng.normal(0, 0.05, (d, d, 3)).astype(np.float16)
+    variables["encoder/conv2/bias"] = np.zeros(d, np.float16)
+    variables["encoder/position_encodings/encodings"] = rng.normal(0, 0.1, (1500, d)).astype(np.float16)
+    variables["decoder/embeddings/weight"] = rng.normal(0, 0.1, (n_vocab, d)).astype(np.float16)
+    variables["decoder/position_encodings/encodings"] = rng.normal(0, 0.1, (448, d)).astype(np.float16)
+    for side in ("encoder", "decoder"):
+        variables[f"{side}/num_heads"] = np.array(heads, np.int16)
+        norm(f"{side}/layer_norm")
+        for i in range(layers):
+            p = f"{side}/layer_{i}"
+            norm(p + "/self_attention/layer_norm")
+            linear(p + "/self_attention/linear_0", 3 * d, d)
+            linear(p + "/self_attention/linear_1", d, d)
+            norm(p + "/ffn/layer_norm")
+            linear(p + "/ffn/linear_0", 4 * d, d)
+            linear(p + "/ffn/linear_1", d, 4 * d)
+            if side == "decoder":
+                norm(p + "/attention/layer_norm")
+                linear(p + "/attention/linear_0", d, d)
+                linear(p + "/attention/linear_1", 2 * d, d)
+                linear(p + "/attention/linear_2", d, d)
+    type_ids = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.float16): 4}
+    entries = []
+    for name, value in variables.items():
+        if value.dtype == np.float32:  # quantize matrices like CTranslate2's int8_float16
+            scale = 127.0 / np.abs(value).max(axis=1)
+            entries.append((name, np.round(value * scale[:, None]).astype(np.int8)))
+            entries.append((name + "_scale", scale.astype(np.float32)))
+        else:
+            entries.append((name, value))
+    blob = (
+        struct.pack("<I", 6)
+        + _ct2_string("WhisperSpec")
+        + struct.pack("<I", 3)
+        + struct.pack("<I", len(entries))
+    )
+    for name, value in entries:
+        blob += (
+            _ct2_string(name) + struct.pack("<B", value.ndim) + struct.pack(f"<{value.ndim}I", *value.shape)
+        )
+        blob += struct.pack("<B", type_ids[value.dtype]) + struct.pack("<I", value.nbytes) + value.tobytes()
+    blob += (
+        struct.pack("<I", 1)
+        + _ct2_string("decoder/projection/weight")
+        + _ct2_string("decoder/embeddings/weight")
+    )
+    directory.mkdir()
+    (directory / "model.bin").write_bytes(blob)
+    # the large-v3 special tokens (100 languages, <|nospeech|>), as added tokens of a tokenizer.json
+    names = ["<|endoftext|>", "<|startoftranscript|>"] + [f"<|l{i:02d}|>" for i in range(99)] + ["<|yue|>"]
+    names[2] = "<|en|>"
+    names += ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>"]
+    names += ["<|notimestamps|>", "<|0.00|>"]
+    added = [{"id": 50257 + i, "content": name, "special": True} for i, name in enumerate(names)]
+    (directory / "tokenizer.json").write_text(json.dumps({"added_tokens": added, "model": {"type": "BPE"}}))
+
+
+def test_exports_a_multilingual_128_mel_int8_quantized_source(tmp_path):
+    source = tmp_path / "whisper-small-v3-like"
+    _write_ct2_whisper(source, n_mels=128, d=64, layers=2, heads=2, n_vocab=51866)
+    result = run_export("--from", str(source), "--out", str(tmp_path / "out"), "--precisions", "fp32")
+    assert result.returncode == 0, result.stderr
+    model_dir = tmp_path / "out" / source.name
+    config = ModelConfig.load(model_dir)
+    assert (config.n_mels, config.n_audio_state, config.n_text_layer, config.n_text_head) == (128, 64, 2, 2)
+    assert config.is_multilingual and config.n_vocab == 51866
+    assert (config.eot, config.sot, config.languages["en"], config.languages["yue"]) == (
+        50257,
+        50258,
+        50259,
+        50358,
+    )
+    assert (config.translate, config.transcribe, config.no_speech, config.no_timestamps) == (
+        50359,
+        50360,
+        50363,
+        50364,
+    )
+    assert config.timestamp_begin == 50365
+    assert config.alignment_heads == ((1, 0), (1, 1))  # no CTranslate2 config: the last half of the layers
+    assert config.sot_sequence == (50258, 50259, 50360)
+
+    model = OnnxWhisper(model_dir, device="cpu", threads=1)
+    cross = model.encode(np.zeros((1, 128, 3000), np.float32))
+    assert cross.k.shape == (2, 1, 2, 1500, 32)
+    logits, cache = model.decode([list(config.sot_sequence)], None, cross)
+    assert logits.shape == (1, 51866) and np.isfinite(logits).all() and cache.length == 3

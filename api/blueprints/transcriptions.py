@@ -5,17 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
-from flask import request
+from flask import Response, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from werkzeug.exceptions import UnprocessableEntity
 
+from api import formats
 from api.auth import current_principal
 from api.blueprints import errors
 from api.errors import ApiError
+from api.schemas.openai import VerboseTranscriptionSchema
 from api.schemas.transcriptions import (
     CreateTranscriptionFormSchema,
     CreateTranscriptionSchema,
+    FormatQuerySchema,
     ListQuerySchema,
     TranscriptionListSchema,
     TranscriptionSchema,
@@ -109,13 +112,54 @@ class Transcriptions(MethodView):
         return {"data": page.data, "has_more": page.has_more}
 
 
+_TEXT_DOC = {"schema": {"type": "string"}}
+_FORMAT_RESPONSES = {
+    200: {
+        "description": "The transcription (json), verbose_json, or the transcript as text/SRT/WebVTT",
+        "content": {
+            "application/json": {"schema": {"anyOf": [TranscriptionSchema, VerboseTranscriptionSchema]}},
+            "text/plain": _TEXT_DOC,
+            "application/x-subrip": _TEXT_DOC,
+            "text/vtt": _TEXT_DOC,
+        },
+    }
+}
+
+
+def _render(row, fmt: str, granularities: list[str]):
+    """The transcription in `fmt`: the resource itself for json, else a body built from its segments."""
+    if fmt == "json":
+        return jsonify(TranscriptionSchema().dump(_with_segments(row)))
+    formats.require_completed(row, fmt)
+    segments = service.segments_of(row)
+    if fmt == "verbose_json":
+        response = jsonify(formats.verbose_json(row, segments, granularities))
+    else:
+        body = {
+            "text": lambda: formats.text_body(row),
+            "srt": lambda: formats.srt_body(segments),
+            "vtt": lambda: formats.vtt_body(segments),
+        }[fmt]()
+        response = Response(body, content_type=formats.content_type(fmt))
+    response.headers["Vary"] = "Accept"
+    return response
+
+
 @blp.route("/<string:transcription_id>")
 class TranscriptionById(MethodView):
-    @blp.response(200, TranscriptionSchema)
-    @errors(blp, 404)
-    def get(self, transcription_id):
-        """Get a transcription with its segments"""
-        return _with_segments(service.get_transcription(current_principal().org, transcription_id))
+    @blp.arguments(FormatQuerySchema, location="query", as_kwargs=True)
+    @blp.doc(responses=_FORMAT_RESPONSES)
+    @errors(blp, 404, 409, 422)
+    def get(self, transcription_id, format=None, timestamp_granularities=("segment",)):  # noqa: A002
+        """Get a transcription with its segments, or its transcript as text, SRT, WebVTT or verbose_json
+
+        `format` (or the Accept header: text/plain, application/x-subrip, text/vtt) picks the body.
+        Transcript formats need a completed transcription (409 otherwise); verbose_json words need
+        `word_timestamps: true` at creation (409 otherwise).
+        """
+        row = service.get_transcription(current_principal().org, transcription_id)
+        fmt = formats.negotiate(format, request.accept_mimetypes)
+        return _render(row, fmt, list(timestamp_granularities))
 
     @blp.response(204)
     @errors(blp, 404)

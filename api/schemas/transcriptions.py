@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from api.formats import FORMATS, GRANULARITIES
 from api.models import TranscriptionStatus
 from api.schemas.common import StrictSchema, UTCDateTime
 
@@ -95,3 +96,24 @@ class TranscriptionSummarySchema(TranscriptionSchema):
 class TranscriptionListSchema(ma.Schema):
     data = ma.fields.List(ma.fields.Nested(TranscriptionSummarySchema))
     has_more = ma.fields.Boolean()
+
+
+class FormatQuerySchema(StrictSchema):
+    """GET /v1/transcriptions/{id}: which representation (the `format` parameter wins over Accept)."""
+
+    format = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.OneOf(FORMATS),
+        metadata={
+            "description": "json (default), text, srt, vtt or verbose_json (OpenAI's). Alternatively send "
+            "Accept: text/plain, application/x-subrip or text/vtt"
+        },
+    )
+    timestamp_granularities = ma.fields.List(
+        ma.fields.String(validate=ma.validate.OneOf(GRANULARITIES)),
+        load_default=lambda: ["segment"],
+        metadata={
+            "description": "verbose_json only: `segment` and/or `word` (words need a transcription "
+            "created with word_timestamps: true; else 409)"
+        },
+    )

@@ -73,6 +73,16 @@ class Settings:
     webhook_timeout: float = 10.0
     webhook_retries: int = 5
     webhook_retry_intervals: tuple[int, ...] = (10, 60, 300, 1800, 7200)
+    # observability: log format ("json": one JSON object per line, or "text"), Prometheus exporters
+    # (worker / inference server: a port for an HTTP exporter, 0 = off); the API serves /metrics itself,
+    # aggregated over gunicorn processes when PROMETHEUS_MULTIPROC_DIR is set (prometheus_client reads it)
+    log_format: str = "json"
+    log_level: str = "INFO"
+    worker_metrics_port: int = 0
+    inference_metrics_port: int = 0
+    prometheus_multiproc_dir: str = ""
+    # OpenAI-compatible API: seconds GET /v1/models caches the inference server's DescribeModel
+    models_cache_seconds: float = 60.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -114,4 +124,10 @@ class Settings:
             webhook_retry_intervals=_int_list(
                 _env("CLIPTEXT_WEBHOOK_RETRY_INTERVALS", "10,60,300,1800,7200")
             ),
+            log_format=_env("CLIPTEXT_LOG_FORMAT", "json"),
+            log_level=_env("CLIPTEXT_LOG_LEVEL", "INFO").upper(),
+            worker_metrics_port=int(_env("CLIPTEXT_WORKER_METRICS_PORT", "0")),
+            inference_metrics_port=int(_env("CLIPTEXT_INFERENCE_METRICS_PORT", "0")),
+            prometheus_multiproc_dir=_env("PROMETHEUS_MULTIPROC_DIR", ""),
+            models_cache_seconds=float(_env("CLIPTEXT_MODELS_CACHE_SECONDS", "60")),
         )

@@ -30,9 +30,10 @@ def request_fingerprint() -> str:
     """SHA-256 of method, path and body; multipart files are hashed from their spooled copies."""
     digest = hashlib.sha256(f"{request.method} {request.path}\n".encode())
     if request.mimetype == "multipart/form-data":
-        for name in sorted(request.form):
+        # a malformed part can have no name (None): sort on the text so any form fingerprints
+        for name in sorted(request.form, key=str):
             digest.update(f"form:{name}={request.form.getlist(name)}\n".encode())
-        for name in sorted(request.files):
+        for name in sorted(request.files, key=str):
             for upload in request.files.getlist(name):
                 digest.update(f"file:{name}:{upload.filename}\n".encode())
                 while chunk := upload.stream.read(1 << 16):

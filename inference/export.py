@@ -8,9 +8,11 @@ Idempotent: a directory whose config fingerprint matches the source is left alon
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import sys
@@ -180,11 +182,22 @@ def export(source: Path, out_dir: Path, name: str, precisions: tuple[str, ...], 
         shutil.copy(source / "tokenizer.json", work / "tokenizer.json")
         config.save(work)
         work.chmod(0o755)  # TemporaryDirectory is private; the model is read by other users (containers)
-        if target.exists():
-            shutil.rmtree(target)
-        work.rename(target)
-        work.mkdir()  # so TemporaryDirectory's cleanup finds its directory
+        _swap_in(work, target)
     return True
+
+
+def _swap_in(work: Path, target: Path) -> None:
+    """Put the finished export in place; safe when several processes export the same model at once."""
+    trash = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
+    with contextlib.suppress(FileNotFoundError):
+        target.rename(trash)
+    try:
+        work.rename(target)
+    except OSError:  # another exporter put its export in place between our two renames
+        if not (target / CONFIG_FILE).exists():
+            raise
+    work.mkdir(exist_ok=True)  # so TemporaryDirectory's cleanup finds its directory
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

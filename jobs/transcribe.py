@@ -18,11 +18,14 @@ from rq import Retry, get_current_job
 from rq.timeouts import JobTimeoutException
 
 from api.db import db
+from api.queue import REQUEST_ID_META
 from api.storage import open_storage
 from cliptext.errors import ErrorCode
+from cliptext.jsonlog import request_id_var
 from cliptext.settings import Settings
 from inference.client import Progress, Summary, TranscriberClient
 from inference.types import Segment, TranscribeOptions
+from jobs import metrics
 from jobs import transcript_store as store
 from jobs.errors import Failure, classify
 from jobs.timeouts import call_deadline
@@ -46,7 +49,9 @@ def _options(stored: dict) -> TranscribeOptions:
     )
 
 
-def _stream(settings: Settings, started: store.Started, path: Path, deadline: float) -> tuple[str, Summary]:
+def _stream(
+    settings: Settings, started: store.Started, path: Path, deadline: float, request_id: str
+) -> tuple[str, Summary]:
     """Send the audio, store segments as they arrive; (full text, summary).
 
     The server follows each segment with a Progress event, so a segment is written together with
@@ -65,9 +70,7 @@ def _stream(settings: Settings, started: store.Started, path: Path, deadline: fl
             pending = None
 
     with TranscriberClient(settings.inference_addr) as client:
-        events = client.transcribe(
-            path, _options(started.options), request_id=started.public_id, timeout=deadline
-        )
+        events = client.transcribe(path, _options(started.options), request_id=request_id, timeout=deadline)
         try:
             for event in events:
                 if isinstance(event, Segment):
@@ -109,19 +112,31 @@ def _notify(settings: Settings, started: store.Started, event: str) -> None:
 
 def _fail(settings: Settings, started: store.Started, failure: Failure) -> None:
     log.warning("transcription %s failed: %s %s", started.public_id, failure.code, failure.message)
+    metrics.report("failed")
     if store.fail(started.id, failure.code, failure.message):
         _notify(settings, started, FAILED_EVENT)
+
+
+def _request_id(transcription_id: str) -> str:
+    """The X-Request-Id of the request that created the transcription (job meta), else its id."""
+    job = get_current_job()
+    found = job.meta.get(REQUEST_ID_META) if job is not None else None
+    return str(found or transcription_id)[:128]
 
 
 def run_transcription(transcription_id: str) -> Retry | None:
     """Transcribe one queued transcription (the RQ job; see the module docstring)."""
     settings = Settings.from_env()
     store.ensure_db(settings)
+    request_id = _request_id(transcription_id)
+    request_id_var.set(request_id)  # this work horse serves this one request: every log line names it
     with db.connection_context():
         started = store.start(transcription_id)
         if started is None:
             log.info("transcription %s is not queued any more: nothing to do", transcription_id)
+            metrics.report("skipped")
             return None
+        log.info("transcription %s: processing", transcription_id)
         if not started.storage_key:
             _fail(settings, started, Failure(ErrorCode.UPLOAD_MISSING, "the upload is gone", False))
             return None
@@ -132,10 +147,11 @@ def run_transcription(transcription_id: str) -> Retry | None:
                 if not Path(path).exists():
                     _fail(settings, started, Failure(ErrorCode.UPLOAD_MISSING, "the audio is gone", False))
                     return None
-                text, summary = _stream(settings, started, Path(path), deadline)
+                text, summary = _stream(settings, started, Path(path), deadline, request_id)
         except Canceled:
             log.info("transcription %s was canceled while processing", transcription_id)
             store.discard(started.id)
+            metrics.report("canceled")
             return None
         except JobTimeoutException as error:
             _fail(settings, started, classify(error))
@@ -155,11 +171,20 @@ def run_transcription(transcription_id: str) -> Retry | None:
                     settings.job_retries,
                 )
                 intervals = list(settings.job_retry_intervals) or [0]
+                metrics.report("retried")
                 return Retry(max=settings.job_retries, interval=intervals)
             _fail(settings, started, failure)
             return None
         if store.complete(started.id, text, summary.duration, summary.language):
+            log.info(
+                "transcription %s completed: %.1f s of audio, %d segments",
+                transcription_id,
+                summary.duration,
+                summary.segments,
+            )
+            metrics.report("completed", summary.duration)
             _notify(settings, started, COMPLETED_EVENT)
         else:
             store.discard(started.id)
+            metrics.report("canceled")
         return None

@@ -16,14 +16,17 @@ import logging
 import os
 import socket
 import sys
+import time
 import uuid
 
 import redis
-from rq import Worker
+from rq import Queue, Worker
 from rq.job import Job
 
 from api.db import db, init_db
+from cliptext.jsonlog import configure_logging
 from cliptext.settings import Settings
+from jobs.metrics import forget_outcome, record_job, start_exporter
 from jobs.recovery import recover_abandoned
 from jobs.webhooks import QUEUE_NAME as WEBHOOK_QUEUE
 
@@ -49,6 +52,16 @@ class CliptextWorker(Worker):
         if job.timeout and job.timeout > 0:
             interval = min(job.timeout - working_time, interval)
         return int(max(1, interval)) + self.settings.worker_heartbeat_grace
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Fork the horse as RQ does, then count what it reported (jobs.metrics)."""
+        forget_outcome(job)
+        started = time.monotonic()
+        try:
+            super().execute_job(job, queue)
+        finally:
+            outcome = record_job(job, queue.name, time.monotonic() - started)
+            log.info("job %s on %s ended: %s", job.id, queue.name, outcome)
 
     @property
     def dequeue_timeout(self) -> int:
@@ -85,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
+    configure_logging(settings)  # before RQ sets up its own handler: RQ then keeps ours
     init_db(settings)
     db.close()  # nothing open when the work horses fork
     _preload()
@@ -92,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     worker = CliptextWorker(queues, name=name, connection=connection, settings=settings)
+    start_exporter(settings, connection, queues)
     worker.work(burst=args.burst, logging_level=args.log_level, with_scheduler=True)
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
-from flask import Response, jsonify, request
+from flask import Response, g, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from werkzeug.exceptions import UnprocessableEntity
@@ -98,7 +98,7 @@ class Transcriptions(MethodView):
                 {"allowed": ["application/json", "multipart/form-data"]},
                 status=415,
             )
-        row = service.create(app_state, org, upload, body)
+        row = service.create(app_state, org, upload, body, request_id=g.get("request_id"))
         return _with_segments(row)
 
     @blp.arguments(ListQuerySchema, location="query")

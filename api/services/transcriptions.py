@@ -24,6 +24,7 @@ from api.queue import cancel_transcription, enqueue_transcription
 from api.services.uploads import delete_upload
 from api.state import AppState
 from cliptext.errors import ErrorCode
+from jobs.timeouts import job_timeout
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,18 @@ def check_webhook_url(url: str | None, allow_private: bool) -> None:
         )
 
 
-def create(state: AppState, org: Organization, upload: Upload, options: dict[str, Any]) -> Transcription:
-    """Insert a queued transcription for a completed upload and enqueue its job (id = public id)."""
+def create(
+    state: AppState,
+    org: Organization,
+    upload: Upload,
+    options: dict[str, Any],
+    request_id: str | None = None,
+) -> Transcription:
+    """Insert a queued transcription for a completed upload and enqueue its job (id = public id).
+
+    The job's time limit follows the audio's duration (jobs.timeouts); `request_id` goes to the job's
+    meta so the worker's and the inference server's log lines name the request that asked.
+    """
     check_webhook_url(options.get("webhook_url"), state.settings.webhook_allow_private)
     if upload.organization_id != org.id:
         raise NotFound("Upload")
@@ -100,7 +111,8 @@ def create(state: AppState, org: Organization, upload: Upload, options: dict[str
             state.redis,
             row.public_id,
             queue_name=state.queue_name,
-            job_timeout=int(state.settings.max_audio_seconds) + 600,
+            job_timeout=job_timeout(state.settings, upload.duration),
+            request_id=request_id,
         )
     except Exception:
         row.delete_instance()

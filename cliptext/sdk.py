@@ -23,7 +23,7 @@ import mimetypes
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar, overload
@@ -120,7 +120,7 @@ class TranscriptionError:
 
 @dataclass(frozen=True)
 class Transcription:
-    """A transcription; `segments` is filled by get_transcription(format="verbose_json")."""
+    """A transcription: `segments` always; `words` from get_transcription(format="verbose_json", ...)."""
 
     id: str
     status: str
@@ -133,6 +133,7 @@ class Transcription:
     options: Mapping[str, Any] = field(default_factory=dict)
     error: TranscriptionError | None = None
     segments: tuple[Segment, ...] = ()
+    words: tuple[Word, ...] = ()  # verbose_json with the "word" granularity
     created_at: dt.datetime | None = None
     started_at: dt.datetime | None = None
     completed_at: dt.datetime | None = None
@@ -159,6 +160,7 @@ class Transcription:
             error=error,
             upload_id=upload if isinstance(upload, str) else None,
             segments=tuple(Segment.from_json(s) for s in data.get("segments") or ()),
+            words=tuple(_build(Word, w) for w in data.get("words") or ()),
             options=dict(data.get("options") or {}),
             created_at=_parse_time(data.get("created_at")),
             started_at=_parse_time(data.get("started_at")),
@@ -543,14 +545,29 @@ class Client:
     def get_transcription(self, transcription_id: str) -> Transcription: ...
     @overload
     def get_transcription(
-        self, transcription_id: str, format: Literal["json", "verbose_json"]
+        self,
+        transcription_id: str,
+        format: Literal["json", "verbose_json"],
+        *,
+        timestamp_granularities: Sequence[str] | None = None,
     ) -> Transcription: ...
     @overload
     def get_transcription(self, transcription_id: str, format: Literal["text", "srt", "vtt"]) -> str: ...
 
-    def get_transcription(self, transcription_id: str, format: Format = "json") -> Transcription | str:
-        """The transcription (json / verbose_json with segments), or its transcript as text / SRT / WebVTT."""
-        response = self._request("GET", f"/transcriptions/{transcription_id}", params={"format": format})
+    def get_transcription(
+        self,
+        transcription_id: str,
+        format: Format = "json",
+        *,
+        timestamp_granularities: Sequence[str] | None = None,
+    ) -> Transcription | str:
+        """The transcription (json), OpenAI's verbose_json of a completed one (segments with decoding
+        details; `timestamp_granularities=("segment", "word")` adds `.words`), or the transcript as
+        text / SRT / WebVTT. Transcript formats of a transcription not completed are CONFLICT (409)."""
+        params: dict[str, Any] = {"format": format}
+        if timestamp_granularities:
+            params["timestamp_granularities"] = list(timestamp_granularities)
+        response = self._request("GET", f"/transcriptions/{transcription_id}", params=params)
         if format in TEXT_FORMATS:
             if response.headers.get("Content-Type", "").startswith("application/json"):
                 raise CliptextError(
@@ -561,7 +578,12 @@ class Client:
                 )
             response.encoding = response.encoding or "utf-8"
             return response.text
-        return Transcription.from_json(response.json())
+        body = response.json()
+        if format != "verbose_json":
+            return Transcription.from_json(body)
+        # OpenAI's object has no id or status: it exists only for completed transcriptions
+        transcription = Transcription.from_json({"id": transcription_id, "status": "completed", **body})
+        return dataclasses.replace(transcription, raw=body)
 
     def list_transcriptions(self, status: str | None = None, *, limit: int = 100) -> Iterator[Transcription]:
         """Every transcription, newest first, fetching pages of `limit` as the iterator advances."""

@@ -150,10 +150,11 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pipeline(api_server: ApiServer) -> Iterator[ApiServer]:
     """The API plus a REAL inference server (tiny.en, fp32, 1 thread) and one RQ worker, so
-    transcriptions complete. Started only by the tests that need it."""
+    transcriptions complete. Started by the modules that need it and stopped after them, so the other
+    tests of the session see transcriptions stay queued."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 

@@ -48,6 +48,9 @@ def test_upload_streams_with_progress_then_create_is_queued(client: Client) -> N
     fetched = client.get_transcription(created.id)
     assert (fetched.id, fetched.status, fetched.upload_id) == (created.id, "queued", upload.id)
     assert fetched.created_at is not None and fetched.created_at.tzinfo is not None
+    with pytest.raises(CliptextError) as caught:
+        client.get_transcription(created.id, "srt")
+    assert (caught.value.code, caught.value.status) == ("CONFLICT", 409), "no subtitles before completion"
 
 
 def test_upload_from_a_file_object(client: Client) -> None:

@@ -51,6 +51,18 @@ def test_sdk_transcribe_waits_for_the_transcript(pipeline: ApiServer, org: Org, 
     assert first_words and first_words[0].word.strip().lower().startswith("and")
     assert all(w.start <= w.end for s in again.segments for w in s.words)
 
+    text = sdk.get_transcription(again.id, "text")
+    assert isinstance(text, str) and words(text) == jfk_words
+    srt = sdk.get_transcription(again.id, "srt")
+    assert srt.startswith("1\n00:00:00,") and " --> " in srt and "country" in srt
+    vtt = sdk.get_transcription(again.id, "vtt")
+    assert vtt.startswith("WEBVTT") and "country" in vtt
+    verbose = sdk.get_transcription(again.id, "verbose_json", timestamp_granularities=("segment", "word"))
+    assert (verbose.id, verbose.status, verbose.language) == (again.id, "completed", "en")
+    assert [segment.id for segment in verbose.segments] == list(range(len(again.segments)))
+    assert words(" ".join(w.word for w in verbose.words)) == jfk_words
+    assert "task" in verbose.raw and "id" not in verbose.raw, ".raw is the server's body as sent"
+
 
 def test_cli_wait_prints_the_transcript(
     pipeline: ApiServer, run_cli: Run, org: Org, jfk_words, tmp_path: Path
@@ -66,6 +78,14 @@ def test_cli_wait_prints_the_transcript(
     assert done.returncode == EXIT_OK, done.stderr
     body = json.loads((out / "jfk.json").read_text())
     assert body["status"] == "completed" and words(body["text"]) == jfk_words
+
+    done = run_cli(org.key, "transcribe", str(AUDIO / "jfk.mp3"), "--wait", "--format", "srt")
+    assert done.returncode == EXIT_OK, done.stderr
+    assert done.stdout.startswith("1\n00:00:00,") and "country" in done.stdout
+    listed = run_cli(org.key, "list", "--status", "completed", "--limit", "1")
+    transcription_id = listed.stdout.split("\t")[0]
+    vtt = run_cli(org.key, "get", transcription_id, "--format", "vtt")
+    assert vtt.returncode == EXIT_OK and vtt.stdout.startswith("WEBVTT")
 
 
 def test_cli_exits_3_when_a_transcription_fails(pipeline: ApiServer, run_cli: Run, org: Org, tmp_path: Path):

@@ -84,9 +84,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     init_rate_limits(app, settings.redis_url, app.config["REDIS_KEY_PREFIX"])
 
     api = CliptextApi(app)
-    from api.blueprints import health, orgs, transcriptions, uploads
+    from api.blueprints import health, openai, orgs, transcriptions, uploads
 
-    for module in (health, uploads, transcriptions, orgs):
+    for module in (health, uploads, transcriptions, orgs, openai):
         api.register_blueprint(module.blp)
 
     mount_admin(app, settings)

@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 
 
 REQUEST_ID_META = "request_id"  # the X-Request-Id of the creating request, for the job's logs
+_FINAL_CHANNEL = "cliptext:transcription-final:"
+
+
+def final_channel(transcription_id: str) -> str:
+    """Redis pub/sub channel on which the job announces that a transcription ended (completed/failed)."""
+    return _FINAL_CHANNEL + transcription_id
 
 
 def enqueue_transcription(

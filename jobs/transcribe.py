@@ -18,7 +18,7 @@ from rq import Retry, get_current_job
 from rq.timeouts import JobTimeoutException
 
 from api.db import db
-from api.queue import REQUEST_ID_META
+from api.queue import REQUEST_ID_META, final_channel
 from api.storage import open_storage
 from cliptext.errors import ErrorCode
 from cliptext.jsonlog import request_id_var
@@ -110,10 +110,21 @@ def _notify(settings: Settings, started: store.Started, event: str) -> None:
         log.exception("could not enqueue the webhook of %s", started.public_id)
 
 
+def _announce(settings: Settings, public_id: str, status: str) -> None:
+    """Wake whoever waits on this transcription (the OpenAI-compatible endpoint) at once."""
+    job = get_current_job()
+    connection = job.connection if job is not None else redis.Redis.from_url(settings.redis_url)
+    try:
+        connection.publish(final_channel(public_id), status)
+    except redis.RedisError:  # waiters also poll the database
+        log.warning("could not announce the end of %s", public_id)
+
+
 def _fail(settings: Settings, started: store.Started, failure: Failure) -> None:
     log.warning("transcription %s failed: %s %s", started.public_id, failure.code, failure.message)
     metrics.report("failed")
     if store.fail(started.id, failure.code, failure.message):
+        _announce(settings, started.public_id, "failed")
         _notify(settings, started, FAILED_EVENT)
 
 
@@ -183,6 +194,7 @@ def run_transcription(transcription_id: str) -> Retry | None:
                 summary.segments,
             )
             metrics.report("completed", summary.duration)
+            _announce(settings, started.public_id, "completed")
             _notify(settings, started, COMPLETED_EVENT)
         else:
             store.discard(started.id)

@@ -1,0 +1,201 @@
+"""OpenAI-compatible endpoints: POST /v1/audio/transcriptions and GET /v1/models.
+
+Point an OpenAI client at Cliptext (base_url = https://host/v1, api_key = a Cliptext API key). A
+request creates an ordinary transcription (it shows in GET /v1/transcriptions) and waits for it up to
+settings.openai_wait_seconds; still running then, it answers 202 with the transcription's id to poll.
+While it waits the request holds one gunicorn thread (not a database connection): size the API's
+threads for the number of clients waiting at once. Errors use OpenAI's shape here, and only here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from flask import Response, g, jsonify, request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from api import formats
+from api.auth import current_principal
+from api.errors import ApiError
+from api.models import TranscriptionStatus
+from api.openai_errors import install_openai_errors, openai_error
+from api.schemas.openai import (
+    ModelListSchema,
+    ModelSchema,
+    OpenAIErrorSchema,
+    OpenAIPendingSchema,
+    OpenAITextSchema,
+    OpenAITranscriptionFormSchema,
+    VerboseTranscriptionSchema,
+)
+from api.services import models as model_service
+from api.services import transcriptions as service
+from api.services import uploads as upload_service
+from api.services.waiting import wait_until_final
+from api.state import state
+from cliptext.errors import ErrorCode
+
+blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compatible transcription API")
+install_openai_errors(blp)
+
+_TEXT = {"schema": {"type": "string"}}
+_FORM_DOC = {
+    "type": "object",
+    "required": ["file", "model"],
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "model": {"type": "string", "description": "Any name (e.g. whisper-1): the loaded model answers"},
+        "language": {"type": "string"},
+        "prompt": {"type": "string"},
+        "response_format": {"type": "string", "enum": list(formats.FORMATS), "default": "json"},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+        "timestamp_granularities[]": {
+            "type": "array",
+            "items": {"type": "string", "enum": list(formats.GRANULARITIES)},
+            "description": "verbose_json only; `word` asks for word timestamps",
+        },
+    },
+}
+
+
+def _openai_errors(*statuses: int):
+    def decorator(func: Any) -> Any:
+        for status in statuses:
+            func = blp.alt_response(status, schema=OpenAIErrorSchema, description="OpenAI-style error")(func)
+        return func
+
+    return decorator
+
+
+def _invalid(message: str, param: str) -> ApiError:
+    return ApiError(ErrorCode.VALIDATION_ERROR, message, {"field": param}, status=400)
+
+
+def _form() -> dict[str, Any]:
+    form = request.form
+    data: dict[str, Any] = form.to_dict()
+    grains = form.getlist("timestamp_granularities[]") or form.getlist("timestamp_granularities")
+    data.pop("timestamp_granularities", None)
+    if grains:
+        data["timestamp_granularities[]"] = grains
+    try:
+        loaded = OpenAITranscriptionFormSchema().load(data)
+    except ma.ValidationError as error:
+        field = next(iter(error.messages), "")
+        raise _invalid(f"Invalid value for {field}: {error.messages[field]}", str(field)) from error
+    if "word" in loaded["timestamp_granularities"] and loaded["response_format"] != "verbose_json":
+        raise _invalid(
+            "timestamp_granularities[] needs response_format=verbose_json", "timestamp_granularities[]"
+        )
+    return loaded
+
+
+def _answer(row, form: dict[str, Any]) -> Response:
+    fmt = form["response_format"]
+    if fmt == "json":
+        return jsonify({"text": (row.text or "").strip()})
+    segments = service.segments_of(row)
+    if fmt == "verbose_json":
+        return jsonify(formats.verbose_json(row, segments, form["timestamp_granularities"]))
+    body = {
+        "text": lambda: formats.text_body(row),
+        "srt": lambda: formats.srt_body(segments),
+        "vtt": lambda: formats.vtt_body(segments),
+    }[fmt]()
+    return Response(body, content_type=formats.content_type(fmt))
+
+
+def _failed(row) -> Response:
+    code = ErrorCode(row.error_code) if row.error_code in ErrorCode.__members__ else ErrorCode.INTERNAL
+    status = {ErrorCode.INFERENCE_UNAVAILABLE: 503, ErrorCode.TIMEOUT: 504, ErrorCode.INTERNAL: 500}.get(
+        code, 400
+    )
+    message = row.error_message or "The transcription failed"
+    return openai_error(status, f"{message} (transcription {row.public_id})", code.value.lower())
+
+
+@blp.route("/audio/transcriptions")
+class AudioTranscriptions(MethodView):
+    @blp.doc(
+        requestBody={"required": True, "content": {"multipart/form-data": {"schema": _FORM_DOC}}},
+        responses={
+            200: {
+                "description": "The transcript in response_format",
+                "content": {
+                    "application/json": {"schema": {"anyOf": [OpenAITextSchema, VerboseTranscriptionSchema]}},
+                    "text/plain": _TEXT,
+                    "application/x-subrip": _TEXT,
+                    "text/vtt": _TEXT,
+                },
+            },
+            202: {
+                "description": "Still running after the wait (CLIPTEXT_OPENAI_WAIT_SECONDS): poll `url`",
+                "content": {"application/json": {"schema": OpenAIPendingSchema}},
+            },
+        },
+    )
+    @_openai_errors(400, 401, 413, 429, 500, 503, 504)
+    def post(self):
+        """Transcribe a file, OpenAI-style (waits for the result)
+
+        Creates an ordinary transcription (listed by GET /v1/transcriptions) and waits for it; a
+        `word` granularity creates it with word timestamps. `model` and `temperature` are accepted
+        for compatibility: the loaded model decodes with its temperature fallback.
+        """
+        app_state = state()
+        org = current_principal().org
+        if request.mimetype != "multipart/form-data":
+            raise ApiError(
+                ErrorCode.UNSUPPORTED_MEDIA, "Send multipart/form-data", {"field": "file"}, status=415
+            )
+        form = _form()
+        file = request.files.get("file")
+        if file is None or not file.filename:
+            raise _invalid("The `file` part is required", "file")
+        upload = upload_service.create_from_file(app_state, org, file.filename, file.mimetype, file.stream)
+        options = {
+            "language": form["language"],
+            "prompt": form["prompt"],
+            "word_timestamps": "word" in form["timestamp_granularities"],
+        }
+        row = service.create(app_state, org, upload, options, request_id=g.get("request_id"))
+        row = wait_until_final(app_state, org, row.public_id, app_state.settings.openai_wait_seconds)
+        if row.status == TranscriptionStatus.COMPLETED:
+            return _answer(row, form)
+        if row.status in TranscriptionStatus.FINAL:
+            return _failed(row)
+        url = f"{app_state.settings.public_base_url.rstrip('/')}/v1/transcriptions/{row.public_id}"
+        response = jsonify({"id": row.public_id, "object": "transcription", "status": row.status, "url": url})
+        response.status_code = 202
+        response.headers["Location"] = url
+        return response
+
+
+def _model_body(model: model_service.LoadedModel) -> dict[str, Any]:
+    return {"id": model.id, "object": "model", "created": model.created, "owned_by": model_service.OWNED_BY}
+
+
+@blp.route("/models")
+class Models(MethodView):
+    @blp.response(200, ModelListSchema)
+    @_openai_errors(401, 429)
+    def get(self):
+        """The loaded model, OpenAI-style"""
+        current_principal()
+        models = model_service.loaded_models(state().settings)
+        return {"object": "list", "data": [_model_body(m) for m in models]}
+
+
+@blp.route("/models/<string:model_id>")
+class ModelById(MethodView):
+    @blp.response(200, ModelSchema)
+    @_openai_errors(401, 404, 429)
+    def get(self, model_id):
+        """One model, OpenAI-style"""
+        current_principal()
+        for model in model_service.loaded_models(state().settings):
+            if model.id == model_id:
+                return _model_body(model)
+        raise ApiError(ErrorCode.NOT_FOUND, f"The model `{model_id}` does not exist", {"field": "model"})

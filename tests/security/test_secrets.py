@@ -1,0 +1,120 @@
+"""Secrets and what errors reveal: keys only hashed and looked up by hash, no internals in a 500,
+security headers on every kind of answer."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import sqlite3
+
+import peewee as pw
+import pytest
+from werkzeug.exceptions import InternalServerError
+
+import api.auth
+from api.models import ApiKey
+
+
+def all_text_in_database(database_path: str) -> str:
+    """Every value of every column of every table, as one string."""
+    conn = sqlite3.connect(database_path)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        values = []
+        for table in tables:
+            for row in conn.execute(f'SELECT * FROM "{table}"'):
+                values.extend(str(v) for v in row)
+        return "\n".join(values)
+    finally:
+        conn.close()
+
+
+def test_keys_are_stored_only_as_sha256(app, client, new_org, env):
+    _, raw = new_org("pro")
+    with app.app_context():
+        from api.services.orgs import create_key
+
+        org = ApiKey.select().first().membership.organization
+        email = ApiKey.select().first().membership.user.email
+        _, second = create_key(org.public_id, email)
+        rows = list(ApiKey.select())
+    assert client.get("/v1/orgs", headers={"Authorization": f"Bearer {second}"}).status_code == 200
+    dump = all_text_in_database(env["DATABASE_URL"].removeprefix("sqlite:///"))
+    for key in (raw, second):
+        assert key not in dump and key[11:] not in dump and key[-20:] not in dump
+    assert {r.key_hash for r in rows} == {hashlib.sha256(k.encode()).hexdigest() for k in (raw, second)}
+    assert all(len(r.prefix) <= 11 for r in rows)
+
+
+def test_key_lookup_is_by_hash(app, client, new_org, caplog):
+    """The SQL that authenticates a request carries the key's SHA-256 and never the key itself."""
+    _, raw = new_org("pro")
+    digest = hashlib.sha256(raw.encode()).hexdigest()
+    with caplog.at_level(logging.DEBUG, logger="peewee"):
+        assert client.get("/v1/orgs", headers={"Authorization": f"Bearer {raw}"}).status_code == 200
+        assert client.get("/v1/orgs", headers={"Authorization": f"Bearer {raw}x"}).status_code == 401
+    queries = [record.msg for record in caplog.records if record.name == "peewee"]
+    lookups = [q for q in queries if isinstance(q, tuple) and '"api_key"' in q[0] and "key_hash" in q[0]]
+    assert lookups and any(digest in map(str, q[1]) for q in lookups)
+    assert not any(raw in str(q) for q in queries)
+    # code review, kept honest: equality on the indexed hash column, and a constant-time re-check
+    source = inspect.getsource(api.auth.authenticate)
+    assert "ApiKey.key_hash == digest" in source and "hmac.compare_digest(" in source
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("cannot open /work/main/data/secret_key (api/auth.py line 3)"),
+        KeyError("internal_column_name"),
+        pw.IntegrityError("UNIQUE constraint failed: api_key.key_hash"),
+        InternalServerError("werkzeug says /srv/app/api/views.py broke"),
+        ZeroDivisionError("division by zero"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_500_reveals_no_internals(make_app, new_org, error):
+    app = make_app()
+
+    @app.get("/v1/test-only-boom")
+    def boom():
+        raise error
+
+    app.view_functions["boom"].view_class = type("Public", (), {"public": True})
+    response = app.test_client().get("/v1/test-only-boom", headers={"X-Request-Id": "req-77"})
+    assert response.status_code == 500
+    body = response.get_json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == "INTERNAL" and body["error"]["details"] == {"request_id": "req-77"}
+    text = response.get_data(as_text=True)
+    for leak in ("Traceback", "/work", "/srv", ".py", type(error).__name__, "key_hash", "internal_column"):
+        assert leak not in text, leak
+
+
+def test_security_headers_on_every_kind_of_answer(app, client, new_org):
+    _, raw = new_org("enterprise", custom_rate_limit=2)
+    key = {"Authorization": f"Bearer {raw}"}
+    answers = {
+        "json 200": client.get("/v1/orgs", headers=key),
+        "404": client.get("/v1/transcriptions/txn_nope", headers=key),
+        "429": client.get("/v1/orgs", headers=key),
+        "401": client.get("/v1/orgs"),
+        "405": client.patch("/v1/orgs"),
+        "unknown path": client.get("/nowhere"),
+        "health": client.get("/v1/health"),
+        "openapi": client.get("/v1/openapi.json"),
+    }
+    assert answers["429"].status_code == 429 and answers["json 200"].status_code == 200
+    for name, response in answers.items():
+        headers = response.headers
+        assert headers["X-Content-Type-Options"] == "nosniff", name
+        assert headers["X-Frame-Options"] == "DENY", name
+        assert headers["Referrer-Policy"] == "no-referrer", name
+        assert headers["Cache-Control"] == "no-store", name
+        assert headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'", name
+    docs = client.get("/v1/docs")
+    assert docs.mimetype == "text/html" and docs.headers["X-Frame-Options"] == "DENY"
+    policy = docs.headers["Content-Security-Policy"]
+    assert "script-src https://cdn.jsdelivr.net;" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-eval" not in policy and "script-src 'unsafe-inline'" not in policy

@@ -265,11 +265,18 @@ def list_(client: Client, status: str | None, limit: int | None, as_json: bool) 
 @cli.command(epilog=EPILOG)
 @click.argument("transcription_id", metavar="ID")
 @click.option("--format", "fmt", type=FORMATS, default="json", show_default=True)
+@click.option("--words", is_flag=True, help="verbose_json: add per-word timings (needs --word-timestamps).")
 @pass_client
-def get(client: Client, transcription_id: str, fmt: str) -> None:
+def get(client: Client, transcription_id: str, fmt: str, words: bool) -> None:
     """Print transcription ID in --format (json shows its status; text/srt/vtt the transcript)."""
+    if words and fmt != "verbose_json":
+        raise click.UsageError("--words goes with --format verbose_json")
     try:
-        result = client.get_transcription(transcription_id, fmt)  # type: ignore[call-overload]
+        if fmt == "verbose_json":
+            granularities = ("segment", "word") if words else ("segment",)
+            result = client.get_transcription(transcription_id, fmt, timestamp_granularities=granularities)
+        else:
+            result = client.get_transcription(transcription_id, fmt)  # type: ignore[call-overload]
     except CliptextError as error:
         _fail(error)
     click.echo(result.rstrip("\n") if isinstance(result, str) else _render(result, fmt))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cliptext.cli import EXIT_FAILED, EXIT_OK
+from cliptext.cli import EXIT_API_ERROR, EXIT_FAILED, EXIT_OK
 from cliptext.sdk import Client
 from tests.sdk.conftest import AUDIO, ApiServer, Org
 
@@ -86,6 +86,10 @@ def test_cli_wait_prints_the_transcript(
     transcription_id = listed.stdout.split("\t")[0]
     vtt = run_cli(org.key, "get", transcription_id, "--format", "vtt")
     assert vtt.returncode == EXIT_OK and vtt.stdout.startswith("WEBVTT")
+    verbose = run_cli(org.key, "get", transcription_id, "--format", "verbose_json")
+    assert verbose.returncode == EXIT_OK and json.loads(verbose.stdout)["task"] == "transcribe"
+    no_words = run_cli(org.key, "get", transcription_id, "--format", "verbose_json", "--words")
+    assert no_words.returncode == EXIT_API_ERROR and "CONFLICT" in no_words.stderr  # made without words
 
 
 def test_cli_exits_3_when_a_transcription_fails(pipeline: ApiServer, run_cli: Run, org: Org, tmp_path: Path):

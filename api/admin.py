@@ -20,6 +20,7 @@ from cliptext.settings import Settings
 URL_PREFIX = "/admin/rq"
 BLUEPRINT = "rq_dashboard"
 _REALM = 'Basic realm="cliptext operators", charset="UTF-8"'
+_CHANGING_GETS = {f"{BLUEPRINT}.requeue_all"}  # rq-dashboard requeues on GET too
 
 
 def _same(given: str, expected: str) -> bool:
@@ -59,7 +60,8 @@ def mount_admin(app: Flask, settings: Settings) -> bool:
         )
         if not ok:
             return _challenge()
-        if request.method not in {"GET", "HEAD", "OPTIONS"} and _cross_site():
+        changes = request.method not in {"GET", "HEAD", "OPTIONS"} or request.endpoint in _CHANGING_GETS
+        if changes and _cross_site():
             return Response("Cross-site request refused\n", 403)
         return None
 

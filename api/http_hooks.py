@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, request
 
+from api.errors import ApiError
 from api.models import db
+from cliptext.errors import ErrorCode
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -58,6 +61,39 @@ def _finish(response: Response) -> Response:
     return response
 
 
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate_at(value: Any, path: str = "") -> str | None:
+    """The JSON path of the first string holding a lone UTF-16 surrogate, if any."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "$"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = _lone_surrogate_at(key, path) if isinstance(key, str) else None
+        where = where or _lone_surrogate_at(item, f"{path}.{key}" if path else str(key))
+        if where:
+            return where
+    return None
+
+
+def _refuse_lone_surrogates() -> None:
+    """JSON may escape half a UTF-16 pair ("\\ud800"); no database can store that string: 422, not 500."""
+    if not request.is_json or not _ESCAPED_SURROGATE.search(request.get_data(cache=True)):
+        return
+    where = _lone_surrogate_at(request.get_json(silent=True))
+    if where:
+        raise ApiError(
+            ErrorCode.VALIDATION_ERROR,
+            "Strings must be valid Unicode (a lone surrogate escape was sent)",
+            {"field": where},
+        )
+
+
 def _close_db(_exc: BaseException | None) -> None:
     if not db.is_closed():
         db.close()
@@ -67,5 +103,6 @@ def install_request_hooks(app: Flask) -> None:
     """Request id first (error envelopes quote it), then the database connection for the request."""
     app.before_request(_assign_request_id)
     app.before_request(_connect_db)
+    app.before_request(_refuse_lone_surrogates)
     app.after_request(_finish)
     app.teardown_appcontext(_close_db)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,9 +65,13 @@ def check_webhook_url(url: str | None, allow_private: bool) -> None:
     private = host == "localhost" or host.endswith((".localhost", ".local", ".internal"))
     try:
         address = ipaddress.ip_address(host)
-        private = private or not address.is_global
     except ValueError:
-        pass
+        try:  # what the resolver also takes for IPv4: 127.1, 2130706433, 0x7f000001, 0177.0.0.1
+            address = ipaddress.ip_address(socket.inet_aton(host))
+        except OSError:
+            address = None
+    if address is not None:
+        private = private or not address.is_global
     if private:
         raise ApiError(
             ErrorCode.VALIDATION_ERROR,

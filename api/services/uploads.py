@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 import unicodedata
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -33,7 +32,9 @@ class PresignedUpload:
 def sanitize_filename(filename: str) -> str:
     """A display name only (never a path): last path part, printable, at most 255 characters."""
     name = unicodedata.normalize("NFKC", filename).replace("\\", "/").rsplit("/", 1)[-1]
-    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().strip(".") or "upload"
+    # control and format characters (NUL, newlines, bidi overrides that disguise the extension) go
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in {"Cc", "Cf", "Cs"})
+    name = name.strip().strip(".") or "upload"
     return name[-255:]
 
 

@@ -136,7 +136,7 @@ class AudioTranscriptions(MethodView):
             },
         },
     )
-    @_openai_errors(400, 401, 413, 429, 500, 503, 504)
+    @_openai_errors(400, 401, 413, 415, 429, 500, 503, 504)
     def post(self):
         """Transcribe a file, OpenAI-style (waits for the result)
 

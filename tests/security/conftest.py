@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 import redis
 
@@ -20,6 +21,7 @@ from api.db import db
 from api.services.orgs import create_org
 
 REDIS_URL = os.environ.get("CLIPTEXT_SECURITY_REDIS", "redis://127.0.0.1:6379/8")
+PG_ADMIN_URL = os.environ.get("CLIPTEXT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture
@@ -32,12 +34,40 @@ def redis_conn() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_conn: redis.Redis) -> dict[str, str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh SQLite file; `parametrize("database_url", ["postgres"], indirect=True)` for a PostgreSQL db."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield f"sqlite:///{tmp_path / 'api.db'}"
+        return
+    name = f"ct_sec_{secrets.token_hex(6)}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        if db.obj is not None and not db.is_closed():
+            db.close()
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_admin(sql: str) -> None:
+    conn = psycopg2.connect(PG_ADMIN_URL)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_conn: redis.Redis, database_url: str
+) -> dict[str, str]:
     """The environment every app instance (in this process or a server process) of one test shares."""
     values = {
         "CLIPTEXT_DATA_DIR": str(tmp_path / "data"),
         "CLIPTEXT_SECRET_KEY": secrets.token_urlsafe(32),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'api.db'}",
+        "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
         "STORAGE_URL": f"file://{tmp_path / 'storage'}",
         "CLIPTEXT_OPENAI_WAIT_SECONDS": "1",

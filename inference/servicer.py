@@ -51,6 +51,7 @@ class _Call:
     started: float
     request_id: str = ""
     audio_seconds: float = 0.0
+    decoded_seconds: float = 0.0  # how far decoding got (over all channels): less than audio when stopped
     segments: int = 0
     outcome: str = "OK"
 
@@ -115,11 +116,12 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
             raise
         finally:
             log.info(
-                "transcribe peer=%s request_id=%s audio_seconds=%.2f processing_seconds=%.3f "
-                "segments=%d outcome=%s",
+                "transcribe peer=%s request_id=%s audio_seconds=%.2f decoded_seconds=%.2f "
+                "processing_seconds=%.3f segments=%d outcome=%s",
                 call.peer,
                 call.request_id or "-",
                 call.audio_seconds,
+                call.decoded_seconds,
                 time.monotonic() - call.started,
                 call.segments,
                 call.outcome,
@@ -157,6 +159,7 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
                 call.segments += 1
                 yield pb2.TranscribeResponse(segment=segment_to_message(segment))
                 done = min(total, segment.channel * info.duration + segment.end)
+                call.decoded_seconds = done
                 yield pb2.TranscribeResponse(progress=pb2.Progress(seconds_done=done, total_seconds=total))
             summary = pb2.Summary(
                 duration=info.duration,

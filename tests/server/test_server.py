@@ -236,6 +236,41 @@ def test_cancel_mid_stream_frees_the_slot(single_slot_server: ServerProcess, tra
     assert 0 < decoded <= 60, line  # at most the window in progress when the cancel came
 
 
+def test_a_full_queue_is_resource_exhausted(single_slot_server: ServerProcess) -> None:
+    """One running + one waiting place: two calls still uploading hold both, a third is refused at once."""
+    release = threading.Event()
+
+    def held_upload():
+        yield pb2.TranscribeRequest(config=pb2.TranscribeConfig(request_id="hold"))
+        yield pb2.TranscribeRequest(audio=b"\x00" * 1000)
+        release.wait(30)
+
+    with grpc.insecure_channel(single_slot_server.addr) as channel:
+        stub = pb2_grpc.TranscriberStub(channel)
+        held = [stub.Transcribe(held_upload(), timeout=60) for _ in range(2)]
+        time.sleep(0.5)  # both admitted
+        started = time.monotonic()
+        client = TranscriberClient(single_slot_server.addr, retries=0, timeout=30)
+        with client, pytest.raises(LimitExceeded) as raised:
+            list(client.transcribe(clip_path("jfk.mp3")))
+        assert raised.value.code == "SERVICE_UNAVAILABLE"
+        assert time.monotonic() - started < 5
+        for call in held:
+            call.cancel()
+        release.set()
+    with TranscriberClient(single_slot_server.addr, retries=0, timeout=120) as client:
+        assert isinstance(list(client.transcribe(clip_path("jfk.mp3"), **_FAST))[-1], Summary)
+
+
+def test_announced_size_must_match(server: ServerProcess) -> None:
+    config = pb2.TranscribeConfig(audio=pb2.AudioSpec(total_bytes=100))
+    requests = [pb2.TranscribeRequest(config=config), pb2.TranscribeRequest(audio=b"\x00" * 50)]
+    with grpc.insecure_channel(server.addr) as channel, pytest.raises(grpc.RpcError) as raised:
+        list(pb2_grpc.TranscriberStub(channel).Transcribe(iter(requests), timeout=10))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(raised.value.trailing_metadata())["cliptext-error-code"] == "UPLOAD_SIZE_MISMATCH"
+
+
 def test_round_robin_over_two_servers(server: ServerProcess, single_slot_server: ServerProcess) -> None:
     before = (len(server.call_lines()), len(single_slot_server.call_lines()))
     data, fmt = _pcm("jfk.flac")

@@ -50,31 +50,40 @@ class MediaInfo:
     container: str
 
 
-def decode_audio(source: AudioSource, sampling_rate: int = 16000, channels: str = "mix") -> np.ndarray:
+def decode_audio(
+    source: AudioSource, sampling_rate: int = 16000, channels: str = "mix", max_seconds: float | None = None
+) -> np.ndarray:
     """Decode `source` to float32 at `sampling_rate`: 1-D for channels="mix", [C, n] for "split".
 
     A numpy array is taken as already at `sampling_rate` (1-D mono or [C, n]) and only validated.
+    `max_seconds` stops decoding with `AudioError(AUDIO_TOO_LONG)` as soon as more audio than that was
+    decoded: headers can lie about the length, so the limit is checked on the samples themselves.
     """
-    blocks = list(_iter_resampled(source, sampling_rate, channels))
+    blocks = list(_iter_resampled(source, sampling_rate, channels, max_seconds))
     if channels == "mix":
         return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
     return np.concatenate(blocks, axis=1) if blocks else np.zeros((1, 0), np.float32)
 
 
 def iter_audio_chunks(
-    source: AudioSource, sampling_rate: int = 16000, chunk_seconds: float = 30.0, channels: str = "mix"
+    source: AudioSource,
+    sampling_rate: int = 16000,
+    chunk_seconds: float = 30.0,
+    channels: str = "mix",
+    max_seconds: float | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield consecutive float32 chunks of `chunk_seconds` (the last one shorter) without decoding it all.
 
     The samples are the same as `decode_audio` gives (one soxr stream over the whole file). A truncated
-    or corrupt file may raise `AudioError` after some chunks were yielded.
+    or corrupt file may raise `AudioError` after some chunks were yielded, and so does audio longer than
+    `max_seconds` (AUDIO_TOO_LONG, once that much was decoded).
     """
     size = int(round(chunk_seconds * sampling_rate))
     if size <= 0:
         raise ValueError("chunk_seconds must be positive")
     pending: list[np.ndarray] = []
     n_pending = 0
-    for block in _iter_resampled(source, sampling_rate, channels):
+    for block in _iter_resampled(source, sampling_rate, channels, max_seconds):
         pending.append(block)
         n_pending += block.shape[-1]
         if n_pending < size:
@@ -111,12 +120,16 @@ def probe_media(source: AudioSource) -> MediaInfo:
         )
 
 
-def _iter_resampled(source: AudioSource, sampling_rate: int, channels: str) -> Iterator[np.ndarray]:
+def _iter_resampled(
+    source: AudioSource, sampling_rate: int, channels: str, max_seconds: float | None = None
+) -> Iterator[np.ndarray]:
     """Blocks of float32 at `sampling_rate`, 1-D ("mix") or [C, n] ("split"), of any length."""
     if channels not in ("mix", "split"):
         raise ValueError("channels must be 'mix' or 'split'")
     if isinstance(source, np.ndarray):
         audio = _validate_array(source, channels)
+        if max_seconds is not None and audio.shape[-1] > max_seconds * sampling_rate:
+            raise _too_long(max_seconds)
         if audio.shape[-1]:
             yield audio
         return
@@ -129,7 +142,7 @@ def _iter_resampled(source: AudioSource, sampling_rate: int, channels: str) -> I
         stream = audio_streams[0]
         resampler: _Resampler | None = None
         n_channels = None
-        for rate, samples in _grouped(_decode_frames(container, stream)):
+        for rate, samples in _grouped(_decode_frames(container, stream, max_seconds)):
             if n_channels is None:
                 n_channels = samples.shape[0]
             elif channels == "split" and samples.shape[0] != n_channels:
@@ -337,7 +350,13 @@ def _grouped(frames: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np
         yield key[0], np.concatenate(pending, axis=1)
 
 
-def _decode_frames(container: av.container.InputContainer, stream) -> Iterator[tuple[int, np.ndarray]]:
+def _too_long(max_seconds: float) -> AudioError:
+    return AudioError(ErrorCode.AUDIO_TOO_LONG, f"the audio is longer than the limit of {max_seconds:.0f} s")
+
+
+def _decode_frames(
+    container: av.container.InputContainer, stream, max_seconds: float | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
     """(rate, float32 [C, n]) per decoded frame; bad packets skipped, truncation detected at the end."""
     packets = bad_packets = 0
     seconds = 0.0
@@ -361,6 +380,8 @@ def _decode_frames(container: av.container.InputContainer, stream) -> Iterator[t
             if frame.samples == 0 or frame.sample_rate <= 0:
                 continue
             seconds += frame.samples / frame.sample_rate
+            if max_seconds is not None and seconds > max_seconds:
+                raise _too_long(max_seconds)
             yield frame.sample_rate, _frame_to_float(frame)
     if broken is None and seconds == 0.0 and bad_packets == 0:
         raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the audio track is empty (no samples)")
@@ -385,8 +406,11 @@ _SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854
 
 def _frame_to_float(frame: av.AudioFrame) -> np.ndarray:
     """float32 [C, n] in [-1, 1] from any PyAV sample format, planar or packed."""
-    data = frame.to_ndarray()
     n_channels = frame.layout.nb_channels
+    try:
+        data = frame.to_ndarray()
+    except ValueError:  # formats PyAV cannot convert (s64 from a 64-bit PCM WAV): read the planes
+        data = _planes_to_ndarray(frame, n_channels)
     if not frame.format.is_planar:
         data = data.reshape(-1, n_channels).T
     name = frame.format.name.rstrip("p")
@@ -395,6 +419,16 @@ def _frame_to_float(frame: av.AudioFrame) -> np.ndarray:
     if name == "u8":
         return (data.astype(np.float32) - 128.0) / 128.0
     return data.astype(np.float32) / np.float32(_SCALE[name])
+
+
+def _planes_to_ndarray(frame: av.AudioFrame, n_channels: int) -> np.ndarray:
+    """What to_ndarray would give ([C, n] planar, [1, n*C] packed) for the integer formats it lacks."""
+    name = frame.format.name
+    if name.rstrip("p") != "s64":
+        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"unsupported audio sample format {name!r}")
+    count = frame.samples if frame.format.is_planar else frame.samples * n_channels
+    planes = [np.frombuffer(plane, dtype=np.int64, count=count) for plane in frame.planes]
+    return np.stack(planes)
 
 
 def _reason(error: av.error.FFmpegError) -> str:

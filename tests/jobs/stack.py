@@ -104,7 +104,12 @@ class Stack:
     inference: Proc | None = None
     api: Proc | None = None
     workers: list[Proc] = field(default_factory=list)
-    redis: redis.Redis = field(default_factory=lambda: redis.Redis.from_url(REDIS_URL))
+    redis_url: str = REDIS_URL
+    redis: redis.Redis | None = None
+
+    def __post_init__(self) -> None:
+        if self.redis is None:
+            self.redis = redis.Redis.from_url(self.redis_url)
 
     # processes ----------------------------------------------------------------------------------
     def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Proc:
@@ -185,6 +190,18 @@ class Stack:
         )
         self.api_key = result.stdout.strip().splitlines()[-1]
 
+    def create_org(self, name: str, *options: str) -> str:
+        """Another organization (`flask orgs create NAME OPTIONS...`); its owner's API key."""
+        result = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "api", "orgs", "create", name, *options],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout.strip().splitlines()[-1]
+
     # HTTP -----------------------------------------------------------------------------------------
     @property
     def api_url(self) -> str:
@@ -253,16 +270,23 @@ class Stack:
 
 
 def launch(
-    tmp: Path, model_dir: Path, inference_args: tuple[str, ...] | None = None, **extra_env: str
+    tmp: Path,
+    model_dir: Path,
+    inference_args: tuple[str, ...] | None = None,
+    redis_url: str = REDIS_URL,
+    **extra_env: str,
 ) -> Stack:
-    """Start the inference server and the API (Redis database flushed first); stop with `shutdown`."""
+    """Start the inference server and the API (Redis database flushed first); stop with `shutdown`.
+
+    `redis_url` picks another Redis (tests that restart Redis use a throwaway server of their own).
+    """
     api_port, inference_port = free_port(), free_port()
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "CLIPTEXT_DATA_DIR": str(tmp / "data"),
         "DATABASE_URL": f"sqlite:///{tmp / 'jobs.db'}",
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url,
         "INFERENCE_ADDR": f"127.0.0.1:{inference_port}",
         "CLIPTEXT_MODEL_DIR": str(model_dir),
         "CLIPTEXT_SECRET_KEY": secrets.token_urlsafe(32),
@@ -278,7 +302,14 @@ def launch(
         "CLIPTEXT_WEBHOOK_TIMEOUT": "5",
         **extra_env,
     }
-    stack = Stack(tmp=tmp, env=env, model_dir=model_dir, inference_port=inference_port, api_port=api_port)
+    stack = Stack(
+        tmp=tmp,
+        env=env,
+        model_dir=model_dir,
+        inference_port=inference_port,
+        api_port=api_port,
+        redis_url=redis_url,
+    )
     if inference_args is not None:
         stack.inference_args = inference_args
     stack.redis.flushdb()

@@ -78,7 +78,7 @@ def server_version() -> str:
 
 
 def build_server(config: ServerConfig) -> tuple[grpc.Server, int, TranscriberServicer, health.HealthServicer]:
-    """A started-ready (not started) server bound to config.addr; returns the port it really got."""
+    """The server (not started yet) bound to config.addr, and the port it really got (for port 0)."""
     workers = config.max_concurrent + config.max_queue + EXTRA_THREADS
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),

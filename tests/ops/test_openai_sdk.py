@@ -72,6 +72,14 @@ def test_text_formats(client: openai.OpenAI, reference: str, fmt: str) -> None:
     else:
         text = body
     assert jiwer.wer(reference, words(text)) <= 0.05, body
+    if fmt != "text":  # cues: at most 2 lines of 42 characters, in order, never overlapping
+        cues = [block.splitlines() for block in body.split("\n\n") if "-->" in block]
+        times = [next(line for line in cue if "-->" in line).split(" --> ") for cue in cues]
+        for cue in cues:
+            lines = cue[cue.index(next(line for line in cue if "-->" in line)) + 1 :]
+            assert 1 <= len(lines) <= 2 and all(len(line) <= 42 for line in lines), cue
+        assert all(end > start for start, end in times)
+        assert all(times[i][1] <= times[i + 1][0] for i in range(len(times) - 1)), times
 
 
 def test_verbose_json_segments_and_words(client: openai.OpenAI, reference: str) -> None:

@@ -20,10 +20,12 @@ from urllib.parse import urlsplit
 
 import redis
 import requests
-from rq import Queue, Retry
+from rq import Queue, Retry, get_current_job
 
 from api.db import db
 from api.models import Organization, Transcription, WebhookDelivery
+from api.queue import REQUEST_ID_META
+from cliptext.jsonlog import request_id_var
 from cliptext.settings import Settings
 from jobs.transcript_store import ensure_db
 
@@ -59,6 +61,7 @@ def enqueue_webhook(connection: redis.Redis, settings: Settings, transcription_i
         result_ttl=3600,
         failure_ttl=7 * 24 * 3600,
         description=f"webhook {event} {transcription_id}",
+        meta={REQUEST_ID_META: request_id_var.get()} if request_id_var.get() else None,
     )
 
 
@@ -116,6 +119,8 @@ def deliver_webhook(transcription_id: str, event: str) -> int | None:
     """POST the signed event to the transcription's webhook_url; returns the receiver's status code."""
     settings = Settings.from_env()
     ensure_db(settings)
+    job = get_current_job()
+    request_id_var.set((job.meta.get(REQUEST_ID_META) if job is not None else None) or transcription_id)
     with db.connection_context():
         row = Transcription.get_or_none(Transcription.public_id == transcription_id)
         if row is None or not row.webhook_url:

@@ -66,6 +66,8 @@ class Settings:
     job_timeout_base: int = 300
     job_timeout_per_audio_second: float = 2.0
     job_max_recoveries: int = 3
+    # seconds a queued/processing transcription may lack its RQ job before the workers enqueue it again
+    job_orphan_grace: int = 120
     worker_heartbeat_seconds: int = 30
     worker_heartbeat_grace: int = 60
     worker_maintenance_seconds: int = 60
@@ -83,6 +85,8 @@ class Settings:
     prometheus_multiproc_dir: str = ""
     # OpenAI-compatible API: seconds GET /v1/models caches the inference server's DescribeModel
     models_cache_seconds: float = 60.0
+    # API: seconds an API process reuses a key's lookup (a revoked key may work that long in other processes)
+    auth_cache_seconds: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -116,6 +120,7 @@ class Settings:
             job_timeout_base=int(_env("CLIPTEXT_JOB_TIMEOUT_BASE", "300")),
             job_timeout_per_audio_second=float(_env("CLIPTEXT_JOB_TIMEOUT_PER_AUDIO_SECOND", "2")),
             job_max_recoveries=int(_env("CLIPTEXT_JOB_MAX_RECOVERIES", "3")),
+            job_orphan_grace=int(_env("CLIPTEXT_JOB_ORPHAN_GRACE", "120")),
             worker_heartbeat_seconds=int(_env("CLIPTEXT_WORKER_HEARTBEAT", "30")),
             worker_heartbeat_grace=int(_env("CLIPTEXT_WORKER_HEARTBEAT_GRACE", "60")),
             worker_maintenance_seconds=int(_env("CLIPTEXT_WORKER_MAINTENANCE", "60")),
@@ -130,4 +135,5 @@ class Settings:
             inference_metrics_port=int(_env("CLIPTEXT_INFERENCE_METRICS_PORT", "0")),
             prometheus_multiproc_dir=_env("PROMETHEUS_MULTIPROC_DIR", ""),
             models_cache_seconds=float(_env("CLIPTEXT_MODELS_CACHE_SECONDS", "60")),
+            auth_cache_seconds=float(_env("CLIPTEXT_AUTH_CACHE_SECONDS", "5")),
         )

@@ -5,11 +5,18 @@ a lost machine) and moves it to the FailedJobRegistry (or retries it if it was e
 Retry). A job only ends up there while its transcription is still queued/processing when the job
 code never ran to its end: this sweep requeues such jobs (RQ's FailedJobRegistry.requeue) up to
 settings.job_max_recoveries times, then fails the transcription with INTERNAL.
+
+A transcription can also lose its job altogether: Redis restarted without persistence (or was
+flushed, or failed over) and took the queues with it. `requeue_orphans` enqueues again every
+queued/processing transcription whose job has been missing for settings.job_orphan_grace seconds;
+the database is the truth, Redis only the work list. A job that was in fact still running is
+harmless to run twice (jobs.transcript_store: the newer run takes over, nothing is duplicated).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import redis
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -17,10 +24,12 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 from api.db import db
-from api.models import Transcription, TranscriptionStatus
+from api.models import Transcription, TranscriptionStatus, utcnow
+from api.queue import enqueue_transcription
 from cliptext.errors import ErrorCode
 from cliptext.settings import Settings
 from jobs import transcript_store as store
+from jobs.timeouts import job_timeout
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,39 @@ def recover_abandoned(connection: redis.Redis, settings: Settings, queue_name: s
                 continue
             log.warning("transcription %s: job died with its worker, requeued (%d)", job_id, recoveries + 1)
             requeued.append(job_id)
+    return requeued
+
+
+def requeue_orphans(connection: redis.Redis, settings: Settings, queue_name: str) -> list[str]:
+    """Enqueue again the queued/processing transcriptions that have no RQ job (see the module docstring).
+
+    Returns their ids. The grace covers the moment between the API's insert and its enqueue; a
+    short-lived Redis key keeps two workers' sweeps from enqueueing the same one twice.
+    """
+    cutoff = utcnow() - timedelta(seconds=settings.job_orphan_grace)
+    queued, processing = TranscriptionStatus.QUEUED, TranscriptionStatus.PROCESSING
+    with db.connection_context():
+        rows = list(
+            Transcription.select(Transcription.public_id, Transcription.duration).where(
+                ((Transcription.status == queued) & (Transcription.created_at < cutoff))
+                | ((Transcription.status == processing) & (Transcription.started_at < cutoff))
+            )
+        )
+    requeued: list[str] = []
+    for row in rows:
+        if connection.exists(Job.key_for(row.public_id)):
+            continue
+        claim = f"cliptext:orphan-requeue:{row.public_id}"
+        if not connection.set(claim, 1, nx=True, ex=max(1, settings.job_orphan_grace)):
+            continue
+        enqueue_transcription(
+            connection,
+            row.public_id,
+            queue_name=queue_name,
+            job_timeout=job_timeout(settings, row.duration),
+        )
+        log.warning("transcription %s had no job (Redis lost it?): enqueued again", row.public_id)
+        requeued.append(row.public_id)
     return requeued
 
 

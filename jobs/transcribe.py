@@ -38,7 +38,7 @@ FAILED_EVENT = "transcription.failed"
 
 
 class Canceled(Exception):
-    """The transcription left `processing` (canceled or deleted) while the job ran."""
+    """The transcription left `processing` (canceled, deleted, or taken over by a newer run)."""
 
 
 def _options(stored: dict) -> TranscribeOptions:
@@ -64,7 +64,7 @@ def _stream(
     def flush(progress: float | None) -> None:
         nonlocal pending
         if pending is not None:
-            if not store.save_segment(started.id, len(texts), pending, progress):
+            if not store.save_segment(started, len(texts), pending, progress):
                 raise Canceled
             texts.append(pending.text)
             pending = None
@@ -82,7 +82,7 @@ def _stream(
                     )
                     if pending is not None:
                         flush(share)
-                    elif not store.save_progress(started.id, share or 0.0):
+                    elif not store.save_progress(started, share or 0.0):
                         raise Canceled
                 elif isinstance(event, Summary):
                     summary = event
@@ -123,7 +123,7 @@ def _announce(settings: Settings, public_id: str, status: str) -> None:
 def _fail(settings: Settings, started: store.Started, failure: Failure) -> None:
     log.warning("transcription %s failed: %s %s", started.public_id, failure.code, failure.message)
     metrics.report("failed")
-    if store.fail(started.id, failure.code, failure.message):
+    if store.fail(started.id, failure.code, failure.message, run=started):
         _announce(settings, started.public_id, "failed")
         _notify(settings, started, FAILED_EVENT)
 
@@ -161,7 +161,7 @@ def run_transcription(transcription_id: str) -> Retry | None:
                 text, summary = _stream(settings, started, Path(path), deadline, request_id)
         except Canceled:
             log.info("transcription %s was canceled while processing", transcription_id)
-            store.discard(started.id)
+            store.discard(started)
             metrics.report("canceled")
             return None
         except JobTimeoutException as error:
@@ -172,7 +172,7 @@ def run_transcription(transcription_id: str) -> Retry | None:
             if failure.code == ErrorCode.INTERNAL:
                 log.exception("transcription %s: unexpected error", transcription_id)
             attempts = _attempts_so_far()
-            if failure.transient and attempts < settings.job_retries and store.back_to_queue(started.id):
+            if failure.transient and attempts < settings.job_retries and store.back_to_queue(started):
                 log.warning(
                     "transcription %s: %s (%s), retry %d of %d",
                     transcription_id,
@@ -186,7 +186,7 @@ def run_transcription(transcription_id: str) -> Retry | None:
                 return Retry(max=settings.job_retries, interval=intervals)
             _fail(settings, started, failure)
             return None
-        if store.complete(started.id, text, summary.duration, summary.language):
+        if store.complete(started, text, summary.duration, summary.language):
             log.info(
                 "transcription %s completed: %.1f s of audio, %d segments",
                 transcription_id,
@@ -197,6 +197,6 @@ def run_transcription(transcription_id: str) -> Retry | None:
             _announce(settings, started.public_id, "completed")
             _notify(settings, started, COMPLETED_EVENT)
         else:
-            store.discard(started.id)
+            store.discard(started)
             metrics.report("canceled")
         return None

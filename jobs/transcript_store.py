@@ -4,12 +4,18 @@ Each write names the status it expects (`WHERE status = processing`), so a trans
 deleted by the API while the job runs is noticed at the next write and nothing more is stored.
 Segments are upserted by (transcription, index): a job run again after its worker died overwrites
 instead of duplicating.
+
+A run owns the transcription from its `start` on: `started_at` is its token, and every later write
+also names it. When a second run starts the same transcription (recovery requeued a job whose worker
+was only slow, or Redis lost its queues and the job was enqueued again), the first run's next write
+fails and it stops without touching what the new run stores: nothing is wiped or written twice.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from api.db import db, init_db
@@ -38,6 +44,7 @@ class Started:
     duration: float | None
     options: dict[str, Any]
     webhook_url: str | None
+    started_at: datetime | None = None  # this run's token (see the module docstring)
 
 
 def start(public_id: str) -> Started | None:
@@ -46,10 +53,13 @@ def start(public_id: str) -> Started | None:
         row = Transcription.get_or_none(Transcription.public_id == public_id)
         if row is None or row.status not in _ACTIVE:
             return None
+        now = utcnow()
+        if row.started_at is not None and now <= row.started_at:  # a token never repeats
+            now = row.started_at + timedelta(microseconds=1)
         updated = (
             Transcription.update(
                 status=TranscriptionStatus.PROCESSING,
-                started_at=utcnow(),
+                started_at=now,
                 progress=0.0,
                 text=None,
                 error_code=None,
@@ -70,21 +80,27 @@ def start(public_id: str) -> Started | None:
             duration=row.duration if row.duration is not None else (upload.duration if upload else None),
             options=dict(row.options or {}),
             webhook_url=row.webhook_url,
+            started_at=now,
         )
 
 
-def _still_processing(transcription_id: int, **fields: Any) -> bool:
-    """Update `fields` if the transcription is still processing; False when it was canceled/deleted."""
-    query = Transcription.update(**fields) if fields else Transcription.update(status=Transcription.status)
-    return bool(
-        query.where(
-            (Transcription.id == transcription_id) & (Transcription.status == TranscriptionStatus.PROCESSING)
-        ).execute()
+def _owned(run: Started):
+    """The transcription is still processing, by this run."""
+    return (
+        (Transcription.id == run.id)
+        & (Transcription.status == TranscriptionStatus.PROCESSING)
+        & (Transcription.started_at == run.started_at)
     )
 
 
-def save_segment(transcription_id: int, index: int, segment: EngineSegment, progress: float | None) -> bool:
-    """Store one segment (upsert) and the progress; False when the transcription is no longer processing."""
+def _still_processing(run: Started, **fields: Any) -> bool:
+    """Update `fields` if this run still owns the transcription; False when canceled/deleted/taken over."""
+    query = Transcription.update(**fields) if fields else Transcription.update(status=Transcription.status)
+    return bool(query.where(_owned(run)).execute())
+
+
+def save_segment(run: Started, index: int, segment: EngineSegment, progress: float | None) -> bool:
+    """Store one segment (upsert) and the progress; False when this run no longer owns the transcription."""
     words = (
         [
             {"start": w.start, "end": w.end, "word": w.word, "probability": w.probability}
@@ -107,24 +123,24 @@ def save_segment(transcription_id: int, index: int, segment: EngineSegment, prog
     }
     with db.atomic():
         fields = {} if progress is None else {"progress": progress}
-        if not _still_processing(transcription_id, **fields):
+        if not _still_processing(run, **fields):
             return False
-        Segment.insert(transcription=transcription_id, index=index, **values).on_conflict(
+        Segment.insert(transcription=run.id, index=index, **values).on_conflict(
             conflict_target=[Segment.transcription, Segment.index],
             update={getattr(Segment, name): value for name, value in values.items()},
         ).execute()
     return True
 
 
-def save_progress(transcription_id: int, progress: float) -> bool:
-    return _still_processing(transcription_id, progress=progress)
+def save_progress(run: Started, progress: float) -> bool:
+    return _still_processing(run, progress=progress)
 
 
-def complete(transcription_id: int, text: str, duration: float | None, language: str | None) -> bool:
-    """processing -> completed with the full text; False when it was canceled/deleted meanwhile."""
+def complete(run: Started, text: str, duration: float | None, language: str | None) -> bool:
+    """processing -> completed with the full text; False when canceled/deleted/taken over meanwhile."""
     with db.atomic():
         return _still_processing(
-            transcription_id,
+            run,
             status=TranscriptionStatus.COMPLETED,
             text=text,
             duration=duration,
@@ -134,8 +150,14 @@ def complete(transcription_id: int, text: str, duration: float | None, language:
         )
 
 
-def fail(transcription_id: int, code: str, message: str) -> bool:
-    """queued|processing -> failed with an error code; partial segments are removed."""
+def fail(transcription_id: int, code: str, message: str, run: Started | None = None) -> bool:
+    """queued|processing -> failed with an error code; partial segments are removed.
+
+    With `run`, only while that run owns the transcription (a superseded run fails nothing).
+    """
+    condition = (Transcription.id == transcription_id) & Transcription.status.in_(_ACTIVE)
+    if run is not None:
+        condition = _owned(run)
     with db.atomic():
         updated = (
             Transcription.update(
@@ -145,7 +167,7 @@ def fail(transcription_id: int, code: str, message: str) -> bool:
                 progress=None,
                 completed_at=utcnow(),
             )
-            .where((Transcription.id == transcription_id) & Transcription.status.in_(_ACTIVE))
+            .where(condition)
             .execute()
         )
         if updated:
@@ -158,18 +180,22 @@ def fail_by_public_id(public_id: str, code: str, message: str) -> bool:
     return row is not None and fail(row.id, code, message)
 
 
-def back_to_queue(transcription_id: int) -> bool:
+def back_to_queue(run: Started) -> bool:
     """processing -> queued while the job waits for a retry; partial segments are removed."""
     with db.atomic():
-        updated = _still_processing(transcription_id, status=TranscriptionStatus.QUEUED, progress=None)
+        updated = _still_processing(run, status=TranscriptionStatus.QUEUED, progress=None)
         if updated:
-            Segment.delete().where(Segment.transcription == transcription_id).execute()
+            Segment.delete().where(Segment.transcription == run.id).execute()
         return updated
 
 
-def discard(transcription_id: int) -> None:
-    """Remove whatever segments a canceled job may have stored (the row is the API's to delete)."""
-    Segment.delete().where(Segment.transcription == transcription_id).execute()
+def discard(run: Started) -> None:
+    """Remove what a canceled run stored; a transcription another run took over, or that completed
+    or failed meanwhile, keeps its segments (a deleted one lost them with its row)."""
+    canceled = Transcription.select(Transcription.id).where(
+        (Transcription.id == run.id) & (Transcription.status == TranscriptionStatus.CANCELED)
+    )
+    Segment.delete().where(Segment.transcription.in_(canceled)).execute()
 
 
 def status_of(public_id: str) -> str | None:

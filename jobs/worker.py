@@ -6,7 +6,8 @@ kills it and the job is recovered by another worker). Two things are tuned from 
 - the heartbeat: the started-job entry of a running job expires `worker_heartbeat_grace` seconds
   after the last heartbeat (RQ hard-codes 60), so a SIGKILLed worker's job is found sooner;
 - the maintenance: every `worker_maintenance_seconds` RQ cleans its registries (abandoned jobs go
-  to the failed registry) and jobs.recovery requeues the transcriptions among them.
+  to the failed registry) and jobs.recovery requeues the transcriptions among them, and enqueues
+  again those whose job Redis lost.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from api.db import db, init_db
 from cliptext.jsonlog import configure_logging
 from cliptext.settings import Settings
 from jobs.metrics import forget_outcome, record_job, start_exporter
-from jobs.recovery import recover_abandoned
+from jobs.recovery import recover_abandoned, requeue_orphans
 from jobs.webhooks import QUEUE_NAME as WEBHOOK_QUEUE
 
 TRANSCRIPTION_QUEUE = "transcriptions"
@@ -73,10 +74,11 @@ class CliptextWorker(Worker):
         for queue in self.queues:
             if queue.name == WEBHOOK_QUEUE:
                 continue
-            try:
-                recover_abandoned(self.connection, self.settings, queue.name)
-            except Exception:  # the sweep must never take the worker down
-                log.exception("recovery sweep of %s failed", queue.name)
+            for sweep in (recover_abandoned, requeue_orphans):
+                try:
+                    sweep(self.connection, self.settings, queue.name)
+                except Exception:  # a sweep must never take the worker down
+                    log.exception("%s of %s failed", sweep.__name__, queue.name)
 
 
 def _preload() -> None:

@@ -152,8 +152,13 @@ def active_count(stack: Stack) -> int:
 
 def wait_all(stack: Stack, ids: list[str], timeout: float, poll: float = 0.5) -> dict[str, dict]:
     """Wait until none is queued/processing (two list calls per poll), then their final bodies."""
-    deadline = time.monotonic() + timeout
-    while active_count(stack):
+    started = time.monotonic()
+    deadline = started + timeout
+    next_report = started + 30
+    while active := active_count(stack):
+        if time.monotonic() > next_report:
+            print(f"  ... {active} of {len(ids)} queued/processing after {time.monotonic() - started:.0f} s")
+            next_report += 30
         if time.monotonic() > deadline:
             stuck = {i: body["status"] for i in ids if (body := stack.get(i))["status"] not in FINAL}
             raise AssertionError(f"{len(stuck)} transcriptions not finished after {timeout:.0f} s: {stuck}")

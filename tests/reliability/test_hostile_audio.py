@@ -8,6 +8,9 @@ PIDs) with the server's memory bounded. The audio limit is 1 h here, so hours of
 
 from __future__ import annotations
 
+import math
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,11 +37,16 @@ MAX_AUDIO_SECONDS = 3600
 # the inference server may grow this much above its idle size while it handles the files
 RSS_GROWTH_LIMIT_MB = 600
 MIN_CASES = 200
+LOGS = Path(tempfile.gettempdir()) / "cliptext-reliability-logs" / "hostile"  # kept for a post-mortem
 
 
 def time_limit(case: HostileCase) -> float:
-    """Seconds a job may take from start to end: a base for the decode, plus 3x real time."""
-    return 45.0 + 3.0 * min(case.seconds, 120.0)
+    """Seconds a job may take from start to end: a base, plus a bound per 30 s window.
+
+    The model's worst case per window is the temperature fallback (6 decodes of up to 224 tokens,
+    ~30 s for noise on a busy 2-core CPU), so the bound is per window, not per second.
+    """
+    return 60.0 + 60.0 * max(1, math.ceil(min(case.seconds, 3600.0) / 30.0))
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +63,7 @@ def stack(
         yield stack
     finally:
         shutdown(stack)
+        shutil.copytree(stack.tmp / "logs", LOGS, dirs_exist_ok=True)
 
 
 def _outcome(submission: Submission, final: dict[str, dict]) -> str:
@@ -126,7 +135,7 @@ def test_hostile_files_end_completed_or_with_a_specific_code(stack: Stack, tmp_p
                 )
             )
         ids = [s.body["id"] for s in submissions if s.created]
-        final = wait_all(stack, ids, timeout=600)
+        final = wait_all(stack, ids, timeout=900)
     elapsed = time.monotonic() - started
 
     outcomes = Counter(_outcome(s, final) for s in submissions)

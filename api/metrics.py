@@ -29,9 +29,7 @@ from cliptext.settings import Settings
 
 log = logging.getLogger("api.requests")
 
-REQUESTS = Counter(
-    "cliptext_api_requests_total", "HTTP requests answered", ["endpoint", "method", "status"]
-)
+REQUESTS = Counter("cliptext_api_requests_total", "HTTP requests answered", ["endpoint", "method", "status"])
 LATENCY = Histogram(
     "cliptext_api_request_duration_seconds",
     "Time to answer an HTTP request",

@@ -21,7 +21,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cliptext.jsonlog import configure_logging
 from cliptext.settings import Settings
+from inference import metrics
 from inference.audio_upload import AudioLimits
 from inference.limits import Admission
 from inference.servicer import Loaded, TranscriberServicer
@@ -175,10 +177,10 @@ def serve(config: ServerConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    serve(parse_args(argv, Settings.from_env()))
+    settings = Settings.from_env()
+    configure_logging(settings)
+    metrics.start_exporter(settings.inference_metrics_port)
+    serve(parse_args(argv, settings))
     return 0
 
 

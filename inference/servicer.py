@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import grpc
 
 from cliptext.errors import ErrorCode
+from inference import metrics
 from inference.audio_upload import AudioLimits, received_audio, too_long
 from inference.limits import Abandoned, Admission, QueueFull
 from inference.proto_convert import ERROR_CODE_KEY, config_to_options, segment_to_message, spec_to_format
@@ -94,6 +95,7 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
 
     def Transcribe(self, request_iterator: Iterable[pb2.TranscribeRequest], context) -> Iterator:
         call = _Call(peer=context.peer(), started=time.monotonic())
+        metrics.IN_FLIGHT.inc()
         try:
             yield from self._transcribe(iter(request_iterator), context, call)
             if not context.is_active():
@@ -115,6 +117,8 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
                 log.exception("transcription failed (request_id=%s)", call.request_id)
             raise
         finally:
+            metrics.IN_FLIGHT.dec()
+            metrics.observe_call(call.outcome, call.audio_seconds, time.monotonic() - call.started)
             log.info(
                 "transcribe peer=%s request_id=%s audio_seconds=%.2f decoded_seconds=%.2f "
                 "processing_seconds=%.3f segments=%d outcome=%s",
@@ -125,6 +129,7 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
                 time.monotonic() - call.started,
                 call.segments,
                 call.outcome,
+                extra={"request_id": call.request_id or None},
             )
 
     def _transcribe(self, requests: Iterator, context, call: _Call) -> Iterator[pb2.TranscribeResponse]:

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import peewee as pw
 from playhouse import db_url
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 from playhouse.shortcuts import ReconnectMixin
 
 from cliptext.settings import Settings
@@ -44,7 +44,7 @@ class ReconnectingPostgresqlDatabase(ReconnectMixin, PooledPostgresqlDatabase):
 def make_database(url: str) -> pw.Database:
     """A peewee database for a `playhouse.db_url` URL.
 
-    SQLite gets WAL + foreign keys + a busy timeout; PostgreSQL is pooled and reconnects after a drop.
+    SQLite: WAL, foreign keys, a busy timeout, pooled; PostgreSQL: pooled, reconnects after a drop.
     """
     scheme = urlparse(url).scheme
     if scheme in {"postgres", "postgresql"}:
@@ -55,9 +55,14 @@ def make_database(url: str) -> pw.Database:
         return ReconnectingPostgresqlDatabase(**params)
     if scheme == "sqlite":
         params = db_url.parse(url)
-        params.setdefault("pragmas", SQLITE_PRAGMAS)
-        params.setdefault("timeout", 10)
-        return pw.SqliteDatabase(**params)
+        params.setdefault("pragmas", SQLITE_PRAGMAS)  # busy_timeout: how long a writer waits for the lock
+        if params.get("database") == ":memory:":
+            return pw.SqliteDatabase(**params)
+        # pooled: a request reuses an open connection instead of opening one and setting its pragmas
+        params.setdefault("max_connections", 64)
+        params.setdefault("stale_timeout", 300)
+        params.setdefault("timeout", 10)  # wait this long for a free pooled connection
+        return PooledSqliteDatabase(check_same_thread=False, **params)
     return db_url.connect(url)
 
 

@@ -126,10 +126,13 @@ _FORMAT_RESPONSES = {
 }
 
 
+_TRANSCRIPTION = TranscriptionSchema()  # built once: a Schema() deep-copies its fields
+
+
 def _render(row, fmt: str, granularities: list[str]):
     """The transcription in `fmt`: the resource itself for json, else a body built from its segments."""
     if fmt == "json":
-        return jsonify(TranscriptionSchema().dump(_with_segments(row)))
+        return jsonify(_TRANSCRIPTION.dump(_with_segments(row)))
     formats.require_completed(row, fmt)
     segments = service.segments_of(row)
     if fmt == "verbose_json":

@@ -59,7 +59,7 @@ def test_key_lookup_is_by_hash(app, client, new_org, caplog):
     assert lookups and any(digest in map(str, q[1]) for q in lookups)
     assert not any(raw in str(q) for q in queries)
     # code review, kept honest: equality on the indexed hash column, and a constant-time re-check
-    source = inspect.getsource(api.auth.authenticate)
+    source = inspect.getsource(api.auth)
     assert "ApiKey.key_hash == digest" in source and "hmac.compare_digest(" in source
 
 
@@ -118,3 +118,29 @@ def test_security_headers_on_every_kind_of_answer(app, client, new_org):
     policy = docs.headers["Content-Security-Policy"]
     assert "script-src https://cdn.jsdelivr.net;" in policy and "frame-ancestors 'none'" in policy
     assert "unsafe-eval" not in policy and "script-src 'unsafe-inline'" not in policy
+
+
+def test_revoked_key_stops_within_the_cache_ttl(make_app, new_org):
+    """Another process revoking (a plain UPDATE here) is seen after auth_cache_seconds; this one at once."""
+    import time
+
+    from api.auth import revoke_key
+    from api.models import utcnow
+
+    app = make_app(auth_cache_seconds=0.5)
+    client = app.test_client()
+    _, raw = new_org("pro")
+    key = {"Authorization": f"Bearer {raw}"}
+    assert client.get("/v1/orgs", headers=key).status_code == 200
+    with app.app_context():
+        ApiKey.update(revoked_at=utcnow()).execute()  # as the CLI in another process would
+    assert client.get("/v1/orgs", headers=key).status_code == 200  # still cached
+    time.sleep(0.6)
+    assert client.get("/v1/orgs", headers=key).status_code == 401
+    _, other = new_org("pro")
+    other_key = {"Authorization": f"Bearer {other}"}
+    assert client.get("/v1/orgs", headers=other_key).status_code == 200
+    with app.app_context():
+        key_id = ApiKey.get(ApiKey.key_hash == hashlib.sha256(other.encode()).hexdigest()).public_id
+        assert revoke_key(key_id)
+    assert client.get("/v1/orgs", headers=other_key).status_code == 401  # revoked here: no delay

@@ -78,7 +78,13 @@ def ours(precision: str, beam_size: int, word_timestamps: bool = True) -> dict:
 def reference(compute_type: str, beam_size: int, word_timestamps: bool = True) -> dict:
     """clip -> faster-whisper's result dict (segments, text) with the same options and samples."""
     options = json.dumps({"beam_size": beam_size, "word_timestamps": word_timestamps})
-    files = [str(clip_array(clip)) for clip in CLIPS]
+    return reference_with(options, CLIPS, compute_type)
+
+
+@lru_cache
+def reference_with(options: str, clips: tuple[str, ...], compute_type: str = "float32") -> dict:
+    """clip -> faster-whisper's result with `options` (JSON of transcribe keyword arguments)."""
+    files = [str(clip_array(clip)) for clip in clips]
     proc = subprocess.run(
         [str(REF_PYTHON), str(ROOT / "tests/reference/fw_reference.py"), "--compute-type", compute_type]
         + ["--options", options, *files],
@@ -88,4 +94,4 @@ def reference(compute_type: str, beam_size: int, word_timestamps: bool = True) -
         timeout=900,
     )
     result = json.loads(proc.stdout)["files"]
-    return {clip: result[str(clip_array(clip))] for clip in CLIPS}
+    return {clip: result[str(clip_array(clip))] for clip in clips}

@@ -6,9 +6,22 @@ seeking after word alignment is exercised too). int8 may differ in tokens but mu
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
-from tests.inference.reference_runs import CLIPS, ground_truth, ours, reference, wer
+from inference.types import TranscribeOptions
+from tests.inference.reference_runs import (
+    CLIPS,
+    clip_array,
+    engine,
+    ground_truth,
+    ours,
+    reference,
+    reference_with,
+    wer,
+)
 
 
 @pytest.mark.parametrize("beam_size", [1, 5])
@@ -40,3 +53,23 @@ def test_int8_is_as_accurate_as_faster_whisper_int8() -> None:
         our_wer = wer(truth, "".join(s.text for s in mine[clip]))
         ref_wer = wer(truth, ref[clip]["text"])
         assert our_wer <= ref_wer + 1e-9, (clip, our_wer, ref_wer)
+
+
+PROMPTED = [
+    ({"beam_size": 5, "initial_prompt": "ComfyUI is a node editor.", "prefix": "Then you go"}),
+    ({"beam_size": 1, "without_timestamps": True, "initial_prompt": "ComfyUI"}),
+    ({"beam_size": 5, "condition_on_previous_text": False, "patience": 2.0}),
+]
+
+
+@pytest.mark.parametrize("options", PROMPTED, ids=["prompt+prefix", "no-timestamps", "patience"])
+def test_prompt_prefix_and_options_match_faster_whisper(options: dict) -> None:
+    clips = ("hotwords.mp3", "jfk.flac")
+    ref = reference_with(json.dumps(options), clips)
+    ours_options = TranscribeOptions(**options)
+    for clip in clips:
+        segments, _ = engine("fp32").transcribe(np.load(clip_array(clip)), ours_options)
+        mine = list(segments)
+        expected = ref[clip]["segments"]
+        greedy = next((i for i, s in enumerate(expected) if s["temperature"] > 0), len(expected))
+        assert [list(s.tokens) for s in mine[:greedy]] == [s["tokens"] for s in expected[:greedy]], clip

@@ -219,8 +219,8 @@ class WindowDecoder:
         if rest:
             logits, cache = self.model.decode(np.asarray([rest]), cache, cross)
         # the filters see the forced prefix as generated tokens (sample_begin 0): with a prefix,
-        # faster-whisper
-        # gets no forced timestamp after it, and blank/end are only suppressed at the (forced) first step
+        # faster-whisper gets no forced timestamp after it, and blank/end are only suppressed at the
+        # (forced) first step
         filters = LogitFilters(options, self.ids, sample_begin=0)
         if options.beam_size > 1 and options.temperature == 0:
             tokens, score = self._beam_search(cross, cache, logits, prefix, options, filters)

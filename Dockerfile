@@ -40,7 +40,7 @@ RUN python -m inference.export --out /app/models --precisions fp32,int8,fp16
 FROM base AS app
 USER cliptext
 EXPOSE 8000
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--access-logfile", "-", "api:create_app()"]
+CMD ["gunicorn", "--config", "python:api.gunicorn_conf", "--bind", "0.0.0.0:8000", "api:create_app()"]
 
 # ---- inference-cpu: the gRPC server on CPU
 FROM base AS inference-cpu

@@ -59,10 +59,15 @@ PROMPTED = [
     ({"beam_size": 5, "initial_prompt": "ComfyUI is a node editor.", "prefix": "Then you go"}),
     ({"beam_size": 1, "without_timestamps": True, "initial_prompt": "ComfyUI"}),
     ({"beam_size": 5, "condition_on_previous_text": False, "patience": 2.0}),
+    ({"beam_size": 5, "repetition_penalty": 1.3, "no_repeat_ngram_size": 3, "length_penalty": 0.8}),
+    ({"beam_size": 1, "repetition_penalty": 1.5, "suppress_blank": False, "max_initial_timestamp": 0.5}),
 ]
 
 
-@pytest.mark.parametrize("options", PROMPTED, ids=["prompt+prefix", "no-timestamps", "patience"])
+NAMES = ["prompt+prefix", "no-timestamps", "patience", "penalties-beam", "penalties-greedy"]
+
+
+@pytest.mark.parametrize("options", PROMPTED, ids=NAMES)
 def test_prompt_prefix_and_options_match_faster_whisper(options: dict) -> None:
     clips = ("hotwords.mp3", "jfk.flac")
     ref = reference_with(json.dumps(options), clips)

@@ -114,9 +114,7 @@ class WhisperEngine:
         def tokenizer_for() -> Tokenizer:
             if not self.config.is_multilingual:
                 return self._english
-            return Tokenizer.from_file(
-                self._tokenizer_file, True, task=options.task, language=language, config=self.config
-            )
+            return Tokenizer(self._english.tokenizer, True, options.task, language, self._special)
 
         return tokenizer_for, language, probability, all_probs
 

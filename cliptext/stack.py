@@ -85,7 +85,12 @@ def _dev_key(env: dict[str, str]) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # stop everything on SIGTERM as on Ctrl-C
     settings = Settings.from_env()
     python = sys.executable
     processes: dict[str, subprocess.Popen] = {}

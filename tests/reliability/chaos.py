@@ -174,6 +174,7 @@ def run_chaos(
     redis_at: float = 12.0,
     settle_timeout: float = 600.0,
     seed: int = 0,
+    min_kills: int = 3,
 ) -> ChaosReport:
     """Submit `jobs` transcriptions during the chaos, stop it, let the stack settle; the figures."""
     report = ChaosReport()
@@ -189,8 +190,10 @@ def run_chaos(
             expected[_submit_until_accepted(stack, clip_path(name), content_type, via, report)] = words
             report.submitted += 1
             time.sleep(submit_every)
-        # the chaos goes on until both restarts happened
-        while chaos.is_alive() and (report.redis_restarts < 1 or report.inference_restarts < 1):
+        # the chaos goes on until both restarts happened and enough workers were killed
+        while chaos.is_alive() and (
+            report.redis_restarts < 1 or report.inference_restarts < 1 or report.worker_kills < min_kills
+        ):
             time.sleep(0.2)
     finally:
         chaos.stop_event.set()

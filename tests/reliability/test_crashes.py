@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from tests.reliability.pipeline import submit, wait_all
 from tests.reliability.redis_server import RedisServer
 
 CHAOS_JOBS = 12
+LOGS = Path(tempfile.gettempdir()) / "cliptext-reliability-logs" / "crashes"  # kept for a post-mortem
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +50,7 @@ def module_stack(
         yield stack
     finally:
         shutdown(stack)
+        shutil.copytree(stack.tmp / "logs", LOGS, dirs_exist_ok=True)
 
 
 @pytest.fixture
@@ -69,6 +73,7 @@ def test_jobs_survive_worker_kills_and_inference_and_redis_restarts(
     assert not report.wrong_text, report.wrong_text
     assert not report.missing_uploads, report.missing_uploads
     assert report.worker_kills >= 3 and report.inference_restarts == 1 and report.redis_restarts == 1
+    assert report.worker_exits == 0, "a worker quit by itself (Redis outage?)"
     failed = {k: v for k, v in report.outcomes.items() if k.startswith("failed")}
     assert all(k.split()[1] in {"INTERNAL", "INFERENCE_UNAVAILABLE", "TIMEOUT"} for k in failed), failed
     assert report.outcomes["completed"] >= CHAOS_JOBS // 2, report.outcomes

@@ -6,8 +6,9 @@ the engine changes during a call: several threads may transcribe with one engine
 
 from __future__ import annotations
 
+import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,9 +16,10 @@ import numpy as np
 
 from cliptext.errors import ErrorCode
 from inference.alignment import add_word_timestamps
-from inference.audio import AudioSource, decode_audio
+from inference.audio import AudioSource, decode_audio, iter_audio_chunks, probe_media
 from inference.decoding import DecodingOptions, DecodingResult, SpecialIds, WindowDecoder, log_softmax
 from inference.features import HOP_LENGTH, N_FRAMES, SAMPLING_RATE, FeatureExtractor, pad_or_trim
+from inference.mel_stream import open_stream
 from inference.model import CrossKV, OnnxWhisper
 from inference.tokenizer import SpecialTokens, Tokenizer
 from inference.types import AudioError, OptionsError, Segment, TranscribeOptions, TranscriptionInfo, Word
@@ -27,6 +29,9 @@ TIME_PRECISION = 0.02  # seconds per timestamp token
 INPUT_STRIDE = 2  # mel frames per encoder position
 FRAMES_PER_SECOND = SAMPLING_RATE // HOP_LENGTH
 TIME_PER_FRAME = HOP_LENGTH / SAMPLING_RATE
+# files longer than this are read twice in chunks instead of being held in memory
+STREAM_MIN_SECONDS = 120.0
+STREAM_CHUNK_SECONDS = 30.0
 
 
 def compression_ratio(text: str) -> float:
@@ -61,26 +66,37 @@ class WhisperEngine:
     ) -> tuple[Iterator[Segment], TranscriptionInfo]:
         """(lazy segments, info) for `source`: path, bytes, binary file or float32 16 kHz array."""
         options = options or TranscribeOptions()
-        audio = self._load_audio(source, options.channels)
-        channels = [audio] if audio.ndim == 1 else list(audio)
-        duration = channels[0].shape[0] / SAMPLING_RATE
-        tokenizer_for, language, probability, all_probs = self._language(channels[0], options)
+        if self._long_file(source, options):
+            # bounded memory: two passes over the file, features computed window by window
+            def open_chunks() -> Iterator[np.ndarray]:
+                return iter_audio_chunks(source, SAMPLING_RATE, STREAM_CHUNK_SECONDS)
+
+            stream, content_frames, n_samples = open_stream(self.feature_extractor, open_chunks)
+            sources = [lambda: (stream.window, content_frames)]
+        else:
+            audio = self._load_audio(source, options.channels)
+            channels = [audio] if audio.ndim == 1 else list(audio)
+            n_samples = channels[0].shape[0]
+            sources = [lambda a=a: self._in_memory(a) for a in channels]
+        tokenizer_for, language, probability, all_probs = self._language(sources[0], options)
         info = TranscriptionInfo(
             language=language,
             language_probability=probability,
-            duration=duration,
+            duration=n_samples / SAMPLING_RATE,
             options=options,
-            channels=len(channels),
+            channels=len(sources),
             all_language_probs=all_probs,
         )
-        return self._segments(channels, tokenizer_for, options), info
+        return self._segments(sources, tokenizer_for, options), info
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float, tuple[tuple[str, float], ...]]:
         """Language of the first 30 s: (code, probability, all (code, probability) best first)."""
+        return self._detect_language(self.feature_extractor(audio)[:, :N_FRAMES])
+
+    def _detect_language(self, mel: np.ndarray) -> tuple[str, float, tuple[tuple[str, float], ...]]:
         if not self.config.is_multilingual:
             return "en", 1.0, (("en", 1.0),)
-        features = self.feature_extractor(audio)
-        cross = self.model.encode(pad_or_trim(features[:, :N_FRAMES])[None])
+        cross = self.model.encode(pad_or_trim(mel)[None])
         logits, _ = self.model.decode(np.asarray([[self.config.sot]]), None, cross)
         lang_ids = np.asarray(self.config.lang_ids)
         probs = np.exp(log_softmax(logits[0, lang_ids].astype(np.float32)))
@@ -89,6 +105,17 @@ class WhisperEngine:
         return ranked[0][0], ranked[0][1], ranked
 
     # -- steps --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _long_file(source: AudioSource, options: TranscribeOptions) -> bool:
+        if options.channels != "mix" or not isinstance(source, (str, os.PathLike)):
+            return False
+        duration = probe_media(source).duration
+        return duration is not None and duration > STREAM_MIN_SECONDS
+
+    def _in_memory(self, audio: np.ndarray) -> tuple[Callable[[int, int], np.ndarray], int]:
+        features = self.feature_extractor(audio)
+        return (lambda seek, size: features[:, seek : seek + size]), features.shape[-1] - 1
 
     def _load_audio(self, source: AudioSource, channels: str) -> np.ndarray:
         if isinstance(source, np.ndarray):
@@ -100,12 +127,14 @@ class WhisperEngine:
             return audio
         return decode_audio(source, SAMPLING_RATE, channels=channels)
 
-    def _language(self, audio: np.ndarray, options: TranscribeOptions):
+    def _language(self, first_source, options: TranscribeOptions):
         language, probability, all_probs = options.language, 1.0, None
         if not self.config.is_multilingual:
             language = "en"
         elif language is None:
-            language, probability, all_probs = self.detect_language(audio)
+            window, content_frames = first_source()
+            mel = window(0, min(N_FRAMES, content_frames + 1))
+            language, probability, all_probs = self._detect_language(mel)
         elif language not in self.config.language_codes:
             raise OptionsError(f"unknown language {language!r}")
         if options.task == "translate" and not self.config.is_multilingual:
@@ -118,14 +147,12 @@ class WhisperEngine:
 
         return tokenizer_for, language, probability, all_probs
 
-    def _segments(
-        self, channels: list[np.ndarray], tokenizer_for, options: TranscribeOptions
-    ) -> Iterator[Segment]:
+    def _segments(self, sources: list, tokenizer_for, options: TranscribeOptions) -> Iterator[Segment]:
         tokenizer = tokenizer_for()
         next_id = 1
-        for index, audio in enumerate(channels):
-            features = self.feature_extractor(audio)
-            for segment in self._generate_segments(features, tokenizer, options):
+        for index, source in enumerate(sources):
+            window, content_frames = source()
+            for segment in self._generate_segments(window, content_frames, tokenizer, options):
                 yield replace(segment, id=next_id, channel=index)
                 next_id += 1
 
@@ -171,10 +198,16 @@ class WhisperEngine:
         return prompt
 
     def _generate_segments(
-        self, features: np.ndarray, tokenizer: Tokenizer, options: TranscribeOptions
+        self,
+        window: Callable[[int, int], np.ndarray],
+        content_frames: int,
+        tokenizer: Tokenizer,
+        options: TranscribeOptions,
     ) -> Iterator[Segment]:
-        """faster-whisper's generate_segments (without clip timestamps, VAD or hallucination skipping)."""
-        content_frames = features.shape[-1] - 1
+        """faster-whisper's generate_segments (without clip timestamps, VAD or hallucination skipping).
+
+        `window(seek, size)` gives the mel frames [seek, seek + size) of the whole-file features.
+        """
         base = self._decoding_options(tokenizer, options)
         decoder = WindowDecoder(self.model, self.ids)
         seek = 0
@@ -186,7 +219,7 @@ class WhisperEngine:
         while seek < content_frames:
             time_offset = seek * TIME_PER_FRAME
             segment_size = min(N_FRAMES, content_frames - seek)
-            content = features[:, seek : seek + segment_size]
+            content = window(seek, segment_size)
             segment_duration = segment_size * TIME_PER_FRAME
             if content.size and np.all(content == content.flat[0]):
                 # digital silence: beam search would hallucinate " You" here (faster-whisper does)

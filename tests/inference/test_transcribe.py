@@ -9,6 +9,9 @@ import threading
 import numpy as np
 import pytest
 
+import inference.transcribe as transcribe_module
+from inference.audio import decode_audio, iter_audio_chunks
+from inference.mel_stream import open_stream
 from inference.types import TranscribeOptions
 from tests.inference.reference_runs import AUDIO, ROOT, TRANSCRIPTS, engine, normalize, ours, reference, wer
 
@@ -99,3 +102,25 @@ def test_cli_prints_plain_text() -> None:
         check=True,
     )
     assert normalize(proc.stdout) == normalize(TRANSCRIPTS["jfk.mp3"]["text"])
+
+
+def test_streamed_windows_equal_whole_file_features() -> None:
+    extractor = engine("fp32").feature_extractor
+    path = AUDIO / "multilingual.mp3"
+    full = extractor(decode_audio(path))
+    stream, content_frames, n_samples = open_stream(extractor, lambda: iter_audio_chunks(path, 16000, 7.0))
+    assert content_frames == full.shape[-1] - 1
+    assert n_samples == decode_audio(path).shape[0]
+    for seek, size in [(0, 3000), (2994, 3000), (5000, content_frames - 5000)]:
+        np.testing.assert_allclose(stream.window(seek, size), full[:, seek : seek + size], atol=1e-6)
+
+
+def test_long_files_are_streamed_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = AUDIO / "multilingual.mp3"
+    options = TranscribeOptions(beam_size=1)
+    in_memory, _ = engine("fp32").transcribe(decode_audio(path), options)
+    monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", 10.0)
+    monkeypatch.setattr(transcribe_module, "STREAM_CHUNK_SECONDS", 7.0)
+    streamed, info = engine("fp32").transcribe(str(path), options)
+    assert [s.tokens for s in streamed] == [s.tokens for s in in_memory]
+    assert info.duration == pytest.approx(60.0, abs=0.5)

@@ -129,7 +129,12 @@ def list_page(
     org: Organization, limit: int, starting_after: str | None = None, status: str | None = None
 ) -> Page:
     """Newest first; `starting_after` is the id of the last item of the previous page."""
-    query = Transcription.select().where(Transcription.organization == org)
+    # the upload joined: each item shows its upload id, one query instead of one per item
+    query = (
+        Transcription.select(Transcription, Upload)
+        .join(Upload, pw.JOIN.LEFT_OUTER)
+        .where(Transcription.organization == org)
+    )
     if status:
         query = query.where(Transcription.status == status)
     if starting_after:

@@ -13,6 +13,8 @@ kills it and the job is recovered by another worker). Two things are tuned from 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -36,8 +38,14 @@ TRANSCRIPTION_QUEUE = "transcriptions"
 log = logging.getLogger("jobs.worker")
 
 
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
 class CliptextWorker(Worker):
-    """rq.Worker with a settable heartbeat grace and the transcription recovery sweep."""
+    """rq.Worker with a settable heartbeat grace, the transcription recovery sweeps, and no exit on a
+    Redis outage: RQ quits on a connection error met anywhere but in its dequeue loop (a heartbeat
+    while a job runs, the bookkeeping after it, maintenance); here the job goes on, the error is
+    logged, and the dequeue loop waits for Redis with RQ's own backoff."""
 
     def __init__(self, *args, settings: Settings, **kwargs):
         super().__init__(
@@ -60,6 +68,8 @@ class CliptextWorker(Worker):
         started = time.monotonic()
         try:
             super().execute_job(job, queue)
+        except _REDIS_DOWN as error:  # the transcription's outcome is in the database already
+            log.warning("job %s: Redis unreachable while its end was recorded: %s", job.id, error)
         finally:
             outcome = record_job(job, queue.name, time.monotonic() - started)
             log.info("job %s on %s ended: %s", job.id, queue.name, outcome)
@@ -69,8 +79,38 @@ class CliptextWorker(Worker):
         # wake up for maintenance even when idle (RQ waits worker_ttl - 15 s, 405 s by default)
         return max(1, min(self.worker_ttl - 15, self.maintenance_interval))
 
+    def maintain_heartbeats(self, job: Job, execution) -> None:
+        try:
+            super().maintain_heartbeats(job, execution)
+        except _REDIS_DOWN as error:  # the horse keeps working; the next heartbeat may get through
+            log.warning("job %s: heartbeat not sent, Redis unreachable: %s", job.id, error)
+
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        if pipeline is not None:  # only queued on the caller's pipeline
+            return super().heartbeat(timeout, pipeline=pipeline)
+        try:
+            super().heartbeat(timeout)
+        except _REDIS_DOWN as error:
+            log.warning("worker heartbeat not sent, Redis unreachable: %s", error)
+
+    def set_state(self, state: str, pipeline=None) -> None:
+        if pipeline is not None:
+            return super().set_state(state, pipeline=pipeline)
+        try:
+            super().set_state(state)
+        except _REDIS_DOWN:  # shown on the dashboard only; the next state change writes it again
+            self._state = state
+
+    def check_for_suspension(self, burst: bool) -> None:
+        with contextlib.suppress(*_REDIS_DOWN):  # the dequeue that follows waits for Redis
+            super().check_for_suspension(burst)
+
     def run_maintenance_tasks(self) -> None:
-        super().run_maintenance_tasks()
+        try:
+            super().run_maintenance_tasks()
+        except _REDIS_DOWN as error:
+            log.warning("maintenance skipped, Redis unreachable: %s", error)
+            return
         for queue in self.queues:
             if queue.name == WEBHOOK_QUEUE:
                 continue
@@ -107,10 +147,22 @@ def main(argv: list[str] | None = None) -> int:
     connection = redis.Redis.from_url(settings.redis_url)
     name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-    worker = CliptextWorker(queues, name=name, connection=connection, settings=settings)
     start_exporter(settings, connection, queues)
-    worker.work(burst=args.burst, logging_level=args.log_level, with_scheduler=True)
-    return 0
+    for attempt in itertools.count():
+        worker_name = name if attempt == 0 else f"{name}.{attempt}"
+        worker = CliptextWorker(queues, name=worker_name, connection=connection, settings=settings)
+        try:
+            worker.work(burst=args.burst, logging_level=args.log_level, with_scheduler=True)
+        except _REDIS_DOWN as error:  # Redis went away while the worker registered itself
+            log.warning("Redis unreachable while the worker started (%s); starting again in 2 s", error)
+            time.sleep(2.0)
+            continue
+        if args.burst or worker._stop_requested:
+            return 0
+        # RQ's loop quits on any error it meets outside a job (a Redis outage at the wrong moment)
+        log.warning("the worker loop stopped on an error; starting again in 2 s")
+        time.sleep(2.0)
+    return 1
 
 
 if __name__ == "__main__":

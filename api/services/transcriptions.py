@@ -49,8 +49,16 @@ def get_transcription(org: Organization, public_id: str) -> Transcription:
     return row
 
 
+_SEGMENTS_SQL: dict[type, str] = {}  # per database class (dialect): compiled once, not per request
+
+
 def segments_of(transcription: Transcription) -> list[Segment]:
-    return list(transcription.segments.order_by(Segment.index))
+    """The segments in order; the SQL is built once per dialect (compiling costs more than the query)."""
+    sql = _SEGMENTS_SQL.get(type(db.obj))
+    if sql is None:
+        query = Segment.select().where(Segment.transcription == 0).order_by(Segment.index)
+        sql = _SEGMENTS_SQL.setdefault(type(db.obj), query.sql()[0])
+    return list(Segment.raw(sql, transcription.id))
 
 
 def check_webhook_url(url: str | None, allow_private: bool) -> None:

@@ -6,7 +6,7 @@ The tests and the benchmark call this script in a subprocess and compare our eng
     .venv-ref/bin/python tests/reference/fw_reference.py --compute-type float32 \
         --options '{"beam_size": 1}' [--split-channels] [--repeat N] FILE...
 
-Prints {"files": {FILE: {"segments": [...], "info": {...}, "seconds": ..., "channels": [...]}},
+Prints {"files": {FILE: {"segments": [...], "info": {...}, "seconds": ..., "cpu_seconds": ..., "channels": [...]}},
 "peak_rss_mb": ..., "load_seconds": ...}. With --split-channels each channel of a stereo file is transcribed
 on its own (faster-whisper has no such option; this is what our channels="split" must match).
 """
@@ -88,7 +88,7 @@ def main() -> None:
     for path in args.files:
         best = None
         for _ in range(args.repeat):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             if path.endswith(".npy"):
                 # a float32 16 kHz array: the same samples our engine gets ([channels, n] when split)
                 array = np.load(path)
@@ -101,6 +101,7 @@ def main() -> None:
             else:
                 result = _transcribe(model, path, options)
             result["seconds"] = time.perf_counter() - started
+            result["cpu_seconds"] = time.process_time() - cpu_started
             if best is None or result["seconds"] < best["seconds"]:
                 best = result
         out["files"][path] = best

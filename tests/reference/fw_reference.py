@@ -6,9 +6,10 @@ The tests and the benchmark call this script in a subprocess and compare our eng
     .venv-ref/bin/python tests/reference/fw_reference.py --compute-type float32 \
         --options '{"beam_size": 1}' [--split-channels] [--repeat N] FILE...
 
-Prints {"files": {FILE: {"segments": [...], "info": {...}, "seconds": ..., "cpu_seconds": ..., "channels": [...]}},
-"peak_rss_mb": ..., "load_seconds": ...}. With --split-channels each channel of a stereo file is transcribed
-on its own (faster-whisper has no such option; this is what our channels="split" must match).
+Prints {"files": {FILE: {"segments": [...], "info": {...}, "seconds": ..., "cpu_seconds": ...,
+"channels": [...]}}, "peak_rss_mb": ..., "load_seconds": ...}. With --split-channels each channel of a
+stereo file is transcribed on its own (faster-whisper has no such option; our channels="split" must match
+this).
 """
 
 from __future__ import annotations

@@ -72,7 +72,9 @@ class TranscriptionSchema(ma.Schema):
     segments = ma.fields.List(ma.fields.Nested(SegmentSchema), attribute="segment_list")
 
     def _upload_id(self, obj) -> str | None:
-        return obj.upload.public_id if obj.upload_id else None
+        if not obj.upload_id:
+            return None
+        return getattr(obj, "upload_public_id", None) or obj.upload.public_id  # joined, else loaded
 
     def _error(self, obj) -> dict | None:
         if obj.error_code is None:

@@ -36,14 +36,26 @@ class Page:
     has_more: bool
 
 
+_BY_ID_SQL: dict[type, str] = {}  # per database class (dialect): the hottest query, compiled once
+
+
 def get_transcription(org: Organization, public_id: str) -> Transcription:
-    """The transcription if it belongs to `org`; another organization's id is simply not found."""
-    row = (
-        Transcription.select(Transcription, Upload)
-        .join(Upload, pw.JOIN.LEFT_OUTER)
-        .where((Transcription.public_id == public_id) & (Transcription.organization == org))
-        .first()
-    )
+    """The transcription if it belongs to `org`; another organization's id is simply not found.
+
+    The row carries `upload_public_id` (joined in the same query) for the response.
+    """
+    sql = _BY_ID_SQL.get(type(db.obj))
+    if sql is None:
+        query = (
+            Transcription.select(Transcription, Upload.public_id.alias("upload_public_id"))
+            .join(Upload, pw.JOIN.LEFT_OUTER)
+            .where((Transcription.public_id == "?id") & (Transcription.organization == -1))
+        )
+        sql, params = query.sql()
+        if params != ["?id", -1]:  # the values are given in this order below
+            raise RuntimeError(f"unexpected parameter order {params}")
+        sql = _BY_ID_SQL.setdefault(type(db.obj), sql)
+    row = next(iter(Transcription.raw(sql, public_id, org.id)), None)
     if row is None:
         raise NotFound("Transcription")
     return row

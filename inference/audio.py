@@ -36,6 +36,9 @@ _TRUNCATION_TOLERANCE = (0.10, 0.5)  # (fraction of declared, seconds), the larg
 _IO_BUFFER = 1 << 16
 _GROUP_SECONDS = 1.0
 _MAX_ARRAY_CHANNELS = 64  # more rows than this: the array is surely [n, channels]
+# Below this no recording carries speech (telephony is 8 kHz, FLV's lowest 5.5 kHz); a header that says
+# 7 Hz turns 32 KB into 40 minutes of audio for the model to chew on, so it is refused as corrupt.
+MIN_SAMPLE_RATE = 4000
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ def probe_media(source: AudioSource) -> MediaInfo:
     with _open_container(source) as container:
         audio_streams, has_video = _classify_streams(container)
         stream = audio_streams[0] if audio_streams else None
+        if stream is not None and 0 < (stream.codec_context.sample_rate or 0) < MIN_SAMPLE_RATE:
+            raise _rate_too_low(stream.codec_context.sample_rate)
         return MediaInfo(
             duration=_declared_duration(container, stream),
             has_audio=stream is not None,
@@ -350,6 +355,13 @@ def _grouped(frames: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np
         yield key[0], np.concatenate(pending, axis=1)
 
 
+def _rate_too_low(rate: int) -> AudioError:
+    return AudioError(
+        ErrorCode.AUDIO_DECODE_ERROR,
+        f"corrupt or not a recording: a sample rate of {rate} Hz (at least {MIN_SAMPLE_RATE} Hz expected)",
+    )
+
+
 def _too_long(max_seconds: float) -> AudioError:
     return AudioError(ErrorCode.AUDIO_TOO_LONG, f"the audio is longer than the limit of {max_seconds:.0f} s")
 
@@ -379,6 +391,8 @@ def _decode_frames(
         for frame in frames:
             if frame.samples == 0 or frame.sample_rate <= 0:
                 continue
+            if frame.sample_rate < MIN_SAMPLE_RATE:
+                raise _rate_too_low(frame.sample_rate)
             seconds += frame.samples / frame.sample_rate
             if max_seconds is not None and seconds > max_seconds:
                 raise _too_long(max_seconds)

@@ -56,6 +56,11 @@ def start(public_id: str) -> Started | None:
         now = utcnow()
         if row.started_at is not None and now <= row.started_at:  # a token never repeats
             now = row.started_at + timedelta(microseconds=1)
+        unchanged = (
+            Transcription.started_at.is_null()
+            if row.started_at is None
+            else Transcription.started_at == row.started_at
+        )
         updated = (
             Transcription.update(
                 status=TranscriptionStatus.PROCESSING,
@@ -66,10 +71,10 @@ def start(public_id: str) -> Started | None:
                 error_message=None,
                 completed_at=None,
             )
-            .where((Transcription.id == row.id) & Transcription.status.in_(_ACTIVE))
+            .where((Transcription.id == row.id) & Transcription.status.in_(_ACTIVE) & unchanged)
             .execute()
         )
-        if not updated:
+        if not updated:  # another run started it between our read and our write
             return None
         Segment.delete().where(Segment.transcription == row.id).execute()
         upload = Upload.get_or_none(Upload.id == row.upload_id) if row.upload_id else None

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.audio import decode_audio, iter_audio_chunks, probe_media
+from inference.audio import MIN_SAMPLE_RATE, decode_audio, iter_audio_chunks, probe_media
 from inference.types import AudioError
 from tests.media import sine
 from tests.reliability.hostile import wav_bytes
@@ -52,3 +52,15 @@ def test_an_array_over_the_limit_is_refused() -> None:
     assert audio.shape == (32000,)
     with pytest.raises(AudioError):
         decode_audio(sine(3.0), max_seconds=2.5)
+
+
+def test_a_sample_rate_too_low_for_a_recording_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A WAV header saying 7 Hz makes 32 KB of samples last 40 minutes: refused at the probe."""
+    pcm = (sine(1.0) * 32767).astype("<i2").tobytes()
+    path = tmp_path / "7hz.wav"
+    path.write_bytes(wav_bytes(pcm, rate=7))
+    for read in (probe_media, decode_audio):
+        with pytest.raises(AudioError, match="sample rate of 7 Hz"):
+            read(path)
+    path.write_bytes(wav_bytes(pcm, rate=MIN_SAMPLE_RATE))
+    assert probe_media(path).duration == pytest.approx(16000 / MIN_SAMPLE_RATE)

@@ -135,7 +135,7 @@ def test_hostile_files_end_completed_or_with_a_specific_code(stack: Stack, tmp_p
                 )
             )
         ids = [s.body["id"] for s in submissions if s.created]
-        final = wait_all(stack, ids, timeout=900)
+        final = wait_all(stack, ids, timeout=600, strict=False)
     elapsed = time.monotonic() - started
 
     outcomes = Counter(_outcome(s, final) for s in submissions)

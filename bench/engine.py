@@ -117,7 +117,8 @@ def main() -> None:
                 )
             )
     header = (
-        "clip               prec beam  ours_s   ref_s  ratio  rss_ours rss_ref  wer_ours wer_ref same_text"
+        "clip               prec beam  ours_s   ref_s  ratio cpu_ratio rss_ours rss_ref  wer_ours wer_ref"
+        " same_text"
     )
     print(header)
     for row in rows:

@@ -1,84 +1,72 @@
-"""Requests per minute per organization: a fixed window counted in Redis, so every API process shares it.
+"""Requests per minute per organization (flask-limiter, counters in Redis so every API process shares them).
 
 The limit follows the caller's plan (`services.plans`); unauthenticated requests (health, docs, signed
 upload URLs) are not counted. Headers follow the IETF draft: RateLimit-Limit / -Remaining / -Reset
 (seconds until the window resets) on every counted response, Retry-After on 429.
-
-One Lua script per request counts the hit and reads the window's time left in a single round trip
-(flask-limiter needed three), and the count it returns is this request's own: under a burst from many
-processes each admitted request sees its exact RateLimit-Remaining.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import time
 
-import redis
 from flask import Flask, Response, g
+from flask_limiter import Limiter, RateLimitExceeded
 
-from api.errors import ApiError
+from api.errors import error_response
 from api.services.plans import limits_for
 from cliptext.errors import ErrorCode
 
-WINDOW_SECONDS = 60
 
-# KEYS[1] the window's counter; ARGV[1] the window in ms -> {hits including this one, ms left}
-_HIT = """
-local hits = redis.call('INCR', KEYS[1])
-local left = redis.call('PTTL', KEYS[1])
-if left < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  left = tonumber(ARGV[1])
-end
-return {hits, left}
-"""
+def _org_key() -> str:
+    org = g.get("org")
+    return org.public_id if org is not None else "anonymous"
 
 
-@dataclass(frozen=True)
-class Window:
-    limit: int
-    hits: int
-    reset_seconds: int  # whole seconds until the window resets, rounded up: waiting that long is enough
-
-    @property
-    def remaining(self) -> int:
-        return max(0, self.limit - self.hits)
-
-    def headers(self) -> dict[str, str]:
-        return {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset_seconds),
-        }
+def _org_limit() -> str:
+    org = g.get("org")
+    if org is None:  # evaluated before exemption is checked; unauthenticated requests are exempt
+        return "1000000/minute"
+    return f"{limits_for(org).requests_per_minute}/minute"
 
 
-def init_rate_limits(app: Flask, redis_url: str, key_prefix: str) -> None:
-    """Count every authenticated request of `app` against its organization's plan (before the view)."""
-    connection = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
-    hit = connection.register_script(_HIT)
+def _not_authenticated() -> bool:
+    return g.get("org") is None
 
-    @app.before_request
-    def count_request() -> None:  # registered after load_principal: g.org is known
-        org = g.get("org")
-        if org is None:
-            return
-        limit = limits_for(org).requests_per_minute
-        hits, left_ms = hit(keys=[f"{key_prefix}ratelimit:{org.public_id}"], args=[WINDOW_SECONDS * 1000])
-        window = Window(limit=limit, hits=int(hits), reset_seconds=max(1, math.ceil(int(left_ms) / 1000)))
-        g.rate_window = window
-        if window.hits > limit:
-            raise ApiError(
-                ErrorCode.RATE_LIMITED,
-                f"Rate limit of {limit} requests per {WINDOW_SECONDS} seconds exceeded",
-                {"limit": f"{limit} per 1 minute", "requests_per_minute": limit},
-                headers={**window.headers(), "Retry-After": str(window.reset_seconds)},
-            )
+
+def init_rate_limits(app: Flask, redis_url: str, key_prefix: str) -> Limiter:
+    """Attach a Limiter to `app` (one per app instance; the counters live in Redis)."""
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)  # we write the standard headers ourselves
+    limiter = Limiter(
+        key_func=_org_key,
+        application_limits=[_org_limit],
+        application_limits_exempt_when=_not_authenticated,
+        storage_uri=redis_url,
+        strategy="fixed-window",
+        key_prefix=f"{key_prefix}ratelimit",
+        swallow_errors=False,
+    )
+    limiter.init_app(app)
+
+    @app.errorhandler(RateLimitExceeded)
+    def rate_limited(error: RateLimitExceeded) -> Response:
+        limit = error.limit.limit
+        return error_response(
+            ErrorCode.RATE_LIMITED,
+            f"Rate limit of {limit.amount} requests per {limit.get_expiry()} seconds exceeded",
+            {"limit": str(limit), "requests_per_minute": limit.amount},
+        )
 
     @app.after_request
     def rate_limit_headers(response: Response) -> Response:
-        window = g.get("rate_window")
-        if window is not None:
-            for name, value in window.headers().items():
-                response.headers.setdefault(name, value)
+        current = limiter.current_limit
+        if current is None:
+            return response
+        seconds = max(0, int(current.reset_at - time.time()))
+        response.headers["RateLimit-Limit"] = str(current.limit.amount)
+        response.headers["RateLimit-Remaining"] = str(max(0, current.remaining))
+        response.headers["RateLimit-Reset"] = str(seconds)
+        if response.status_code == 429 and current.breached:
+            response.headers["Retry-After"] = str(max(1, seconds))
         return response
+
+    return limiter

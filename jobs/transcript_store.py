@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import peewee as pw
+
 from api.db import db, init_db
 from api.models import Segment, Transcription, TranscriptionStatus, Upload, utcnow
 from cliptext.settings import Settings
@@ -26,6 +28,17 @@ from inference.types import Segment as EngineSegment
 log = logging.getLogger(__name__)
 
 _ACTIVE = (TranscriptionStatus.QUEUED, TranscriptionStatus.PROCESSING)
+
+
+def write_transaction():
+    """A transaction that reads, then writes: BEGIN IMMEDIATE on SQLite.
+
+    A deferred SQLite transaction that read first cannot wait for the write lock when another
+    connection holds it: it fails at once with "database is locked", busy timeout or not.
+    """
+    if isinstance(db.obj, pw.SqliteDatabase):
+        return db.atomic(lock_type="IMMEDIATE")
+    return db.atomic()
 
 
 def ensure_db(settings: Settings) -> None:
@@ -49,7 +62,7 @@ class Started:
 
 def start(public_id: str) -> Started | None:
     """queued|processing -> processing, old segments removed; None when there is nothing to do."""
-    with db.atomic():
+    with write_transaction():
         row = Transcription.get_or_none(Transcription.public_id == public_id)
         if row is None or row.status not in _ACTIVE:
             return None

@@ -27,7 +27,7 @@ from api.models import Organization, Transcription, WebhookDelivery
 from api.queue import REQUEST_ID_META
 from cliptext.jsonlog import request_id_var
 from cliptext.settings import Settings
-from jobs.transcript_store import ensure_db
+from jobs.transcript_store import ensure_db, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def event_body(settings: Settings, row: Transcription, event: str) -> bytes:
 
 
 def _record(row: Transcription, status_code: int | None, error: str | None) -> None:
-    with db.atomic():
+    with write_transaction():
         attempt = WebhookDelivery.select().where(WebhookDelivery.transcription == row.id).count() + 1
         WebhookDelivery.create(transcription=row.id, attempt=attempt, status_code=status_code, error=error)
 

@@ -29,6 +29,7 @@ class Submission:
     status: int
     body: dict
     via: str
+    unavailable: int = 0  # 503 answers retried before this one
 
     @property
     def created(self) -> bool:
@@ -47,8 +48,24 @@ def _answer(reply: requests.Response, via: str) -> Submission:
     return Submission(reply.status_code, body, via)
 
 
-def submit(stack: Stack, path: Path, content_type: str, via: str, api_key: str | None = None) -> Submission:
-    """Upload `path` and create its transcription; `via` is "multipart" or "presigned"."""
+def submit(
+    stack: Stack, path: Path, content_type: str, via: str, api_key: str | None = None, retries_503: int = 0
+) -> Submission:
+    """Upload `path` and create its transcription; `via` is "multipart" or "presigned".
+
+    A 503 ("retry later") is retried up to `retries_503` times, as a well-behaved client would; the
+    answer counts them (`unavailable`).
+    """
+    for attempt in range(retries_503 + 1):
+        answer = _submit_once(stack, path, content_type, via, api_key)
+        answer.unavailable = attempt
+        if answer.status != 503:
+            break
+        time.sleep(0.5)
+    return answer
+
+
+def _submit_once(stack: Stack, path: Path, content_type: str, via: str, api_key: str | None) -> Submission:
     headers = {"Authorization": f"Bearer {api_key or stack.api_key}"}
     url = stack.api_url
     if via == "multipart":

@@ -83,6 +83,9 @@ def _session_options(threads: int) -> ort.SessionOptions:
     options.intra_op_num_threads = max(threads, 0)
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # idle pool threads sleep instead of spinning: on a shared CPU a spinning wait between the many small
+    # decoder ops burns the cores other requests (and processes) need
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 

@@ -24,9 +24,9 @@ from inference.config import CONFIG_FILE, PRECISIONS, ModelConfig
 from inference.ct2_reader import CT2FormatError, CT2Model, read_ct2_model
 from inference.onnx_decoder import build_aligner, build_decoder
 from inference.onnx_encoder import build_encoder
-from inference.onnx_precision import save_model, to_fp16, to_int8
+from inference.onnx_precision import save_model, to_fp16, to_int8, to_int8_weight_only
 
-EXPORTER_VERSION = "5"
+EXPORTER_VERSION = "6"
 DEFAULT_NAME = "whisper-tiny.en"
 log = logging.getLogger("inference.export")
 
@@ -183,6 +183,8 @@ def export(source: Path, out_dir: Path, name: str, precisions: tuple[str, ...], 
                 path = work / f"{part}.{precision}.onnx"
                 if precision == "fp32":
                     save_model(graph, path)
+                elif precision == "int8" and part == "decoder":
+                    to_int8_weight_only(graph, path)
                 elif precision == "int8":
                     to_int8(graph, path, work)
                 elif precision == "fp16":

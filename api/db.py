@@ -79,3 +79,14 @@ def init_db(settings: Settings, *, migrate: bool = False) -> pw.Database:
 
         upgrade(database)
     return database
+
+
+def write_transaction():
+    """A transaction that reads, then writes: BEGIN IMMEDIATE on SQLite.
+
+    A deferred SQLite transaction that read first cannot wait for the write lock when another
+    connection holds it: it fails at once with "database is locked", busy timeout or not.
+    """
+    if isinstance(db.obj, pw.SqliteDatabase):
+        return db.atomic(lock_type="IMMEDIATE")
+    return db.atomic()

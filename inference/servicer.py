@@ -150,7 +150,7 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
             yield from self._run(loaded, source, options, context, call)
 
     def _run(self, loaded: Loaded, source, options, context, call: _Call) -> Iterator:
-        segments, info = loaded.engine.transcribe(source, options)
+        segments, info = loaded.engine.transcribe(source, options, max_seconds=self.limits.max_seconds)
         try:
             call.audio_seconds = info.duration
             if info.duration > self.limits.max_seconds:

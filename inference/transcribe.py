@@ -62,19 +62,23 @@ class WhisperEngine:
     # -- public -------------------------------------------------------------------------------------
 
     def transcribe(
-        self, source: AudioSource, options: TranscribeOptions | None = None
+        self, source: AudioSource, options: TranscribeOptions | None = None, max_seconds: float | None = None
     ) -> tuple[Iterator[Segment], TranscriptionInfo]:
-        """(lazy segments, info) for `source`: path, bytes, binary file or float32 16 kHz array."""
+        """(lazy segments, info) for `source`: path, bytes, binary file or float32 16 kHz array.
+
+        `max_seconds` refuses longer audio (AudioError AUDIO_TOO_LONG) while decoding it, whatever its
+        header claims, so a file that lies about its length is never decoded whole.
+        """
         options = options or TranscribeOptions()
         if self._long_file(source, options):
             # bounded memory: two passes over the file, features computed window by window
             def open_chunks() -> Iterator[np.ndarray]:
-                return iter_audio_chunks(source, SAMPLING_RATE, STREAM_CHUNK_SECONDS)
+                return iter_audio_chunks(source, SAMPLING_RATE, STREAM_CHUNK_SECONDS, max_seconds=max_seconds)
 
             stream, content_frames, n_samples = open_stream(self.feature_extractor, open_chunks)
             sources = [lambda: (stream.window, content_frames)]
         else:
-            audio = self._load_audio(source, options.channels)
+            audio = self._load_audio(source, options.channels, max_seconds)
             channels = [audio] if audio.ndim == 1 else list(audio)
             n_samples = channels[0].shape[0]
             sources = [lambda a=a: self._in_memory(a) for a in channels]
@@ -117,7 +121,7 @@ class WhisperEngine:
         features = self.feature_extractor(audio)
         return (lambda seek, size: features[:, seek : seek + size]), features.shape[-1] - 1
 
-    def _load_audio(self, source: AudioSource, channels: str) -> np.ndarray:
+    def _load_audio(self, source: AudioSource, channels: str, max_seconds: float | None) -> np.ndarray:
         if isinstance(source, np.ndarray):
             audio = np.asarray(source, dtype=np.float32)
             if audio.ndim == 2 and channels == "mix":
@@ -125,7 +129,7 @@ class WhisperEngine:
             if audio.ndim not in (1, 2):
                 raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "audio array must be 1-D or [channels, n]")
             return audio
-        return decode_audio(source, SAMPLING_RATE, channels=channels)
+        return decode_audio(source, SAMPLING_RATE, channels=channels, max_seconds=max_seconds)
 
     def _language(self, first_source, options: TranscribeOptions):
         language, probability, all_probs = options.language, 1.0, None

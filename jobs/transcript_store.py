@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import peewee as pw
-
-from api.db import db, init_db
+from api.db import db, init_db, write_transaction
 from api.models import Segment, Transcription, TranscriptionStatus, Upload, utcnow
 from cliptext.settings import Settings
 from inference.types import Segment as EngineSegment
@@ -28,17 +26,6 @@ from inference.types import Segment as EngineSegment
 log = logging.getLogger(__name__)
 
 _ACTIVE = (TranscriptionStatus.QUEUED, TranscriptionStatus.PROCESSING)
-
-
-def write_transaction():
-    """A transaction that reads, then writes: BEGIN IMMEDIATE on SQLite.
-
-    A deferred SQLite transaction that read first cannot wait for the write lock when another
-    connection holds it: it fails at once with "database is locked", busy timeout or not.
-    """
-    if isinstance(db.obj, pw.SqliteDatabase):
-        return db.atomic(lock_type="IMMEDIATE")
-    return db.atomic()
 
 
 def ensure_db(settings: Settings) -> None:

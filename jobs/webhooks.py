@@ -22,12 +22,12 @@ import redis
 import requests
 from rq import Queue, Retry, get_current_job
 
-from api.db import db
+from api.db import db, write_transaction
 from api.models import Organization, Transcription, WebhookDelivery
 from api.queue import REQUEST_ID_META
 from cliptext.jsonlog import request_id_var
 from cliptext.settings import Settings
-from jobs.transcript_store import ensure_db, write_transaction
+from jobs.transcript_store import ensure_db
 
 log = logging.getLogger(__name__)
 

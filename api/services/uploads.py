@@ -9,9 +9,10 @@ from typing import BinaryIO
 
 from itsdangerous import BadSignature, SignatureExpired
 
+from api.db import write_transaction
 from api.errors import ApiError, NotFound
 from api.media import check_format, verify_media
-from api.models import Organization, Upload, UploadStatus, db, utcnow
+from api.models import Organization, Upload, UploadStatus, utcnow
 from api.services.plans import limits_for
 from api.state import AppState
 from api.storage import TooLarge
@@ -70,7 +71,7 @@ def presign(
     if not lock.acquire(blocking_timeout=LOCK_TIMEOUT_S):
         raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, "Upload reservation is busy; retry")
     try:
-        with db.atomic():
+        with write_transaction():
             active = _in_flight(org).count()
             if active >= cap:
                 raise ApiError(
@@ -160,14 +161,19 @@ def complete(state: AppState, org: Organization, upload_public_id: str) -> Uploa
             "No bytes were uploaded for this upload",
             {"upload_id": upload.public_id},
         )
-    if size != upload.declared_size:
-        raise ApiError(
-            ErrorCode.UPLOAD_SIZE_MISMATCH,
-            "The uploaded size differs from the declared size",
-            {"declared": upload.declared_size, "received": size},
-        )
-    with state.storage.local_copy(upload.storage_key) as path:
-        duration = verify_media(path, state.settings.max_audio_seconds)
+    try:
+        if size != upload.declared_size:
+            raise ApiError(
+                ErrorCode.UPLOAD_SIZE_MISMATCH,
+                "The uploaded size differs from the declared size",
+                {"declared": upload.declared_size, "received": size},
+            )
+        with state.storage.local_copy(upload.storage_key) as path:
+            duration = verify_media(path, state.settings.max_audio_seconds)
+    except ApiError:
+        # a refused upload can never become usable (its URL takes one PUT): free its slot under the cap
+        delete_upload(state, upload)
+        raise
     now = utcnow()
     Upload.update(
         status=UploadStatus.COMPLETED, received_size=size, duration=duration, completed_at=now

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 import redis
 from rq import Queue
@@ -20,22 +19,12 @@ from rq import Queue
 from api import create_app
 from api.db import db
 from api.services.orgs import create_org
+from tests.api.postgres_admin import PG_ADMIN_URL, pg_admin
 from tests.media import AUDIO_DIR
 
-PG_ADMIN_URL = os.environ.get("CLIPTEXT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CLIPTEXT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 AUDIO = AUDIO_DIR
 JFK_MP3 = AUDIO / "jfk.mp3"
-
-
-def _pg_admin(sql: str) -> None:
-    conn = psycopg2.connect(PG_ADMIN_URL)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute(sql)
-    finally:
-        conn.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -44,14 +33,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'api.db'}"
         return
     name = f"ct_api_{secrets.token_hex(6)}"
-    _pg_admin(f'CREATE DATABASE "{name}"')
+    pg_admin(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"
     finally:
         if db.obj is not None and not db.is_closed():
             db.close()
-        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

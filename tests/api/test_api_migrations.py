@@ -9,6 +9,7 @@ from peewee_migrate.router import compile_migrations
 from api.db import db, make_database
 from api.migrations import pending, router, upgrade
 from api.models import ALL_MODELS, Segment
+from tests.api.postgres_admin import pg_admin
 
 
 def test_fresh_database_is_migrated_once(database_url):
@@ -58,12 +59,9 @@ def test_segment_index_is_unique(database_url):
     database.close()
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_postgres_survives_dropped_connections(make_app, database_url):
     """Pooled connections killed by the server: discarded at check-out, or reconnected mid-request."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL only")
-    from conftest import _pg_admin
-
     from api.services.orgs import create_org
 
     name = database_url.rsplit("/", 1)[1]
@@ -74,13 +72,13 @@ def test_postgres_survives_dropped_connections(make_app, database_url):
     headers = {"Authorization": f"Bearer {raw}"}
     client = app.test_client()
     assert client.get("/v1/transcriptions", headers=headers).status_code == 200
-    _pg_admin(kill)
+    pg_admin(kill)
     assert client.get("/v1/transcriptions", headers=headers).status_code == 200
 
     db.connect(reuse_if_open=True)  # as a request does; the connection dies between two of its queries
     try:
         assert db.execute_sql("SELECT 1").fetchone() == (1,)
-        _pg_admin(kill)
+        pg_admin(kill)
         assert db.execute_sql("SELECT 2").fetchone() == (2,)
     finally:
         db.close()

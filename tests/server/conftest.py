@@ -43,7 +43,7 @@ class ServerProcess:
 
     def call_lines(self) -> list[str]:
         """The one-line-per-call log records."""
-        return [line for line in self.log().splitlines() if " transcribe peer=" in line]
+        return [line for line in self.log().splitlines() if "transcribe peer=" in line]
 
     def wait_for_log(self, pattern: str, timeout: float = 30.0) -> re.Match:
         deadline = time.monotonic() + timeout

@@ -40,7 +40,7 @@ class TranscribeOptions:
     best_of: int = 5
     # beam search: stop after patience * beam_size finished candidates
     patience: float = 1.0
-    # None: rank by sum logprob / length; a float: the Google NMT length penalty
+    # beam ranking divides the sum logprob by length**length_penalty (None means 1), as faster-whisper does
     length_penalty: float | None = None
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0

@@ -70,7 +70,7 @@ def start_server(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.P
     while time.monotonic() < deadline:
         text = log_path.read_text()
         port = re.search(r"listening on 127\.0\.0\.1:(\d+)", text)
-        if port and "SERVING\n" in text:
+        if port and re.search(r'(?<!NOT_)SERVING(\n|")', text):  # plain or JSON log lines
             return process, f"127.0.0.1:{port.group(1)}"
         if process.poll() is not None:
             break

@@ -6,6 +6,8 @@ real database with `init_db(settings)` once at start-up (after RQ forks, too).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+from typing import Any
 from urllib.parse import urlparse
 
 import peewee as pw
@@ -90,3 +92,29 @@ def write_transaction():
     if isinstance(db.obj, pw.SqliteDatabase):
         return db.atomic(lock_type="IMMEDIATE")
     return db.atomic()
+
+
+_PREPARED: dict[tuple[type, Hashable], tuple[str, tuple[str, ...]]] = {}
+
+
+def prepared(
+    key: Hashable, build: Callable[[], pw.Query], names: dict[Any, str]
+) -> tuple[str, tuple[str, ...]]:
+    """The SQL of the query `build()` makes and the names of its parameters, in order.
+
+    Compiled once per `key` and database class (dialect): peewee takes longer to compile a query than
+    SQLite takes to run a small one. `build` writes a sentinel value where each parameter goes (`names`
+    maps each sentinel to its name; pick values no query would hold: -1 for an id, "?name" for text);
+    callers pass the real values in the order given. A parameter that is not a sentinel is refused, so
+    a constant added to the query later cannot be silently swapped for another value.
+    """
+    cache_key = (type(db.obj), key)
+    found = _PREPARED.get(cache_key)
+    if found is None:
+        sql, params = build().sql()
+        try:
+            order = tuple(names[param] for param in params)
+        except (KeyError, TypeError):
+            raise RuntimeError(f"{key}: parameters {params} are not all sentinels of {names}") from None
+        found = _PREPARED.setdefault(cache_key, (sql, order))
+    return found

@@ -33,7 +33,7 @@ class OrgById(MethodView):
 
 @blp.route("/<string:org_id>/members")
 class Members(MethodView):
-    @blp.arguments(AddMemberSchema)
+    @blp.arguments(AddMemberSchema())
     @blp.response(201, MemberSchema)
     @errors(blp, 400, 403, 404, 409, 422)
     def post(self, body, org_id):

@@ -55,7 +55,7 @@ def _load(schema: ma.Schema, data: Any, location: str) -> dict[str, Any]:
 
 
 def _with_segments(row):
-    row.segment_list = service.segments_of(row)
+    row.segment_list = service.segment_items(row)
     return row
 
 
@@ -101,7 +101,7 @@ class Transcriptions(MethodView):
         row = service.create(app_state, org, upload, body, request_id=g.get("request_id"))
         return _with_segments(row)
 
-    @blp.arguments(ListQuerySchema, location="query")
+    @blp.arguments(ListQuerySchema(), location="query")  # an instance: a class is instantiated per request
     @blp.response(200, TranscriptionListSchema)
     @errors(blp, 422)
     def get(self, query):
@@ -150,7 +150,7 @@ def _render(row, fmt: str, granularities: list[str]):
 
 @blp.route("/<string:transcription_id>")
 class TranscriptionById(MethodView):
-    @blp.arguments(FormatQuerySchema, location="query", as_kwargs=True)
+    @blp.arguments(FormatQuerySchema(), location="query", as_kwargs=True)
     @blp.doc(responses=_FORMAT_RESPONSES)
     @errors(blp, 404, 409, 422)
     def get(self, transcription_id, format=None, timestamp_granularities=("segment",)):  # noqa: A002

@@ -22,7 +22,7 @@ blp = Blueprint("uploads", __name__, url_prefix="/v1/uploads", description="Uplo
 
 @blp.route("/presigned")
 class Presigned(MethodView):
-    @blp.arguments(PresignRequestSchema)
+    @blp.arguments(PresignRequestSchema())
     @blp.response(201, PresignResponseSchema)
     @errors(blp, 400, 413, 422)
     def post(self, body):
@@ -71,7 +71,7 @@ class Content(MethodView):
 
 @blp.route("/complete")
 class Complete(MethodView):
-    @blp.arguments(CompleteRequestSchema)
+    @blp.arguments(CompleteRequestSchema())
     @blp.response(200, UploadSchema)
     @errors(blp, 400, 404, 422)
     def post(self, body):

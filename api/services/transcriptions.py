@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import peewee as pw
 
+from api.db import prepared
 from api.errors import ApiError, NotFound
 from api.models import (
     Organization,
@@ -36,7 +37,12 @@ class Page:
     has_more: bool
 
 
-_BY_ID_SQL: dict[type, str] = {}  # per database class (dialect): the hottest query, compiled once
+def _by_id_query() -> pw.Query:
+    return (
+        Transcription.select(Transcription, Upload.public_id.alias("upload_public_id"))
+        .join(Upload, pw.JOIN.LEFT_OUTER)
+        .where((Transcription.public_id == "?id") & (Transcription.organization == -1))
+    )
 
 
 def get_transcription(org: Organization, public_id: str) -> Transcription:
@@ -44,33 +50,41 @@ def get_transcription(org: Organization, public_id: str) -> Transcription:
 
     The row carries `upload_public_id` (joined in the same query) for the response.
     """
-    sql = _BY_ID_SQL.get(type(db.obj))
-    if sql is None:
-        query = (
-            Transcription.select(Transcription, Upload.public_id.alias("upload_public_id"))
-            .join(Upload, pw.JOIN.LEFT_OUTER)
-            .where((Transcription.public_id == "?id") & (Transcription.organization == -1))
-        )
-        sql, params = query.sql()
-        if params != ["?id", -1]:  # the values are given in this order below
-            raise RuntimeError(f"unexpected parameter order {params}")
-        sql = _BY_ID_SQL.setdefault(type(db.obj), sql)
+    sql, _ = prepared("transcription-by-id", _by_id_query, {"?id": "id", -1: "org"})
     row = next(iter(Transcription.raw(sql, public_id, org.id)), None)
     if row is None:
         raise NotFound("Transcription")
     return row
 
 
-_SEGMENTS_SQL: dict[type, str] = {}  # per database class (dialect): compiled once, not per request
-
-
 def segments_of(transcription: Transcription) -> list[Segment]:
-    """The segments in order; the SQL is built once per dialect (compiling costs more than the query)."""
-    sql = _SEGMENTS_SQL.get(type(db.obj))
-    if sql is None:
-        query = Segment.select().where(Segment.transcription == 0).order_by(Segment.index)
-        sql = _SEGMENTS_SQL.setdefault(type(db.obj), query.sql()[0])
+    """The segments in order, every column (the transcript formats need the decoding details too)."""
+    sql, _ = prepared(
+        "segments",
+        lambda: Segment.select().where(Segment.transcription == -1).order_by(Segment.index),
+        {-1: "transcription"},
+    )
     return list(Segment.raw(sql, transcription.id))
+
+
+_ITEM_COLUMNS = (Segment.start, Segment.end, Segment.text, Segment.words)
+
+
+def segment_items(transcription: Transcription) -> list[dict[str, Any]]:
+    """The segments in order as the resource shows them: {start, end, text, words} each.
+
+    Read straight from the cursor: making 20 peewee models of 13 columns costs ten times the query.
+    """
+    sql, _ = prepared(
+        "segment-items",
+        lambda: Segment.select(*_ITEM_COLUMNS).where(Segment.transcription == -1).order_by(Segment.index),
+        {-1: "transcription"},
+    )
+    words_value = Segment.words.python_value
+    return [
+        {"start": start, "end": end, "text": text, "words": words_value(words)}
+        for start, end, text, words in db.execute_sql(sql, (transcription.id,)).fetchall()
+    ]
 
 
 def check_webhook_url(url: str | None, allow_private: bool) -> None:
@@ -145,33 +159,49 @@ def create(
     return row
 
 
+_PAGE_SENTINELS = {-1: "org", "?status": "status", "?after": "after", -2: "limit"}
+
+
+def _page_query(with_status: bool, with_cursor: bool) -> pw.Query:
+    """Newest first (created_at, then id: unique), the upload's public id joined (one query per page)."""
+    query = (
+        Transcription.select(Transcription, Upload.public_id.alias("upload_public_id"))
+        .join(Upload, pw.JOIN.LEFT_OUTER)
+        .where(Transcription.organization == -1)
+    )
+    if with_status:
+        query = query.where(Transcription.status == "?status")
+    if with_cursor:
+        cursor = Transcription.alias("cursor")
+        position = cursor.select(cursor.created_at, cursor.id).where(
+            (cursor.public_id == "?after") & (cursor.organization == -1)
+        )
+        query = query.where(pw.Tuple(Transcription.created_at, Transcription.id) < position)
+    return query.order_by(Transcription.created_at.desc(), Transcription.id.desc()).limit(-2)
+
+
 def list_page(
     org: Organization, limit: int, starting_after: str | None = None, status: str | None = None
 ) -> Page:
     """Newest first; `starting_after` is the id of the last item of the previous page."""
-    # the upload joined: each item shows its upload id, one query instead of one per item
-    query = (
-        Transcription.select(Transcription, Upload)
-        .join(Upload, pw.JOIN.LEFT_OUTER)
-        .where(Transcription.organization == org)
-    )
-    if status:
-        query = query.where(Transcription.status == status)
     if starting_after:
-        cursor = Transcription.get_or_none(
-            (Transcription.public_id == starting_after) & (Transcription.organization == org)
+        sql, _ = prepared(
+            "page-cursor",
+            lambda: Transcription.select(Transcription.id).where(
+                (Transcription.public_id == "?after") & (Transcription.organization == -1)
+            ),
+            _PAGE_SENTINELS,
         )
-        if cursor is None:
+        if db.execute_sql(sql, (starting_after, org.id)).fetchone() is None:
             raise ApiError(
                 ErrorCode.VALIDATION_ERROR,
                 "starting_after does not name one of your transcriptions",
                 {"field": "starting_after"},
             )
-        query = query.where(
-            (Transcription.created_at < cursor.created_at)
-            | ((Transcription.created_at == cursor.created_at) & (Transcription.id < cursor.id))
-        )
-    rows = list(query.order_by(Transcription.created_at.desc(), Transcription.id.desc()).limit(limit + 1))
+    shape = (bool(status), bool(starting_after))
+    sql, names = prepared(("page", *shape), lambda: _page_query(*shape), _PAGE_SENTINELS)
+    values = {"org": org.id, "status": status, "after": starting_after, "limit": limit + 1}
+    rows = list(Transcription.raw(sql, *(values[name] for name in names)))
     return Page(data=rows[:limit], has_more=len(rows) > limit)
 
 

@@ -6,7 +6,7 @@ import marshmallow as ma
 
 from api.formats import FORMATS, GRANULARITIES
 from api.models import TranscriptionStatus
-from api.schemas.common import StrictSchema, UTCDateTime
+from api.schemas.common import ResponseSchema, StrictSchema, UTCDateTime
 
 _LANGUAGE = ma.validate.Regexp(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$", error="Not a language code (e.g. 'en').")
 
@@ -41,19 +41,19 @@ class FileSchema(ma.Schema):
     file = ma.fields.Raw(metadata={"type": "string", "format": "binary"}, required=True)
 
 
-class SegmentSchema(ma.Schema):
+class SegmentSchema(ResponseSchema):
     start = ma.fields.Float()
     end = ma.fields.Float()
     text = ma.fields.String()
     words = ma.fields.List(ma.fields.Dict(), allow_none=True)
 
 
-class TranscriptionErrorSchema(ma.Schema):
+class TranscriptionErrorSchema(ResponseSchema):
     code = ma.fields.String()
     message = ma.fields.String()
 
 
-class TranscriptionSchema(ma.Schema):
+class TranscriptionSchema(ResponseSchema):
     id = ma.fields.String(attribute="public_id", metadata={"example": "txn_abc123"})
     status = ma.fields.String(metadata={"enum": list(TranscriptionStatus.ALL)})
     text = ma.fields.String(allow_none=True)
@@ -95,7 +95,7 @@ class TranscriptionSummarySchema(TranscriptionSchema):
         exclude = ("segments",)
 
 
-class TranscriptionListSchema(ma.Schema):
+class TranscriptionListSchema(ResponseSchema):
     data = ma.fields.List(ma.fields.Nested(TranscriptionSummarySchema))
     has_more = ma.fields.Boolean()
 

@@ -7,12 +7,20 @@ per client (http.client: the lightest client in the standard library, so the cli
   - paced: the clients together offer --rate requests/s at random phases -> latency at a realistic load.
 A throw-away data folder, SQLite (or --database-url) and Redis db 9 (flushed before and after).
 
+Both servers run under the same gunicorn settings, production's (compose.yaml): `-c python:api.gunicorn_conf`,
+gthread workers, Prometheus multiprocess mode (PROMETHEUS_MULTIPROC_DIR, a fresh folder) and the API's
+default log level (INFO: one JSON line per request, written to a file in the data folder, as a log
+collector would take it). Besides latency and throughput each row gives the gunicorn processes' CPU time
+per request (utime + stime from /proc, master and workers): what a request costs the server, whatever the
+client and the machine's other load do to the wall-clock figures. Redis's own CPU is not in it.
+
     .venv/bin/python bench/load.py --clients 100 --seconds 10 --workers 2 --threads 8
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -41,6 +49,7 @@ class Result:
     seconds: float
     p50_ms: float
     p99_ms: float
+    cpu_ms: float  # the server's CPU time per request
 
     @property
     def throughput(self) -> float:
@@ -90,14 +99,20 @@ def seed(listed: int, segments: int) -> dict[str, str]:
     return {"key": raw, "transcription": rows[0].public_id, "upload": upload.public_id}
 
 
-def start_gunicorn(app_spec: str, args: argparse.Namespace, extra: list[str]) -> tuple[subprocess.Popen, int]:
+def start_gunicorn(
+    app_spec: str, args: argparse.Namespace, extra: list[str], log: Path
+) -> tuple[subprocess.Popen, int]:
     port = free_port()
     command = [
-        sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
-        "--worker-class", "gthread", "--threads", str(args.threads), "--keep-alive", "10",
-        "--log-level", "warning", *extra, app_spec,
+        sys.executable, "-m", "gunicorn", "--config", "python:api.gunicorn_conf",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
+        "--worker-class", "gthread", "--threads", str(args.threads),
+        "--keep-alive", "10", "--log-level", "warning", *extra, app_spec,
     ]  # fmt: skip
-    server = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    with log.open("ab") as log_file:  # the child keeps its own descriptor
+        server = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=log_file
+        )
     deadline = time.monotonic() + 90
     while True:
         try:
@@ -108,14 +123,29 @@ def start_gunicorn(app_spec: str, args: argparse.Namespace, extra: list[str]) ->
             return server, port
         except OSError:
             if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit(f"{app_spec} did not start") from None
+                raise SystemExit(f"{app_spec} did not start; see {log}") from None
             time.sleep(0.2)
 
 
+def server_cpu_seconds(server: subprocess.Popen) -> float:
+    """utime + stime of the gunicorn master and its workers (Linux /proc), in seconds."""
+    pids = [server.pid]
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text()
+        pids += [int(pid) for pid in children.split()]
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def run_clients(
-    port: int, name: str, request: tuple[str, str, bytes | None, dict[str, str]], args: argparse.Namespace,
-    paced: bool,
+    server: tuple[subprocess.Popen, int], name: str, request: tuple[str, str, bytes | None, dict[str, str]],
+    args: argparse.Namespace, paced: bool,
 ) -> Result:  # fmt: skip
+    process, port = server
     method, path, body, headers = request
     expected = 202 if method == "POST" else 200
     latencies: list[float] = []
@@ -160,11 +190,13 @@ def run_clients(
     for thread in threads:
         thread.start()
     stop_at = time.monotonic() + args.seconds
+    cpu_before = server_cpu_seconds(process)
     start_barrier.wait()
     began = time.monotonic()
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - began
+    cpu = server_cpu_seconds(process) - cpu_before
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -173,8 +205,9 @@ def run_clients(
         )
 
     return Result(
-        name, "paced" if paced else "saturated", len(latencies), errors, elapsed, pct(0.5), pct(0.99)
-    )
+        name, "paced" if paced else "saturated", len(latencies), errors, elapsed, pct(0.5), pct(0.99),
+        1000 * cpu / max(1, len(latencies)),
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -190,13 +223,23 @@ def main() -> None:
     parser.add_argument("--database-url", help="default: SQLite in the throw-away data folder")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--only", nargs="*", help="scenario names to run (bare, get, list, create)")
+    parser.add_argument(
+        "--log-level", default="INFO", help="the API's CLIPTEXT_LOG_LEVEL (INFO: production's)"
+    )
     args = parser.parse_args()
 
     import redis
 
     data_dir = tempfile.mkdtemp(prefix="cliptext-load-")
+    metrics_dir = Path(data_dir) / "metrics"
+    metrics_dir.mkdir()
     os.environ.update(
-        {"CLIPTEXT_DATA_DIR": data_dir, "REDIS_URL": args.redis_url, "CLIPTEXT_LOG_LEVEL": "WARNING"}
+        {
+            "CLIPTEXT_DATA_DIR": data_dir,
+            "REDIS_URL": args.redis_url,
+            "CLIPTEXT_LOG_LEVEL": args.log_level,
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
     )
     if args.database_url:
         os.environ["DATABASE_URL"] = args.database_url
@@ -222,12 +265,13 @@ def main() -> None:
     servers = {}
     results: list[Result] = []
     try:
-        servers["bare"] = start_gunicorn("bare_app:app", args, ["--pythonpath", str(ROOT / "bench")])
-        servers["api"] = start_gunicorn("api:create_app()", args, [])
+        log = Path(data_dir) / "servers.log"
+        servers["bare"] = start_gunicorn("bare_app:app", args, ["--pythonpath", str(ROOT / "bench")], log)
+        servers["api"] = start_gunicorn("api:create_app()", args, [], log)
         for name in chosen:
             server, request = scenarios[name]
             for paced in (False, True):
-                results.append(run_clients(servers[server][1], name, request, args, paced))
+                results.append(run_clients(servers[server], name, request, args, paced))
                 print(f"  done {name} {'paced' if paced else 'saturated'}", file=sys.stderr, flush=True)
     finally:
         for server, _ in servers.values():
@@ -240,22 +284,25 @@ def main() -> None:
     print(
         f"\n{args.clients} clients, gunicorn {args.workers} workers x {args.threads} threads (gthread), "
         f"{args.seconds:.0f} s per row, paced = {args.rate:.0f} req/s offered, "
-        f"db={'sqlite' if not args.database_url else args.database_url.split(':')[0]}, cores={os.cpu_count()}"
+        f"db={'sqlite' if not args.database_url else args.database_url.split(':')[0]}, "
+        f"API log level {args.log_level}, cores={os.cpu_count()}"
     )
     print(
-        f"{'scenario':<8} {'mode':<10} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
+        f"{'scenario':<8} {'mode':<10} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'cpu ms/req':>10}"
     )
     for r in results:
         print(
             f"{r.name:<8} {r.mode:<10} {r.requests:>8} {r.errors:>6} {r.throughput:>8.0f} "
-            f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f}"
+            f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.cpu_ms:>10.2f}"
         )
     bare = next((r for r in results if r.name == "bare" and r.mode == "saturated"), None)
     if bare:
         for r in results:
             if r.mode == "saturated" and r.name != "bare":
                 print(
-                    f"{r.name}: {100 * r.throughput / bare.throughput:.0f}% of the bare endpoint's throughput"
+                    f"{r.name}: {100 * r.throughput / bare.throughput:.0f}% of the bare endpoint's "
+                    f"throughput, {r.cpu_ms / bare.cpu_ms:.1f}x its server CPU per request"
                 )
 
 

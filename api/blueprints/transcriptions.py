@@ -54,6 +54,10 @@ def _load(schema: ma.Schema, data: Any, location: str) -> dict[str, Any]:
         raise exc from error
 
 
+_CREATE = CreateTranscriptionSchema()  # schemas built once: a Schema() deep-copies its fields
+_CREATE_FORM = CreateTranscriptionFormSchema()
+
+
 def _with_segments(row):
     row.segment_list = service.segment_items(row)
     return row
@@ -81,10 +85,10 @@ class Transcriptions(MethodView):
         app_state = state()
         org = current_principal().org
         if request.mimetype == "application/json":
-            body = _load(CreateTranscriptionSchema(), request.get_json(silent=False), "json")
+            body = _load(_CREATE, request.get_json(silent=False), "json")
             upload = service.upload_for(org, body["upload_id"])
         elif request.mimetype == "multipart/form-data":
-            body = _load(CreateTranscriptionFormSchema(), request.form.to_dict(), "form")
+            body = _load(_CREATE_FORM, request.form.to_dict(), "form")
             file = request.files.get("file")
             if file is None or not file.filename:
                 raise ApiError(ErrorCode.VALIDATION_ERROR, "The `file` part is required", {"field": "file"})
@@ -126,7 +130,7 @@ _FORMAT_RESPONSES = {
 }
 
 
-_TRANSCRIPTION = TranscriptionSchema()  # built once: a Schema() deep-copies its fields
+_TRANSCRIPTION = TranscriptionSchema()
 
 
 def _render(row, fmt: str, granularities: list[str]):

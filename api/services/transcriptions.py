@@ -217,7 +217,12 @@ def delete(state: AppState, transcription: Transcription) -> None:
 
 
 def upload_for(org: Organization, upload_public_id: str) -> Upload:
-    upload = Upload.get_or_none((Upload.public_id == upload_public_id) & (Upload.organization == org))
+    sql, _ = prepared(
+        "upload-by-id",
+        lambda: Upload.select().where((Upload.public_id == "?id") & (Upload.organization == -1)),
+        {"?id": "id", -1: "org"},
+    )
+    upload = next(iter(Upload.raw(sql, upload_public_id, org.id)), None)
     if upload is None:
         raise ApiError(ErrorCode.NOT_FOUND, "Upload not found", {"field": "upload_id"})
     return upload

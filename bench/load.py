@@ -14,7 +14,7 @@ collector would take it). Besides latency and throughput each row gives the guni
 per request (utime + stime from /proc, master and workers): what a request costs the server, whatever the
 client and the machine's other load do to the wall-clock figures. Redis's own CPU is not in it.
 
-    .venv/bin/python bench/load.py --clients 100 --seconds 10 --workers 2 --threads 8
+    .venv/bin/python bench/load.py --clients 100 --seconds 10 --workers 2 --threads 4
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per scenario and mode")
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s offered in the paced mode")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (both servers)")
-    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (both servers)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker (both; as compose.yaml)")
     parser.add_argument("--segments", type=int, default=20)
     parser.add_argument("--database-url", help="default: SQLite in the throw-away data folder")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +31,27 @@ class CrossKV:
 
     k: np.ndarray
     v: np.ndarray
+    # per-layer copies on the GPU, made on the first CUDA step: without them every decoder step would
+    # copy the whole window's K/V (18 MB for tiny) from host to device again
+    _on_device: list = field(default_factory=list, compare=False, repr=False)
 
     @property
     def batch_size(self) -> int:
         return self.k.shape[1]
+
+    def device_inputs(self, names: list[tuple[str, str]], device_id: int) -> dict[str, ort.OrtValue]:
+        """{input name: OrtValue on CUDA device `device_id`}, uploaded once per window."""
+        if not self._on_device:
+            values = {}
+            for i, (k_name, v_name) in enumerate(names):
+                values[k_name] = ort.OrtValue.ortvalue_from_numpy(
+                    np.ascontiguousarray(self.k[i]), "cuda", device_id
+                )
+                values[v_name] = ort.OrtValue.ortvalue_from_numpy(
+                    np.ascontiguousarray(self.v[i]), "cuda", device_id
+                )
+            self._on_device.append(values)
+        return self._on_device[0]
 
     def repeat(self, n: int) -> CrossKV:
         """Each batch item repeated n times in a row (b0 b0 b0 b1 b1 b1): one copy per beam."""
@@ -118,6 +135,7 @@ class OnnxWhisper:
         finally:
             ort.set_default_logger_severity(2)
         self.provider = self._encoder.get_providers()[0]
+        self._device_id = int(self._encoder.get_provider_options().get(CUDA, {}).get("device_id", 0) or 0)
         if want_cuda and self.provider != CUDA:
             report = log.warning if device == "cuda" else log.info
             report("CUDAExecutionProvider could not be created; using CPU")
@@ -182,12 +200,28 @@ class OnnxWhisper:
         for i, (k_name, v_name) in enumerate(self._self_names):
             feed[k_name] = cache.k[i]
             feed[v_name] = cache.v[i]
-        for i, (k_name, v_name) in enumerate(self._cross_names):
-            feed[k_name] = cross.k[i]  # contiguous views: no copy
-            feed[v_name] = cross.v[i]
-        outputs = self._decoder.run(self._decoder_outputs, feed)
+        if self.provider == CUDA:
+            outputs = self._run_on_cuda(feed, cross.device_inputs(self._cross_names, self._device_id))
+        else:
+            for i, (k_name, v_name) in enumerate(self._cross_names):
+                feed[k_name] = cross.k[i]  # contiguous views: no copy
+                feed[v_name] = cross.v[i]
+            outputs = self._decoder.run(self._decoder_outputs, feed)
         n = self.config.n_text_layer
         return outputs[0], KVCache(tuple(outputs[1 : 1 + n]), tuple(outputs[1 + n :]))
+
+    def _run_on_cuda(
+        self, feed: dict[str, np.ndarray], on_device: dict[str, ort.OrtValue]
+    ) -> list[np.ndarray]:
+        binding = self._decoder.io_binding()
+        for name, value in feed.items():
+            binding.bind_cpu_input(name, value)
+        for name, value in on_device.items():
+            binding.bind_ortvalue_input(name, value)
+        for name in self._decoder_outputs:
+            binding.bind_output(name, "cpu")
+        self._decoder.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
 
     def align(self, tokens, cross: CrossKV) -> np.ndarray:
         """Cross-attention weights of the alignment heads for a whole sequence: [n_heads, S, 1500]."""

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import importlib.metadata
 import importlib.resources
+import importlib.util
 import re
 import shutil
 import sys
@@ -98,6 +99,8 @@ def ensure_stubs(out_dir: Path = OUT_DIR, proto_root: Path = PROTO_ROOT) -> None
     """Regenerate the stubs if missing or stale; safe when several processes start at once."""
     if not proto_root.is_dir():
         return  # an installed package without the sources: use the stubs it ships
+    if (out_dir / STAMP).exists() and importlib.util.find_spec("grpc_tools") is None:
+        return  # a runtime image without the generator: use the stubs built with the image
     if is_fresh(out_dir, proto_root):
         return
     key = hashlib.sha256(str(out_dir).encode()).hexdigest()[:16]

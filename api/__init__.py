@@ -81,7 +81,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     install_request_hooks(app)
     install_metrics(app, settings)  # before the auth hook: refused requests are counted and timed too
     app.before_request(load_principal)  # before the rate limiter's hook: it counts per organization
-    init_rate_limits(app)
+    init_rate_limits(app, settings.redis_url, app.config["REDIS_KEY_PREFIX"])
 
     api = CliptextApi(app)
     from api.blueprints import health, openai, orgs, transcriptions, uploads

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from threadpoolctl import threadpool_limits
 
 from cliptext.errors import ErrorCode
 from inference.config import ModelConfig
@@ -106,6 +107,13 @@ def _session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
+def _quiet_blas() -> None:
+    """numpy's BLAS to one thread, for the whole process: after each call (the mel filterbank product)
+    OpenBLAS's idle workers spin for tens of ms on the cores ONNX Runtime's pool is about to need
+    (measured: the next encoder run took 125 ms instead of 80 with 2 threads)."""
+    threadpool_limits(limits=1, user_api="blas")
+
+
 class OnnxWhisper:
     """Whisper encoder/decoder/aligner sessions for one exported model directory."""
 
@@ -125,6 +133,7 @@ class OnnxWhisper:
         if device == "cuda" and not want_cuda:
             log.warning("CUDA requested but onnxruntime has no CUDAExecutionProvider; using CPU")
         self.precision = self._pick_precision(precision, want_cuda)
+        _quiet_blas()
         providers = [CUDA, CPU] if want_cuda else [CPU]
         self._options = _session_options(threads)
         if want_cuda and device == "auto":

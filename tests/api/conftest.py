@@ -20,11 +20,8 @@ from api import create_app
 from api.db import db
 from api.services.orgs import create_org
 from tests.api.postgres_admin import PG_ADMIN_URL, pg_admin
-from tests.media import AUDIO_DIR
 
 REDIS_URL = os.environ.get("CLIPTEXT_TEST_REDIS", "redis://127.0.0.1:6379/0")
-AUDIO = AUDIO_DIR
-JFK_MP3 = AUDIO / "jfk.mp3"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -109,29 +106,3 @@ def new_org(app):
         return org, {"Authorization": f"Bearer {raw}"}
 
     return make
-
-
-def upload_file(client, headers: dict[str, str], path: Path, filename: str | None = None) -> str:
-    """Presign, PUT and complete a real file; returns the upload id."""
-    data = path.read_bytes()
-    name = filename or path.name
-    response = client.post(
-        "/v1/uploads/presigned",
-        json={"filename": name, "content_type": "audio/mpeg", "size": len(data)},
-        headers=headers,
-    )
-    assert response.status_code == 201, response.get_json()
-    body = response.get_json()
-    put = client.put(local_path(body["url"]), data=data, headers=body["headers"])
-    assert put.status_code == 200, put.get_json()
-    done = client.post("/v1/uploads/complete", json={"upload_id": body["id"]}, headers=headers)
-    assert done.status_code == 200, done.get_json()
-    return body["id"]
-
-
-def local_path(url: str) -> str:
-    """The path + query of an absolute URL (the test client talks to the app directly)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return f"{parts.path}?{parts.query}"

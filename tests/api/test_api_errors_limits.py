@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import JFK_MP3, upload_file
 
 from api.errors import ErrorSchema
+from tests.api.helpers import JFK_MP3, upload_file
 
 ENVELOPE = ErrorSchema()
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import base64
 import re
 
-from conftest import JFK_MP3, upload_file
 from rq.job import Job
 
 from api.models import Segment, Transcription, TranscriptionStatus, utcnow
 from api.queue import REQUEST_ID_META
+from tests.api.helpers import JFK_MP3, upload_file
 
 SEGMENTS = [
     (0.0, 4.0, " And so my fellow Americans,", [(0.0, 0.4, " And"), (0.5, 0.9, " so"), (1.0, 3.9, " my")]),

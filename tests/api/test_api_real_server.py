@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 
 import requests
-from conftest import JFK_MP3
 from werkzeug.serving import make_server
+
+from tests.api.helpers import JFK_MP3
 
 
 def test_streamed_put_over_http(app, new_org):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import JFK_MP3, upload_file
 from rq import Queue
 from rq.job import Job
 
 from api.models import Segment, Transcription, TranscriptionStatus, Upload, utcnow
 from api.queue import JOB_FUNCTION
+from tests.api.helpers import JFK_MP3, upload_file
 
 
 def create(client, headers, upload_id, **options):

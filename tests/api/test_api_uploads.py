@@ -8,10 +8,10 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import JFK_MP3, local_path, upload_file
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from api.models import Upload, UploadStatus, utcnow
+from tests.api.helpers import JFK_MP3, local_path, upload_file
 
 
 def presign(client, headers, filename="talk.mp3", size=1000, content_type="audio/mpeg"):

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-AUDIO = Path("/work/shared/audio")
+
 CLIPS = ("jfk.flac", "multilingual.mp3")
 CONFIGS = (("fp32", "float32", 1), ("fp32", "float32", 5), ("int8", "int8", 1), ("int8", "int8", 5))
 
@@ -75,12 +75,13 @@ def main() -> None:
 
     from inference.audio import decode_audio
     from tests.inference.reference_runs import ground_truth, wer
+    from tests.media import AUDIO_DIR
 
     work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     files = {}
     for clip in CLIPS:
         files[clip] = str(work / (clip + ".npy"))
-        np.save(files[clip], decode_audio(AUDIO / clip))
+        np.save(files[clip], decode_audio(AUDIO_DIR / clip))
     rows = []
     for precision, compute_type, beam in CONFIGS:
         ours = _run(

@@ -23,10 +23,9 @@ from inference.audio import decode_audio
 from inference.transcribe import WhisperEngine
 from inference.types import TranscribeOptions
 from tests.inference.exported_model import REF_PYTHON, ROOT, exported_model_dir
+from tests.media import AUDIO_DIR
 
-AUDIO = Path("/work/shared/audio")
-if not AUDIO.exists():
-    AUDIO = ROOT.parent / "shared" / "audio"
+AUDIO = AUDIO_DIR
 TRANSCRIPTS = json.loads((AUDIO / "transcripts.json").read_text())
 CLIPS = ("jfk.flac", "jfk.mp3", "stereo_diarization.wav", "multilingual.mp3", "hotwords.mp3")
 _WORK = Path(tempfile.mkdtemp(prefix="engine-ref-"))

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from api.models import Upload, utcnow
+from tests.media import AUDIO_DIR
 
-JFK_MP3 = Path("/work/shared/audio/jfk.mp3")
+JFK_MP3 = AUDIO_DIR / "jfk.mp3"
 
 HOSTILE_NAMES = [
     "../../../../tmp/escaped.mp3",

@@ -7,14 +7,14 @@ matrix without editing this file; an id parameter this file cannot fill makes th
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from api.models import Membership, Segment, Transcription, Upload, utcnow
+from tests.media import AUDIO_DIR
 
-JFK_MP3 = Path("/work/shared/audio/jfk.mp3")
+JFK_MP3 = AUDIO_DIR / "jfk.mp3"
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 # path parameters that name something every organization shares (the loaded model), not A's data
 SHARED_RESOURCES = {"model_id"}

@@ -7,6 +7,7 @@ The model is exported into models/ (idempotent: a matching export is reused); th
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -27,6 +28,13 @@ def exported_model_dir() -> Path:
     out = ROOT / "models"
     export(default_source(), out, DEFAULT_NAME, ALL_PRECISIONS)
     return out / DEFAULT_NAME
+
+
+def stack_model_dir() -> Path:
+    """The model the server and stack tests run: CLIPTEXT_MODEL_DIR, else the tiny.en export (made if
+    missing; an up-to-date export is reused)."""
+    configured = os.environ.get("CLIPTEXT_MODEL_DIR")
+    return Path(configured).resolve() if configured else exported_model_dir()
 
 
 def ct2_reference(out_dir: Path) -> dict:

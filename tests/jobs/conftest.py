@@ -9,32 +9,14 @@ recovery and retries take seconds.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from inference.export import DEFAULT_NAME, default_source, export
-from tests.jobs.stack import ROOT, Stack, launch, shutdown
-from tests.media import AUDIO_DIR
+from tests.jobs.stack import Stack, launch, shutdown
 
 __all__ = ["Stack"]
-
-
-@pytest.fixture(scope="session")
-def transcripts() -> dict:
-    return json.loads((AUDIO_DIR / "transcripts.json").read_text())
-
-
-@pytest.fixture(scope="session")
-def model_dir() -> Path:
-    configured = os.environ.get("CLIPTEXT_MODEL_DIR")
-    if configured:
-        return Path(configured).resolve()
-    export(default_source(), ROOT / "models", DEFAULT_NAME, ("fp32", "int8", "fp16"))
-    return ROOT / "models" / DEFAULT_NAME
 
 
 @pytest.fixture(scope="session")

@@ -12,20 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from inference.export import DEFAULT_NAME, default_source, export
-from tests.jobs.stack import ROOT, Proc, Stack, free_port, launch, shutdown
+from tests.jobs.stack import Proc, Stack, free_port, launch, shutdown
 
 REDIS_URL = os.environ.get("CLIPTEXT_TEST_OPS_REDIS", "redis://127.0.0.1:6379/9")
 ADMIN = ("operator", "ops-test-password")
-
-
-@pytest.fixture(scope="session")
-def model_dir() -> Path:
-    configured = os.environ.get("CLIPTEXT_MODEL_DIR")
-    if configured:
-        return Path(configured).resolve()
-    export(default_source(), ROOT / "models", DEFAULT_NAME, ("fp32", "int8", "fp16"))
-    return ROOT / "models" / DEFAULT_NAME
 
 
 @pytest.fixture(scope="session")

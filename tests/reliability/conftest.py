@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from inference.export import DEFAULT_NAME, default_source, export
-from tests.jobs.stack import ROOT
 from tests.reliability.redis_server import RedisServer
-
-
-@pytest.fixture(scope="session")
-def model_dir() -> Path:
-    configured = os.environ.get("CLIPTEXT_MODEL_DIR")
-    if configured:
-        return Path(configured).resolve()
-    export(default_source(), ROOT / "models", DEFAULT_NAME, ("fp32", "int8", "fp16"))
-    return ROOT / "models" / DEFAULT_NAME
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import pytest
 import redis
 import requests
 
+from tests.inference.exported_model import stack_model_dir
 from tests.media import AUDIO_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +76,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
         STORAGE_URL=f"file://{folder / 'storage'}",
         CLIPTEXT_PUBLIC_URL=base_url,
         INFERENCE_ADDR=inference_addr,
-        CLIPTEXT_MODEL_DIR=str(_model_dir()),
+        CLIPTEXT_MODEL_DIR=str(stack_model_dir()),
         CLIPTEXT_SECRET_KEY=secrets.token_urlsafe(32),
         PYTHONUNBUFFERED="1",
     )
@@ -123,17 +124,6 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
             process.wait()
         conn.flushdb()
         conn.close()
-
-
-def _model_dir() -> Path:
-    """The exported tiny.en model (exported on first use, as tests/jobs does)."""
-    configured = os.environ.get("CLIPTEXT_MODEL_DIR")
-    if configured:
-        return Path(configured).resolve()
-    from inference.export import DEFAULT_NAME, default_source, export
-
-    export(default_source(), ROOT / "models", DEFAULT_NAME, ("fp32", "int8", "fp16"))
-    return ROOT / "models" / DEFAULT_NAME
 
 
 def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

@@ -20,7 +20,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from inference.export import DEFAULT_NAME, default_source, export
 from inference.stubs import SERVICE_NAME
 from tests.media import AUDIO_DIR
 
@@ -83,21 +82,6 @@ def wait_serving(server: ServerProcess, timeout: float = START_TIMEOUT) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"server not SERVING after {timeout} s:\n{server.log()}")
-
-
-@pytest.fixture(scope="session")
-def model_dir() -> Path:
-    """The exported tiny.en model (exported into models/ if missing; a matching export is reused)."""
-    configured = os.environ.get("CLIPTEXT_MODEL_DIR")
-    if configured:
-        return Path(configured)
-    export(default_source(), ROOT / "models", DEFAULT_NAME, ("fp32", "int8", "fp16"))
-    return ROOT / "models" / DEFAULT_NAME
-
-
-@pytest.fixture(scope="session")
-def transcripts() -> dict:
-    return json.loads((AUDIO_DIR / "transcripts.json").read_text())
 
 
 @pytest.fixture(scope="session")

@@ -35,22 +35,15 @@ def free_port() -> int:
 def seed(segments: int) -> tuple[str, str]:
     """One Enterprise org (no practical rate limit) with a completed transcription; returns (key, id)."""
     from api.db import init_db
-    from api.models import Segment, Transcription, Upload, db, utcnow
+    from api.models import Segment, Transcription, db
     from api.services.orgs import create_org
     from cliptext.settings import Settings
+    from tests.seed import completed_upload
 
     init_db(Settings.from_env(), migrate=True)
     with db.connection_context():
         org, _, raw = create_org("bench", "bench@example.com", "enterprise", custom_rate_limit=10_000_000)
-        upload = Upload.create(
-            organization=org,
-            filename="bench.mp3",
-            content_type="audio/mpeg",
-            declared_size=1,
-            storage_key="uploads/bench/upl",
-            status="completed",
-            expires_at=utcnow(),
-        )
+        upload = completed_upload(org, "bench.mp3", duration=60.0)
         row = Transcription.create(
             organization=org,
             upload=upload,

@@ -65,24 +65,15 @@ def free_port() -> int:
 def seed(listed: int, segments: int) -> dict[str, str]:
     """An Enterprise org (no practical rate limit), `listed` completed transcriptions, a completed upload."""
     from api.db import init_db
-    from api.models import Segment, Transcription, Upload, db, utcnow
+    from api.models import Segment, Transcription, db
     from api.services.orgs import create_org
     from cliptext.settings import Settings
+    from tests.seed import completed_upload
 
     init_db(Settings.from_env(), migrate=True)
     with db.connection_context():
         org, _, raw = create_org("bench", "bench@example.com", "enterprise", custom_rate_limit=100_000_000)
-        upload = Upload.create(
-            organization=org,
-            filename="bench.mp3",
-            content_type="audio/mpeg",
-            declared_size=1,
-            storage_key=f"uploads/{org.public_id}/bench",
-            status="completed",
-            expires_at=utcnow(),
-            completed_at=utcnow(),
-            duration=60.0,
-        )
+        upload = completed_upload(org, "bench.mp3", duration=60.0)
         rows = [
             Transcription.create(
                 organization=org, upload=upload, status="completed", text="word " * 200, duration=60.0

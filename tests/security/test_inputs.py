@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from api.models import Upload, utcnow
+from api.models import Upload
+from tests import seed
 from tests.media import AUDIO_DIR
 
 JFK_MP3 = AUDIO_DIR / "jfk.mp3"
@@ -159,17 +160,7 @@ PRIVATE_TARGETS = [
 def completed_upload(app, new_org):
     org, raw = new_org("enterprise", custom_rate_limit=10_000)
     with app.app_context():
-        upload = Upload.create(
-            organization=org,
-            filename="a.mp3",
-            content_type="audio/mpeg",
-            declared_size=10,
-            storage_key=f"uploads/{org.public_id}/a",
-            status="completed",
-            expires_at=utcnow(),
-            completed_at=utcnow(),
-            duration=1.0,
-        )
+        upload = seed.completed_upload(org, "a.mp3")
     return upload.public_id, {"Authorization": f"Bearer {raw}"}
 
 

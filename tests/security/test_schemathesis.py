@@ -26,7 +26,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api.models import Segment, Transcription, Upload, utcnow
+from api.models import Segment, Transcription
+from tests.seed import completed_upload
 
 CHECKS = [
     not_a_server_error,
@@ -72,17 +73,7 @@ def seed(app, raw_org) -> dict[str, str]:
     """A completed transcription with segments and a pending upload, so some ids exist."""
     org = raw_org
     with app.app_context():
-        upload = Upload.create(
-            organization=org,
-            filename="seed.mp3",
-            content_type="audio/mpeg",
-            declared_size=10,
-            storage_key=f"uploads/{org.public_id}/seed",
-            status="completed",
-            expires_at=utcnow(),
-            completed_at=utcnow(),
-            duration=3.0,
-        )
+        upload = completed_upload(org, duration=3.0)
         row = Transcription.create(
             organization=org, upload=upload, status="completed", text=" hi", duration=3.0, language="en"
         )

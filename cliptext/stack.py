@@ -61,6 +61,9 @@ def _check_alive(processes: dict[str, subprocess.Popen]) -> None:
 
 
 def _stop(processes: dict[str, subprocess.Popen]) -> None:
+    # a second Ctrl-C or SIGTERM must not cut the clean-up short and leave children running
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for process in processes.values():
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):

@@ -55,6 +55,13 @@ class CliptextWorker(Worker):
             **kwargs,
         )
         self.settings = settings
+        self.stop_signalled = False
+
+    def request_stop(self, signum, frame) -> None:
+        # RQ leaves its own `_stop_requested` unset when the worker was idle, so remember the signal here:
+        # `main` must not take the loop's return for an error and start again
+        self.stop_signalled = True
+        super().request_stop(signum, frame)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         interval = self.job_monitoring_interval
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("Redis unreachable while the worker started (%s); starting again in 2 s", error)
             time.sleep(2.0)
             continue
-        if args.burst or worker._stop_requested:
+        if args.burst or worker.stop_signalled:
             return 0
         # RQ's loop quits on any error it meets outside a job (a Redis outage at the wrong moment)
         log.warning("the worker loop stopped on an error; starting again in 2 s")

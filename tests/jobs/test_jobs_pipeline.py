@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -137,3 +138,11 @@ def test_delete_while_processing_stops_the_job_and_leaves_nothing(stack: Stack, 
     # the worker is still there for the next job
     assert_jfk(stack.wait(stack.create(stack.upload(JFK, "audio/mpeg"))["id"], timeout=120), transcripts)
     assert worker.alive()
+
+
+def test_an_idle_worker_stops_on_sigterm(stack: Stack) -> None:
+    """docker stop / Ctrl-C: SIGTERM ends an idle worker at once, it does not start its loop again."""
+    worker = stack.start_worker()
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(10) == 0, worker.log()
+    assert "starting again" not in worker.log()

@@ -47,13 +47,16 @@ def main() -> int:
     parser.add_argument("--clips", default="jfk.flac,multilingual.mp3")
     parser.add_argument("--beams", default="1,5")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--devices", default="cuda,cpu", help="cpu alone on a machine without a GPU")
+    parser.add_argument(
+        "--devices", default="auto", help="cuda,cpu or cpu; auto: cuda too when an NVIDIA device node exists"
+    )
     args = parser.parse_args()
 
     providers = ort.get_available_providers()
     print(f"onnxruntime {ort.__version__}, providers {providers}, {os.cpu_count()} CPUs")
     configs = [("cpu", "fp32", 2), ("cpu", "fp32", os.cpu_count() or 1)]
-    if "cuda" in args.devices.split(","):
+    devices = args.devices.split(",")
+    if "cuda" in devices or (args.devices == "auto" and Path("/dev/nvidiactl").exists()):
         configs = [("cuda", "fp16", 0), ("cuda", "fp32", 0), *configs]
     clips = {name: decode_audio(AUDIO / name) for name in args.clips.split(",")}
     beams = [int(b) for b in args.beams.split(",")]

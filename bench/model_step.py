@@ -20,9 +20,10 @@ from inference.audio import decode_audio
 from inference.export import DEFAULT_NAME, default_source
 from inference.features import FeatureExtractor, pad_or_trim
 from inference.model import OnnxWhisper
+from tests.media import AUDIO_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-JFK = ROOT.parent / "shared" / "audio" / "jfk.flac"
+JFK = AUDIO_DIR / "jfk.flac"
 
 
 def best(fn, repeat: int = 10) -> float:

@@ -154,6 +154,8 @@ class OnnxWhisper:
             providers = [CPU]
         self._providers = providers
         self._decoder = self._session("decoder", providers)
+        # the decoder's own session decides: its CUDA start can fail (GPU memory) where the encoder's did not
+        self._decoder_on_cuda = self._decoder.get_providers()[0] == CUDA
         n_layer = self.config.n_text_layer
         self._cross_names = cross_input_names(n_layer)
         self._self_names = cache_names(n_layer, "self")
@@ -209,7 +211,7 @@ class OnnxWhisper:
         for i, (k_name, v_name) in enumerate(self._self_names):
             feed[k_name] = cache.k[i]
             feed[v_name] = cache.v[i]
-        if self.provider == CUDA:
+        if self._decoder_on_cuda:
             outputs = self._run_on_cuda(feed, cross.device_inputs(self._cross_names, self._device_id))
         else:
             for i, (k_name, v_name) in enumerate(self._cross_names):

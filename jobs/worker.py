@@ -24,6 +24,7 @@ import uuid
 
 import redis
 from rq import Queue, Worker
+from rq.exceptions import StopRequested
 from rq.job import Job
 
 from api.db import db, init_db
@@ -61,6 +62,7 @@ class CliptextWorker(Worker):
         # RQ leaves its own `_stop_requested` unset when the worker was idle, so remember the signal here:
         # `main` must not take the loop's return for an error and start again
         self.stop_signalled = True
+        self._stop_requested = True  # also ends RQ's loop should its StopRequested be caught on the way up
         super().request_stop(signum, frame)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
@@ -124,6 +126,8 @@ class CliptextWorker(Worker):
             for sweep in (recover_abandoned, requeue_orphans):
                 try:
                     sweep(self.connection, self.settings, queue.name)
+                except StopRequested:  # SIGTERM arrived during the sweep: RQ's way of ending the loop
+                    raise
                 except Exception:  # a sweep must never take the worker down
                     log.exception("%s of %s failed", sweep.__name__, queue.name)
 
@@ -159,16 +163,19 @@ def main(argv: list[str] | None = None) -> int:
         worker_name = name if attempt == 0 else f"{name}.{attempt}"
         worker = CliptextWorker(queues, name=worker_name, connection=connection, settings=settings)
         try:
-            worker.work(burst=args.burst, logging_level=args.log_level, with_scheduler=True)
-        except _REDIS_DOWN as error:  # Redis went away while the worker registered itself
-            log.warning("Redis unreachable while the worker started (%s); starting again in 2 s", error)
+            try:
+                worker.work(burst=args.burst, logging_level=args.log_level, with_scheduler=True)
+            except _REDIS_DOWN as error:  # Redis went away while the worker registered itself
+                log.warning("Redis unreachable while the worker started (%s); starting again in 2 s", error)
+                time.sleep(2.0)
+                continue
+            if args.burst or worker.stop_signalled:
+                return 0
+            # RQ's loop quits on any error it meets outside a job (a Redis outage at the wrong moment)
+            log.warning("the worker loop stopped on an error; starting again in 2 s")
             time.sleep(2.0)
-            continue
-        if args.burst or worker.stop_signalled:
+        except StopRequested:  # SIGTERM between two loops, while the last worker's handler is installed
             return 0
-        # RQ's loop quits on any error it meets outside a job (a Redis outage at the wrong moment)
-        log.warning("the worker loop stopped on an error; starting again in 2 s")
-        time.sleep(2.0)
     return 1
 
 

@@ -142,7 +142,11 @@ def test_delete_while_processing_stops_the_job_and_leaves_nothing(stack: Stack, 
 
 def test_an_idle_worker_stops_on_sigterm(stack: Stack) -> None:
     """docker stop / Ctrl-C: SIGTERM ends an idle worker at once, it does not start its loop again."""
-    worker = stack.start_worker()
+    worker = stack.start_worker(name="sigterm-idle")
+    deadline = time.monotonic() + 30
+    while stack.redis.hget("rq:worker:sigterm-idle", "state") != b"idle":  # signal handlers installed
+        assert time.monotonic() < deadline, worker.log()
+        time.sleep(0.05)
     worker.process.send_signal(signal.SIGTERM)
     assert worker.process.wait(10) == 0, worker.log()
     assert "starting again" not in worker.log()

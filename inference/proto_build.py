@@ -30,14 +30,21 @@ def proto_files(proto_root: Path = PROTO_ROOT) -> list[Path]:
     return sorted(proto_root.rglob("*.proto"))
 
 
+def sources_hash(proto_root: Path = PROTO_ROOT) -> str:
+    """Hash of the .proto sources alone (computable where the generator is not installed)."""
+    digest = hashlib.sha256()
+    for path in proto_files(proto_root):
+        digest.update(str(path.relative_to(proto_root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def fingerprint(proto_root: Path = PROTO_ROOT) -> str:
     """Hash of the .proto sources, the generator's version and this module's code."""
     digest = hashlib.sha256()
     digest.update(importlib.metadata.version("grpcio-tools").encode())
     digest.update(Path(__file__).read_bytes())
-    for path in proto_files(proto_root):
-        digest.update(str(path.relative_to(proto_root)).encode())
-        digest.update(path.read_bytes())
+    digest.update(sources_hash(proto_root).encode())
     return digest.hexdigest()
 
 
@@ -76,7 +83,7 @@ def generate(out_dir: Path = OUT_DIR, proto_root: Path = PROTO_ROOT) -> None:
             _rewrite_imports(generated, top_packages)
         for folder in [staging, *(p for p in staging.rglob("*") if p.is_dir())]:
             (folder / "__init__.py").touch()
-        (staging / STAMP).write_text(fingerprint(proto_root) + "\n")
+        (staging / STAMP).write_text(fingerprint(proto_root) + "\n" + sources_hash(proto_root) + "\n")
         retired = None
         if out_dir.exists():
             retired = Path(tempfile.mkdtemp(prefix=".proto-old-", dir=out_dir.parent))
@@ -92,7 +99,7 @@ def generate(out_dir: Path = OUT_DIR, proto_root: Path = PROTO_ROOT) -> None:
 def is_fresh(out_dir: Path = OUT_DIR, proto_root: Path = PROTO_ROOT) -> bool:
     """True when the stubs exist and were generated from the current sources."""
     stamp = out_dir / STAMP
-    return stamp.exists() and stamp.read_text().strip() == fingerprint(proto_root)
+    return stamp.exists() and stamp.read_text().split()[:1] == [fingerprint(proto_root)]
 
 
 def ensure_stubs(out_dir: Path = OUT_DIR, proto_root: Path = PROTO_ROOT) -> None:
@@ -100,7 +107,14 @@ def ensure_stubs(out_dir: Path = OUT_DIR, proto_root: Path = PROTO_ROOT) -> None
     if not proto_root.is_dir():
         return  # an installed package without the sources: use the stubs it ships
     if (out_dir / STAMP).exists() and importlib.util.find_spec("grpc_tools") is None:
-        return  # a runtime image without the generator: use the stubs built with the image
+        # a runtime image without the generator: use the stubs built with the image, unless they are stale
+        built_from = (out_dir / STAMP).read_text().split()[1:2]
+        if built_from != [sources_hash(proto_root)]:
+            raise RuntimeError(
+                f"the gRPC stubs in {out_dir} were not built from the .proto files in {proto_root}, and "
+                "grpcio-tools is not installed to rebuild them"
+            )
+        return
     if is_fresh(out_dir, proto_root):
         return
     key = hashlib.sha256(str(out_dir).encode()).hexdigest()[:16]

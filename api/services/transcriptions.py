@@ -50,8 +50,9 @@ def get_transcription(org: Organization, public_id: str) -> Transcription:
 
     The row carries `upload_public_id` (joined in the same query) for the response.
     """
-    sql, _ = prepared("transcription-by-id", _by_id_query, {"?id": "id", -1: "org"})
-    row = next(iter(Transcription.raw(sql, public_id, org.id)), None)
+    sql, names = prepared("transcription-by-id", _by_id_query, {"?id": "id", -1: "org"})
+    values = {"id": public_id, "org": org.id}
+    row = next(iter(Transcription.raw(sql, *(values[name] for name in names))), None)
     if row is None:
         raise NotFound("Transcription")
     return row
@@ -185,14 +186,15 @@ def list_page(
 ) -> Page:
     """Newest first; `starting_after` is the id of the last item of the previous page."""
     if starting_after:
-        sql, _ = prepared(
+        sql, names = prepared(
             "page-cursor",
             lambda: Transcription.select(Transcription.id).where(
                 (Transcription.public_id == "?after") & (Transcription.organization == -1)
             ),
             _PAGE_SENTINELS,
         )
-        if db.execute_sql(sql, (starting_after, org.id)).fetchone() is None:
+        cursor_values = {"after": starting_after, "org": org.id}
+        if db.execute_sql(sql, tuple(cursor_values[name] for name in names)).fetchone() is None:
             raise ApiError(
                 ErrorCode.VALIDATION_ERROR,
                 "starting_after does not name one of your transcriptions",
@@ -217,12 +219,13 @@ def delete(state: AppState, transcription: Transcription) -> None:
 
 
 def upload_for(org: Organization, upload_public_id: str) -> Upload:
-    sql, _ = prepared(
+    sql, names = prepared(
         "upload-by-id",
         lambda: Upload.select().where((Upload.public_id == "?id") & (Upload.organization == -1)),
         {"?id": "id", -1: "org"},
     )
-    upload = next(iter(Upload.raw(sql, upload_public_id, org.id)), None)
+    values = {"id": upload_public_id, "org": org.id}
+    upload = next(iter(Upload.raw(sql, *(values[name] for name in names))), None)
     if upload is None:
         raise ApiError(ErrorCode.NOT_FOUND, "Upload not found", {"field": "upload_id"})
     return upload

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import filecmp
+import importlib.util
 from pathlib import Path
+
+import pytest
 
 from inference import proto_build
 
@@ -44,3 +47,24 @@ def test_generated_imports_resolve_inside_the_package() -> None:
     text = grpc_module.read_text()
     assert "from inference.proto.cliptext.inference.v1 import transcriber_pb2" in text
     assert "\nfrom cliptext." not in text
+
+
+def test_without_the_generator_built_stubs_are_used_unless_stale(tmp_path: Path, monkeypatch) -> None:
+    """A runtime image has no grpcio-tools: its stubs serve while they match the protos, else it says so."""
+    protos = tmp_path / "protos" / "cliptext" / "inference" / "v1"
+    protos.mkdir(parents=True)
+    source = proto_build.PROTO_ROOT / "cliptext" / "inference" / "v1" / "transcriber.proto"
+    (protos / "transcriber.proto").write_bytes(source.read_bytes())
+    out = tmp_path / "out"
+    proto_build.ensure_stubs(out, tmp_path / "protos")
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, *args):
+        return None if name == "grpc_tools" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    proto_build.ensure_stubs(out, tmp_path / "protos")  # up to date: no generator needed
+    with (protos / "transcriber.proto").open("a") as handle:
+        handle.write("\n// a new comment\n")
+    with pytest.raises(RuntimeError, match="grpcio-tools is not installed"):
+        proto_build.ensure_stubs(out, tmp_path / "protos")

@@ -15,6 +15,15 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _copy_of_the_protos(tmp_path: Path) -> tuple[Path, Path]:
+    """(folder holding a copy of transcriber.proto under tmp_path/protos, an output folder for stubs)."""
+    protos = tmp_path / "protos" / "cliptext" / "inference" / "v1"
+    protos.mkdir(parents=True)
+    source = proto_build.PROTO_ROOT / "cliptext" / "inference" / "v1" / "transcriber.proto"
+    (protos / "transcriber.proto").write_bytes(source.read_bytes())
+    return protos, tmp_path / "out"
+
+
 def test_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
     proto_build.ensure_stubs()
     fresh = tmp_path / "proto"
@@ -28,11 +37,7 @@ def test_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
 
 
 def test_a_changed_proto_makes_the_stubs_stale(tmp_path: Path) -> None:
-    protos = tmp_path / "protos" / "cliptext" / "inference" / "v1"
-    protos.mkdir(parents=True)
-    source = proto_build.PROTO_ROOT / "cliptext" / "inference" / "v1" / "transcriber.proto"
-    (protos / "transcriber.proto").write_bytes(source.read_bytes())
-    out = tmp_path / "out"
+    protos, out = _copy_of_the_protos(tmp_path)
     proto_build.ensure_stubs(out, tmp_path / "protos")
     assert proto_build.is_fresh(out, tmp_path / "protos")
     with (protos / "transcriber.proto").open("a") as handle:
@@ -51,11 +56,7 @@ def test_generated_imports_resolve_inside_the_package() -> None:
 
 def test_without_the_generator_built_stubs_are_used_unless_stale(tmp_path: Path, monkeypatch) -> None:
     """A runtime image has no grpcio-tools: its stubs serve while they match the protos, else it says so."""
-    protos = tmp_path / "protos" / "cliptext" / "inference" / "v1"
-    protos.mkdir(parents=True)
-    source = proto_build.PROTO_ROOT / "cliptext" / "inference" / "v1" / "transcriber.proto"
-    (protos / "transcriber.proto").write_bytes(source.read_bytes())
-    out = tmp_path / "out"
+    protos, out = _copy_of_the_protos(tmp_path)
     proto_build.ensure_stubs(out, tmp_path / "protos")
     real_find_spec = importlib.util.find_spec
 

@@ -18,6 +18,8 @@ from inference.config import ModelConfig
 from inference.ct2_reader import read_ct2_model
 from inference.export import default_source
 from inference.model import OnnxWhisper
+from inference.transcribe import WhisperEngine
+from inference.types import TranscribeOptions
 from tests.inference.exported_model import ROOT
 
 
@@ -213,12 +215,15 @@ def _write_ct2_whisper(directory: Path, n_mels: int, d: int, layers: int, heads:
     directory.mkdir()
     (directory / "model.bin").write_bytes(blob)
     # the large-v3 special tokens (100 languages, <|nospeech|>), as added tokens of a tokenizer.json
-    names = ["<|endoftext|>", "<|startoftranscript|>"] + [f"<|l{i:02d}|>" for i in range(99)] + ["<|yue|>"]
+    codes = [f"x{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(99)]  # stand-ins for the real codes
+    names = ["<|endoftext|>", "<|startoftranscript|>"] + [f"<|{code}|>" for code in codes] + ["<|yue|>"]
     names[2] = "<|en|>"
     names += ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>"]
     names += ["<|notimestamps|>", "<|0.00|>"]
-    added = [{"id": 50257 + i, "content": name, "special": True} for i, name in enumerate(names)]
-    (directory / "tokenizer.json").write_text(json.dumps({"added_tokens": added, "model": {"type": "BPE"}}))
+    flags = {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+    tokenizer = json.loads((default_source() / "tokenizer.json").read_text())  # a real BPE, other specials
+    tokenizer["added_tokens"] = [{"id": 50257 + i, "content": name, **flags} for i, name in enumerate(names)]
+    (directory / "tokenizer.json").write_text(json.dumps(tokenizer))
 
 
 def test_exports_a_multilingual_128_mel_int8_quantized_source(tmp_path):
@@ -251,3 +256,30 @@ def test_exports_a_multilingual_128_mel_int8_quantized_source(tmp_path):
     assert cross.k.shape == (2, 1, 2, 1500, 32)
     logits, cache = model.decode([list(config.sot_sequence)], None, cross)
     assert logits.shape == (1, 51866) and np.isfinite(logits).all() and cache.length == 3
+
+
+def test_language_detection_on_a_multilingual_model(tmp_path):
+    """The language tokens' probabilities at <|startoftranscript|>, over the model's own language list."""
+    source = tmp_path / "whisper-v3-like"
+    _write_ct2_whisper(source, n_mels=128, d=64, layers=2, heads=2, n_vocab=51866)
+    result = run_export("--from", str(source), "--out", str(tmp_path / "out"), "--precisions", "fp32")
+    assert result.returncode == 0, result.stderr
+    engine = WhisperEngine(OnnxWhisper(tmp_path / "out" / source.name, device="cpu", threads=1))
+    config = engine.config
+    audio = np.random.default_rng(1).normal(0, 0.1, 16000 * 3).astype(np.float32)
+    code, probability, ranked = engine.detect_language(audio)
+
+    assert len(ranked) == len(config.language_codes) == 100
+    assert sum(p for _, p in ranked) == pytest.approx(1.0, abs=1e-5)
+    assert [p for _, p in ranked] == sorted((p for _, p in ranked), reverse=True)
+    assert (code, probability) == ranked[0]
+    # the same choice made by hand from the decoder's logits at <|startoftranscript|>
+    mel = engine.feature_extractor(audio)[:, :3000]
+    cross = engine.model.encode(np.pad(mel, ((0, 0), (0, 3000 - mel.shape[1])))[None])
+    logits, _ = engine.model.decode([[config.sot]], None, cross)
+    by_hand = max(config.languages, key=lambda name: logits[0, config.languages[name]])
+    assert code == by_hand
+    # and transcribe() with no language given detects it and reports it
+    segments, info = engine.transcribe(audio, TranscribeOptions(beam_size=1, temperatures=(0.0,)))
+    list(segments)
+    assert (info.language, info.language_probability) == (code, pytest.approx(probability))

@@ -98,15 +98,16 @@ _PREPARED: dict[tuple[type, Hashable], tuple[str, tuple[str, ...]]] = {}
 
 
 def prepared(
-    key: Hashable, build: Callable[[], pw.Query], names: dict[Any, str]
-) -> tuple[str, tuple[str, ...]]:
-    """The SQL of the query `build()` makes and the names of its parameters, in order.
+    key: Hashable, build: Callable[[], pw.Query], names: dict[Any, str], **values: Any
+) -> tuple[str, tuple[Any, ...]]:
+    """The SQL of the query `build()` makes and its parameters: `values`, bound by name.
 
     Compiled once per `key` and database class (dialect): peewee takes longer to compile a query than
     SQLite takes to run a small one. `build` writes a sentinel value where each parameter goes (`names`
     maps each sentinel to its name; pick values no query would hold: -1 for an id, "?name" for text);
-    callers pass the real values in the order given. A parameter that is not a sentinel is refused, so
-    a constant added to the query later cannot be silently swapped for another value.
+    each parameter is then taken from `values` by that name, whatever order the dialect puts them in.
+    A parameter that is not a sentinel is refused, so a constant added to the query later cannot be
+    silently swapped for another value.
     """
     cache_key = (type(db.obj), key)
     found = _PREPARED.get(cache_key)
@@ -117,4 +118,5 @@ def prepared(
         except (KeyError, TypeError):
             raise RuntimeError(f"{key}: parameters {params} are not all sentinels of {names}") from None
         found = _PREPARED.setdefault(cache_key, (sql, order))
-    return found
+    sql, order = found
+    return sql, tuple(values[name] for name in order)

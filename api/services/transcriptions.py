@@ -50,9 +50,10 @@ def get_transcription(org: Organization, public_id: str) -> Transcription:
 
     The row carries `upload_public_id` (joined in the same query) for the response.
     """
-    sql, names = prepared("transcription-by-id", _by_id_query, {"?id": "id", -1: "org"})
-    values = {"id": public_id, "org": org.id}
-    row = next(iter(Transcription.raw(sql, *(values[name] for name in names))), None)
+    sql, params = prepared(
+        "transcription-by-id", _by_id_query, {"?id": "id", -1: "org"}, id=public_id, org=org.id
+    )
+    row = next(iter(Transcription.raw(sql, *params)), None)
     if row is None:
         raise NotFound("Transcription")
     return row
@@ -60,12 +61,13 @@ def get_transcription(org: Organization, public_id: str) -> Transcription:
 
 def segments_of(transcription: Transcription) -> list[Segment]:
     """The segments in order, every column (the transcript formats need the decoding details too)."""
-    sql, _ = prepared(
+    sql, params = prepared(
         "segments",
         lambda: Segment.select().where(Segment.transcription == -1).order_by(Segment.index),
         {-1: "transcription"},
+        transcription=transcription.id,
     )
-    return list(Segment.raw(sql, transcription.id))
+    return list(Segment.raw(sql, *params))
 
 
 _ITEM_COLUMNS = (Segment.start, Segment.end, Segment.text, Segment.words)
@@ -76,15 +78,16 @@ def segment_items(transcription: Transcription) -> list[dict[str, Any]]:
 
     Read straight from the cursor: making 20 peewee models of 13 columns costs ten times the query.
     """
-    sql, _ = prepared(
+    sql, params = prepared(
         "segment-items",
         lambda: Segment.select(*_ITEM_COLUMNS).where(Segment.transcription == -1).order_by(Segment.index),
         {-1: "transcription"},
+        transcription=transcription.id,
     )
     words_value = Segment.words.python_value
     return [
         {"start": start, "end": end, "text": text, "words": words_value(words)}
-        for start, end, text, words in db.execute_sql(sql, (transcription.id,)).fetchall()
+        for start, end, text, words in db.execute_sql(sql, params).fetchall()
     ]
 
 
@@ -186,24 +189,32 @@ def list_page(
 ) -> Page:
     """Newest first; `starting_after` is the id of the last item of the previous page."""
     if starting_after:
-        sql, names = prepared(
+        sql, params = prepared(
             "page-cursor",
             lambda: Transcription.select(Transcription.id).where(
                 (Transcription.public_id == "?after") & (Transcription.organization == -1)
             ),
             _PAGE_SENTINELS,
+            after=starting_after,
+            org=org.id,
         )
-        cursor_values = {"after": starting_after, "org": org.id}
-        if db.execute_sql(sql, tuple(cursor_values[name] for name in names)).fetchone() is None:
+        if db.execute_sql(sql, params).fetchone() is None:
             raise ApiError(
                 ErrorCode.VALIDATION_ERROR,
                 "starting_after does not name one of your transcriptions",
                 {"field": "starting_after"},
             )
     shape = (bool(status), bool(starting_after))
-    sql, names = prepared(("page", *shape), lambda: _page_query(*shape), _PAGE_SENTINELS)
-    values = {"org": org.id, "status": status, "after": starting_after, "limit": limit + 1}
-    rows = list(Transcription.raw(sql, *(values[name] for name in names)))
+    sql, params = prepared(
+        ("page", *shape),
+        lambda: _page_query(*shape),
+        _PAGE_SENTINELS,
+        org=org.id,
+        status=status,
+        after=starting_after,
+        limit=limit + 1,
+    )
+    rows = list(Transcription.raw(sql, *params))
     return Page(data=rows[:limit], has_more=len(rows) > limit)
 
 
@@ -219,13 +230,14 @@ def delete(state: AppState, transcription: Transcription) -> None:
 
 
 def upload_for(org: Organization, upload_public_id: str) -> Upload:
-    sql, names = prepared(
+    sql, params = prepared(
         "upload-by-id",
         lambda: Upload.select().where((Upload.public_id == "?id") & (Upload.organization == -1)),
         {"?id": "id", -1: "org"},
+        id=upload_public_id,
+        org=org.id,
     )
-    values = {"id": upload_public_id, "org": org.id}
-    upload = next(iter(Upload.raw(sql, *(values[name] for name in names))), None)
+    upload = next(iter(Upload.raw(sql, *params)), None)
     if upload is None:
         raise ApiError(ErrorCode.NOT_FOUND, "Upload not found", {"field": "upload_id"})
     return upload

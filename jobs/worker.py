@@ -56,13 +56,12 @@ class CliptextWorker(Worker):
             **kwargs,
         )
         self.settings = settings
-        self.stop_signalled = False
 
     def request_stop(self, signum, frame) -> None:
-        # RQ leaves its own `_stop_requested` unset when the worker was idle, so remember the signal here:
-        # `main` must not take the loop's return for an error and start again
-        self.stop_signalled = True
-        self._stop_requested = True  # also ends RQ's loop should its StopRequested be caught on the way up
+        # RQ sets `_stop_requested` only when the worker is busy; set it when idle too, so that `main`
+        # does not take the loop's return for an error and start again, and so that RQ's loop still
+        # ends should its StopRequested be caught on the way up
+        self._stop_requested = True
         super().request_stop(signum, frame)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
@@ -169,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("Redis unreachable while the worker started (%s); starting again in 2 s", error)
                 time.sleep(2.0)
                 continue
-            if args.burst or worker.stop_signalled:
+            if args.burst or worker._stop_requested:
                 return 0
             # RQ's loop quits on any error it meets outside a job (a Redis outage at the wrong moment)
             log.warning("the worker loop stopped on an error; starting again in 2 s")

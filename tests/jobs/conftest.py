@@ -14,26 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs.stack import Stack, launch, shutdown
+from tests.jobs.stack import Stack, running
 
 __all__ = ["Stack"]
 
 
 @pytest.fixture(scope="session")
 def session_stack(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Stack]:
-    stack = launch(tmp_path_factory.mktemp("jobs_stack"), model_dir)
-    try:
+    with running(tmp_path_factory.mktemp("jobs_stack"), model_dir) as stack:
         yield stack
-    finally:
-        shutdown(stack)
 
 
 @pytest.fixture
 def stack(session_stack: Stack) -> Iterator[Stack]:
     """The session's stack; this test's workers are stopped after it, Redis jobs flushed."""
     yield session_stack
-    session_stack.stop_workers()
-    if session_stack.inference is None or not session_stack.inference.alive():
-        session_stack.start_inference()
+    session_stack.reset_after_test()
     for key in session_stack.redis.scan_iter("rq:*"):
         session_stack.redis.delete(key)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,6 +270,12 @@ class Stack:
             worker.stop()
         self.workers.clear()
 
+    def reset_after_test(self) -> None:
+        """For the next test of a shared stack: this test's workers stopped, the inference server up."""
+        self.stop_workers()
+        if self.inference is None or not self.inference.alive():
+            self.start_inference()
+
 
 def launch(
     tmp: Path,
@@ -321,6 +329,18 @@ def launch(
         shutdown(stack)
         raise
     return stack
+
+
+@contextlib.contextmanager
+def running(tmp: Path, model_dir: Path, keep_logs: Path | None = None, **launch_args: Any) -> Iterator[Stack]:
+    """`launch`, then `shutdown` however the block ends; `keep_logs` receives a copy of the logs after."""
+    stack = launch(tmp, model_dir, **launch_args)
+    try:
+        yield stack
+    finally:
+        shutdown(stack)
+        if keep_logs is not None:
+            shutil.copytree(stack.tmp / "logs", keep_logs, dirs_exist_ok=True)
 
 
 def shutdown(stack: Stack) -> None:

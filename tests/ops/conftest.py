@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs.stack import Proc, Stack, free_port, launch, shutdown
+from tests.jobs.stack import Proc, Stack, free_port, running
 
 REDIS_URL = os.environ.get("CLIPTEXT_TEST_OPS_REDIS", "redis://127.0.0.1:6379/9")
 ADMIN = ("operator", "ops-test-password")
@@ -22,7 +22,7 @@ ADMIN = ("operator", "ops-test-password")
 def ops_stack(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("ops_stack")
     (tmp / "prometheus").mkdir()
-    stack = launch(
+    with running(
         tmp,
         model_dir,
         redis_url=REDIS_URL,
@@ -31,11 +31,8 @@ def ops_stack(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iter
         PROMETHEUS_MULTIPROC_DIR=str(tmp / "prometheus"),
         CLIPTEXT_OPENAI_WAIT_SECONDS="120",
         CLIPTEXT_LOG_FORMAT="json",
-    )
-    try:
+    ) as stack:
         yield stack
-    finally:
-        shutdown(stack)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 from rq import Queue
 
-from tests.jobs.stack import Stack, launch, shutdown
+from tests.jobs.stack import Stack, running
 from tests.media import clip_path
 from tests.reliability.chaos import CHAOS_ENV, run_chaos
 from tests.reliability.pipeline import submit, wait_all
@@ -45,20 +44,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def module_stack(
     tmp_path_factory: pytest.TempPathFactory, model_dir: Path, redis_server: RedisServer
 ) -> Iterator[Stack]:
-    stack = launch(tmp_path_factory.mktemp("crash_stack"), model_dir, redis_url=redis_server.url, **CHAOS_ENV)
-    try:
+    tmp = tmp_path_factory.mktemp("crash_stack")
+    with running(tmp, model_dir, keep_logs=LOGS, redis_url=redis_server.url, **CHAOS_ENV) as stack:
         yield stack
-    finally:
-        shutdown(stack)
-        shutil.copytree(stack.tmp / "logs", LOGS, dirs_exist_ok=True)
 
 
 @pytest.fixture
 def stack(module_stack: Stack) -> Iterator[Stack]:
     yield module_stack
-    module_stack.stop_workers()
-    if module_stack.inference is None or not module_stack.inference.alive():
-        module_stack.start_inference()
+    module_stack.reset_after_test()
 
 
 def test_jobs_survive_worker_kills_and_inference_and_redis_restarts(

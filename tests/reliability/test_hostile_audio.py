@@ -9,7 +9,6 @@ PIDs) with the server's memory bounded. The audio limit is 1 h here, so hours of
 from __future__ import annotations
 
 import math
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs.stack import Stack, launch, shutdown
+from tests.jobs.stack import Stack, running
 from tests.media import clip_path
 from tests.reliability.hostile import HostileCase, hostile_cases
 from tests.reliability.pipeline import (
@@ -53,17 +52,14 @@ def time_limit(case: HostileCase) -> float:
 def stack(
     tmp_path_factory: pytest.TempPathFactory, model_dir: Path, redis_server: RedisServer
 ) -> Iterator[Stack]:
-    stack = launch(
+    with running(
         tmp_path_factory.mktemp("hostile_stack"),
         model_dir,
+        keep_logs=LOGS,
         redis_url=redis_server.url,
         CLIPTEXT_MAX_AUDIO_SECONDS=str(MAX_AUDIO_SECONDS),
-    )
-    try:
+    ) as stack:
         yield stack
-    finally:
-        shutdown(stack)
-        shutil.copytree(stack.tmp / "logs", LOGS, dirs_exist_ok=True)
 
 
 def _outcome(submission: Submission, final: dict[str, dict]) -> str:

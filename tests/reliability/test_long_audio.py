@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs.stack import Stack, launch, shutdown
+from tests.jobs.stack import Stack, running
 from tests.reliability.long_media import long_silence, speech_then_silence
 from tests.reliability.pipeline import RssSampler, processing_seconds, rss_mb, submit
 from tests.reliability.redis_server import RedisServer
@@ -32,7 +32,7 @@ REFUSAL_SECONDS = 5.0
 def stack(
     tmp_path_factory: pytest.TempPathFactory, model_dir: Path, redis_server: RedisServer
 ) -> Iterator[Stack]:
-    stack = launch(
+    with running(
         tmp_path_factory.mktemp("long_stack"),
         model_dir,
         redis_url=redis_server.url,
@@ -40,12 +40,8 @@ def stack(
         # glibc then gives every large block back when it is freed (no growing mmap threshold that
         # keeps up to 32 MB blocks in the heap): the server's RSS follows what it really holds
         MALLOC_MMAP_THRESHOLD_="131072",
-    )
-    try:
+    ) as stack:
         yield stack
-    finally:
-        stack.stop_workers()
-        shutdown(stack)
 
 
 def _transcribe(stack: Stack, path: Path, timeout: float = 300.0) -> tuple[dict, float, float]:

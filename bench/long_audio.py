@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from inference.client import Progress, Segment, Summary, TranscriberClient  # noqa: E402
-from inference.export import DEFAULT_NAME, default_source, export  # noqa: E402
+from tests.inference.exported_model import stack_model_dir  # noqa: E402
 from tests.jobs.stack import Stack, free_port  # noqa: E402
 from tests.reliability.long_media import repeated_speech  # noqa: E402
 from tests.reliability.pipeline import RssSampler, rss_mb  # noqa: E402
@@ -39,9 +39,7 @@ def main() -> int:
     parser.add_argument("--beam-size", type=int, default=5)
     args = parser.parse_args()
 
-    model_dir = Path(os.environ.get("CLIPTEXT_MODEL_DIR") or ROOT / "models" / DEFAULT_NAME).resolve()
-    if not os.environ.get("CLIPTEXT_MODEL_DIR"):
-        export(default_source(), ROOT / "models", DEFAULT_NAME, ("fp32", "int8", "fp16"))
+    model_dir = stack_model_dir()
     with tempfile.TemporaryDirectory(prefix="cliptext-long-") as tmp:
         path = args.file
         if path is None:

@@ -11,7 +11,6 @@ Run: `.venv/bin/python bench/soak.py [--jobs 50] [--workers 2] [--kill-every 4]`
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -19,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from inference.export import DEFAULT_NAME, default_source, export  # noqa: E402
-from tests.jobs.stack import launch, shutdown  # noqa: E402
+from tests.inference.exported_model import stack_model_dir  # noqa: E402
+from tests.jobs.stack import running  # noqa: E402
 from tests.reliability.chaos import CHAOS_ENV, run_chaos  # noqa: E402
 from tests.reliability.redis_server import RedisServer  # noqa: E402
 
@@ -36,28 +35,25 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    model_dir = Path(os.environ.get("CLIPTEXT_MODEL_DIR") or ROOT / "models" / DEFAULT_NAME).resolve()
-    if not os.environ.get("CLIPTEXT_MODEL_DIR"):
-        export(default_source(), ROOT / "models", DEFAULT_NAME, ("fp32", "int8", "fp16"))
+    model_dir = stack_model_dir()
     with tempfile.TemporaryDirectory(prefix="cliptext-soak-") as tmp:
         redis_server = RedisServer(Path(tmp) / "redis", appendonly=False)
         redis_server.start()
-        stack = launch(Path(tmp), model_dir, redis_url=redis_server.url, **CHAOS_ENV)
         try:
-            report = run_chaos(
-                stack,
-                redis_server,
-                jobs=args.jobs,
-                workers=args.workers,
-                submit_every=args.submit_every,
-                kill_every=args.kill_every,
-                inference_at=args.inference_at,
-                redis_at=args.redis_at,
-                settle_timeout=1200,
-                seed=args.seed,
-            )
+            with running(Path(tmp), model_dir, redis_url=redis_server.url, **CHAOS_ENV) as stack:
+                report = run_chaos(
+                    stack,
+                    redis_server,
+                    jobs=args.jobs,
+                    workers=args.workers,
+                    submit_every=args.submit_every,
+                    kill_every=args.kill_every,
+                    inference_at=args.inference_at,
+                    redis_at=args.redis_at,
+                    settle_timeout=1200,
+                    seed=args.seed,
+                )
         finally:
-            shutdown(stack)
             redis_server.stop()
     print("\n".join(report.events))
     print("\n".join(report.lines()))

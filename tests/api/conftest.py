@@ -19,25 +19,15 @@ from rq import Queue
 from api import create_app
 from api.db import db
 from api.services.orgs import create_org
-from tests.api.postgres_admin import PG_ADMIN_URL, pg_admin
+from tests.api.postgres_admin import fresh_database
 
 REDIS_URL = os.environ.get("CLIPTEXT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'api.db'}"
-        return
-    name = f"ct_api_{secrets.token_hex(6)}"
-    pg_admin(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        if db.obj is not None and not db.is_closed():
-            db.close()
-        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(request.param, tmp_path, "ct_api_") as url:
+        yield url
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import redis
 from api import create_app
 from api.db import db
 from api.services.orgs import create_org
-from tests.api.postgres_admin import PG_ADMIN_URL, pg_admin
+from tests.api.postgres_admin import fresh_database
 
 REDIS_URL = os.environ.get("CLIPTEXT_SECURITY_REDIS", "redis://127.0.0.1:6379/8")
 
@@ -35,17 +35,8 @@ def redis_conn() -> Iterator[redis.Redis]:
 @pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh SQLite file; `parametrize("database_url", ["postgres"], indirect=True)` for a PostgreSQL db."""
-    if getattr(request, "param", "sqlite") == "sqlite":
-        yield f"sqlite:///{tmp_path / 'api.db'}"
-        return
-    name = f"ct_sec_{secrets.token_hex(6)}"
-    pg_admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        if db.obj is not None and not db.is_closed():
-            db.close()
-        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(getattr(request, "param", "sqlite"), tmp_path, "ct_sec_") as url:
+        yield url
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 from inference.config import ModelConfig
 from inference.ct2_reader import read_ct2_model
 from inference.export import default_source
+from inference.features import pad_or_trim
 from inference.model import OnnxWhisper
 from inference.transcribe import WhisperEngine
 from inference.types import TranscribeOptions
@@ -274,8 +275,7 @@ def test_language_detection_on_a_multilingual_model(tmp_path):
     assert [p for _, p in ranked] == sorted((p for _, p in ranked), reverse=True)
     assert (code, probability) == ranked[0]
     # the same choice made by hand from the decoder's logits at <|startoftranscript|>
-    mel = engine.feature_extractor(audio)[:, :3000]
-    cross = engine.model.encode(np.pad(mel, ((0, 0), (0, 3000 - mel.shape[1])))[None])
+    cross = engine.model.encode(pad_or_trim(engine.feature_extractor(audio))[None])
     logits, _ = engine.model.decode([[config.sot]], None, cross)
     by_hand = max(config.languages, key=lambda name: logits[0, config.languages[name]])
     assert code == by_hand

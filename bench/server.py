@@ -23,9 +23,9 @@ from pathlib import Path
 
 from inference.client import Summary, TranscriberClient
 from inference.types import TranscribeOptions
+from tests.media import AUDIO_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-AUDIO_DIR = Path(os.environ.get("CLIPTEXT_TEST_AUDIO_DIR", ROOT.parent / "shared" / "audio"))
 
 
 def _engine_run(engine, clips: list[Path], options: TranscribeOptions) -> float:

@@ -13,7 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from flask import g, request
+from flask import current_app, g, has_app_context, request
 
 from api.errors import ApiError
 from api.models import ApiKey, Membership, Organization, User, utcnow
@@ -51,8 +51,6 @@ def revoke_key(key_public_id: str) -> bool:
         .where((ApiKey.public_id == key_public_id) & ApiKey.revoked_at.is_null())
         .execute()
     )
-    from flask import has_app_context
-
     if revoked and has_app_context():
         principal_cache().clear()
     return revoked
@@ -98,8 +96,6 @@ class PrincipalCache:
 
 def principal_cache() -> PrincipalCache:
     """This app's cache (one per app instance, created on first use)."""
-    from flask import current_app
-
     cache = current_app.extensions.get("cliptext_principals")
     if cache is None:
         ttl = current_app.extensions["cliptext"].settings.auth_cache_seconds
@@ -145,8 +141,6 @@ def _lookup(digest: str) -> Principal:
 
 def is_public_endpoint() -> bool:
     """Health, the OpenAPI document/docs and the signed upload URL need no key."""
-    from flask import current_app
-
     if request.endpoint is None or request.routing_exception is not None:
         return True  # 404/405: answered without looking at credentials
     view = current_app.view_functions.get(request.endpoint)

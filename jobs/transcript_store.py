@@ -56,11 +56,7 @@ def start(public_id: str) -> Started | None:
         now = utcnow()
         if row.started_at is not None and now <= row.started_at:  # a token never repeats
             now = row.started_at + timedelta(microseconds=1)
-        unchanged = (
-            Transcription.started_at.is_null()
-            if row.started_at is None
-            else Transcription.started_at == row.started_at
-        )
+        unchanged = Transcription.started_at == row.started_at  # peewee writes IS NULL for None
         updated = (
             Transcription.update(
                 status=TranscriptionStatus.PROCESSING,

@@ -7,6 +7,7 @@ lower-case keys replace Settings fields, upper-case keys go to Flask's config.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -30,6 +31,28 @@ from cliptext.settings import Settings
 API_VERSION = "1.0.0"
 
 
+class CliptextFlask(Flask):
+    """Flask that checks each hook and view for a coroutine once, not on every call.
+
+    Flask asks `inspect.iscoroutinefunction` about every before/after hook and every decorator layer
+    of a view on each request (two dozen times for a GET here); the answer never changes.
+    """
+
+    MAX_REMEMBERED = 4096  # callables made per request (none today) must not grow the table forever
+
+    def ensure_sync(self, func: Callable) -> Callable:
+        remembered = self.__dict__.setdefault("_ensured_sync", {})
+        try:
+            return remembered[func]
+        except KeyError:
+            ensured = super().ensure_sync(func)
+            if len(remembered) < self.MAX_REMEMBERED:
+                remembered[func] = ensured
+            return ensured
+        except TypeError:  # unhashable callable
+            return super().ensure_sync(func)
+
+
 class CliptextApi(Api):
     """flask-smorest Api whose error schema is our envelope, used for docs and for dumping alike."""
 
@@ -45,7 +68,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     fields = {f.name for f in dataclasses.fields(Settings)}
     settings = dataclasses.replace(settings, **{k: overrides.pop(k) for k in list(overrides) if k in fields})
 
-    app = Flask(__name__)
+    app = CliptextFlask(__name__)
     app.config.update(
         API_TITLE="Cliptext API",
         API_VERSION=API_VERSION,

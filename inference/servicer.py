@@ -161,10 +161,10 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
             for segment in segments:
                 if not context.is_active():
                     return
-                call.segments += 1
-                yield pb2.TranscribeResponse(segment=segment_to_message(segment))
                 done = min(total, segment.channel * info.duration + segment.end)
-                call.decoded_seconds = done
+                call.segments += 1
+                call.decoded_seconds = done  # before the yield: a cancel may close the generator there
+                yield pb2.TranscribeResponse(segment=segment_to_message(segment))
                 yield pb2.TranscribeResponse(progress=pb2.Progress(seconds_done=done, total_seconds=total))
             summary = pb2.Summary(
                 duration=info.duration,

@@ -23,6 +23,7 @@ import requests
 
 from tests.inference.exported_model import stack_model_dir
 from tests.media import AUDIO_DIR
+from tests.processes import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("CLIPTEXT_TEST_SDK_REDIS", "redis://127.0.0.1:6379/6")
@@ -116,12 +117,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
             time.sleep(0.2)
         yield ApiServer(base_url=f"{base_url}/v1", env=env, log=log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=20)
         conn.flushdb()
         conn.close()
 
@@ -129,15 +125,6 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
 def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "wb") as out:
         return subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +174,8 @@ def pipeline(api_server: ApiServer) -> Iterator[ApiServer]:
         yield api_server
     finally:
         if worker is not None:
-            _stop(worker)
-        _stop(server)
+            stop(worker)
+        stop(server)
 
 
 @pytest.fixture(scope="session")

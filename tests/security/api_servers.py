@@ -13,6 +13,8 @@ from pathlib import Path
 
 import requests
 
+from tests.processes import stop
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,12 +56,6 @@ def gunicorn_servers(
                 time.sleep(0.2)
         yield urls
     finally:
-        for process, _ in processes:
-            process.terminate()
-        for process, log in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(*(process for process, _ in processes), timeout=15)
+        for _, log in processes:
             log.close()

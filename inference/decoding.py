@@ -157,10 +157,12 @@ class LogitFilters:
                     check_rows.append(row)
             else:
                 check_rows.append(row)
-            # timestamps never go back
+            # timestamps never go back, and after text they go forward (CTranslate2 masks up to the
+            # last one inclusive: no zero-length segment); only an opened pair may close on its own
             for t in range(step - 1, begin - 1, -1):
                 if seq[t] >= ts_begin:
-                    logits[row, ts_begin : seq[t]] = NEG_INF
+                    end = seq[t] if t == step - 1 else seq[t] + 1
+                    logits[row, ts_begin:end] = NEG_INF
                     break
         if check_rows:
             rows = np.asarray(check_rows)

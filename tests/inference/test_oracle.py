@@ -78,3 +78,18 @@ def test_prompt_prefix_and_options_match_faster_whisper(options: dict) -> None:
         expected = ref[clip]["segments"]
         greedy = next((i for i, s in enumerate(expected) if s["temperature"] > 0), len(expected))
         assert [list(s.tokens) for s in mine[:greedy]] == [s["tokens"] for s in expected[:greedy]], clip
+
+
+def test_a_segment_never_closes_on_its_opening_timestamp() -> None:
+    """After text, CTranslate2 masks every timestamp up to the last one inclusive. Letting the last one
+    through (a zero-length segment) also tips its "timestamp mass above any text token" rule: greedy on
+    this clip then cut 5 s of speech into 21 segments running to 21 s where faster-whisper gives 2."""
+    clip = "stereo_diarization.wav"
+    expected = reference_with(json.dumps({"beam_size": 1, "temperature": [0.0]}), (clip,))[clip]["segments"]
+    options = TranscribeOptions(beam_size=1, temperatures=(0.0,))
+    segments, _ = engine("fp32").transcribe(np.load(clip_array(clip)), options)
+    mine = list(segments)
+    assert [list(s.tokens) for s in mine] == [s["tokens"] for s in expected]
+    assert [t for s in mine for t in (s.start, s.end)] == pytest.approx(
+        [t for s in expected for t in (s["start"], s["end"])]
+    )

@@ -121,6 +121,9 @@ def main() -> None:
         "clip               prec beam  ours_s   ref_s  ratio cpu_ratio rss_ours rss_ref  wer_ours wer_ref"
         " same_text"
     )
+    from bench.machine import describe
+
+    print(describe())
     print(header)
     for row in rows:
         print(

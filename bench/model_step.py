@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.machine import describe
 from inference.audio import decode_audio
 from inference.export import DEFAULT_NAME, default_source
 from inference.features import FeatureExtractor, pad_or_trim
@@ -77,6 +78,7 @@ def main() -> None:
         rows = {f"onnx {p}": ours(args.model, p, args.threads, mel) for p in args.precisions.split(",")}
         rows["ct2 float32"] = ct2(args.threads, "float32", mel_path)
         rows["ct2 int8"] = ct2(args.threads, "int8", mel_path)
+    print(describe())
     print(f"{'':14} {'encoder ms':>11} {'step B=1 ms':>12} {'step B=5 ms':>12}   ({args.threads} threads)")
     for name, r in rows.items():
         print(f"{name:14} {r['encoder_ms']:11.1f} {r['step_ms_beam1']:12.2f} {r['step_ms_beam5']:12.2f}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from api.errors import ErrorSchema
@@ -126,6 +128,32 @@ def test_rate_limit_free_plan_shared_by_two_app_instances(make_app, app, new_org
     assert clients[0].get("/v1/transcriptions", headers=other).status_code == 200
     # unauthenticated endpoints are not counted
     assert clients[0].get("/v1/health").status_code == 200
+
+
+def test_a_counted_request_is_one_redis_round_trip(client, new_org, redis_conn, test_ns):
+    """The hit's script also returns the window's expiry, so the RateLimit headers need no GET + TTL."""
+    _, headers = new_org("pro")
+    assert client.get("/v1/transcriptions", headers=headers).status_code == 200  # script loaded
+    commands: list[str] = []
+    with redis_conn.monitor() as monitor:
+
+        def listen() -> None:
+            for event in monitor.listen():
+                if event["command"] == f"ECHO {test_ns}-done":
+                    return
+                if event.get("client_type") != "lua" and f"{test_ns}:ratelimit" in event["command"]:
+                    commands.append(event["command"].split()[0])
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        remaining = [
+            client.get("/v1/transcriptions", headers=headers).headers["RateLimit-Remaining"] for _ in range(3)
+        ]
+        redis_conn.echo(f"{test_ns}-done")  # another connection of the pool: the monitor sees it
+        listener.join(10)
+    assert not listener.is_alive()
+    assert commands == ["EVALSHA"] * 3
+    assert remaining == ["58", "57", "56"]
 
 
 @pytest.mark.parametrize(

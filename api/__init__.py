@@ -40,14 +40,17 @@ class CliptextFlask(Flask):
 
     MAX_REMEMBERED = 4096  # callables made per request (none today) must not grow the table forever
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._ensured_sync: dict[Callable, Callable] = {}
+        super().__init__(*args, **kwargs)
+
     def ensure_sync(self, func: Callable) -> Callable:
-        remembered = self.__dict__.setdefault("_ensured_sync", {})
         try:
-            return remembered[func]
+            return self._ensured_sync[func]
         except KeyError:
             ensured = super().ensure_sync(func)
-            if len(remembered) < self.MAX_REMEMBERED:
-                remembered[func] = ensured
+            if len(self._ensured_sync) < self.MAX_REMEMBERED:
+                self._ensured_sync[func] = ensured
             return ensured
         except TypeError:  # unhashable callable
             return super().ensure_sync(func)

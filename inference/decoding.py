@@ -168,15 +168,15 @@ class LogitFilters:
             # "the timestamps' total probability beats any text token": both sides of CTranslate2's
             # comparison are log-softmaxes of one row, so its normaliser cancels and raw logits will
             # do (a logsumexp over the timestamps instead of a log-softmax over the vocabulary)
-            rows = np.asarray(check_rows)
+            # (over every row, on views: cheaper than copying out the rows to check)
             with np.errstate(divide="ignore", invalid="ignore"):
-                ts = logits[rows, ts_begin:]
+                ts = logits[:, ts_begin:]
                 ts_max = np.max(ts, axis=-1, keepdims=True)
                 safe = np.where(np.isfinite(ts_max), ts_max, 0)
                 ts_lse = (np.log(np.sum(np.exp(ts - safe), axis=-1, keepdims=True)) + safe)[:, 0]
-            text_max = np.max(logits[rows, :ts_begin], axis=-1)
-            for row, sample_ts in zip(rows, ts_lse > text_max, strict=True):
-                if sample_ts:
+            text_max = np.max(logits[:, :ts_begin], axis=-1)
+            for row in check_rows:
+                if ts_lse[row] > text_max[row]:
                     logits[row, :ts_begin] = NEG_INF
 
 

@@ -10,20 +10,23 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.machine import describe
-from inference.audio import decode_audio
-from inference.export import DEFAULT_NAME, default_source
-from inference.features import FeatureExtractor, pad_or_trim
-from inference.model import OnnxWhisper
-from tests.media import AUDIO_DIR
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: the project's packages
+
+from bench.machine import describe  # noqa: E402
+from inference.audio import decode_audio  # noqa: E402
+from inference.export import DEFAULT_NAME, default_source  # noqa: E402
+from inference.features import FeatureExtractor, pad_or_trim  # noqa: E402
+from inference.model import OnnxWhisper  # noqa: E402
+from tests.media import AUDIO_DIR  # noqa: E402
+
 JFK = AUDIO_DIR / "jfk.flac"
 
 

@@ -21,11 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from inference.client import Summary, TranscriberClient
-from inference.types import TranscribeOptions
-from tests.media import AUDIO_DIR
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: the project's packages
+
+from inference.client import Summary, TranscriberClient  # noqa: E402
+from inference.types import TranscribeOptions  # noqa: E402
+from tests.media import AUDIO_DIR  # noqa: E402
 
 
 def _engine_run(engine, clips: list[Path], options: TranscribeOptions) -> float:

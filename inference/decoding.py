@@ -18,6 +18,11 @@ from inference.model import CrossKV, OnnxWhisper
 NEG_INF = np.float32(-np.inf)
 # CTranslate2 gives this score to candidates it must keep but never pick
 _HOPELESS = -1e10
+# beam search ranks its candidates among the entries that reach the k-th best of these first columns
+_SAMPLE_COLUMNS = 2048
+# log-probabilities are recomputed exactly for entries within this (plus a relative 1e-6) of the bound:
+# far wider than the float32 rounding of the three operations that make one
+_BOUND_MARGIN = np.float32(1e-2)
 
 
 @dataclass(frozen=True)
@@ -80,12 +85,50 @@ class DecodingResult:
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
     """Row-wise log softmax in float32 (rows of -inf stay -inf)."""
+    shifted, lse = _log_softmax_parts(x)
+    return shifted - lse
+
+
+def _log_softmax_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x - row max, log of the shifted row's exp-sum): log_softmax(x) is their difference, bit for bit."""
     m = np.max(x, axis=-1, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)
     shifted = x - m
     with np.errstate(divide="ignore"):
         lse = np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
-    return shifted - lse
+    return shifted, lse
+
+
+def beam_candidates(logits: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best flat indices of log_softmax(logits) + scores[:, None] and their values, best first
+    (ties: the lower index first), with the values computed exactly as that whole array would hold them.
+
+    Why not rank the whole [beams, vocab] array: only a handful of entries can make the top k. The k-th
+    best of a sample of columns bounds the answer from below; only entries at or above that bound (less a
+    margin far wider than float32 rounding) get their exact value and a place in the ranking.
+    """
+    shifted, lse = _log_softmax_parts(logits)
+    scores = scores.astype(np.float32)[:, None]
+    with np.errstate(invalid="ignore"):  # a row masked whole: -inf - -inf
+        sample = (shifted[:, :_SAMPLE_COLUMNS] - lse) + scores
+    bound = np.partition(sample.ravel(), -k)[-k] if sample.size >= k else NEG_INF
+    if np.isfinite(bound):
+        # the margin grows with the magnitudes involved (hopeless beams score -1e10)
+        margin = _BOUND_MARGIN + np.float32(1e-6) * (np.abs(bound) + np.abs(scores) + np.abs(lse))
+        threshold = np.where(np.isfinite(lse), (bound - scores + lse) - margin, np.inf)  # rows masked whole
+        flat = np.flatnonzero(shifted >= threshold)  # 2-D nonzero is 10x slower
+    else:  # most entries masked: rank every finite one
+        flat = np.flatnonzero(np.isfinite(shifted))
+    if flat.size < k:  # fewer than k finite entries: rank the whole array
+        with np.errstate(invalid="ignore"):
+            everything = ((shifted - lse) + scores).ravel()
+        top = np.argpartition(-everything, k - 1)[:k]
+        top = top[np.lexsort((top, -everything[top]))]
+        return top, everything[top]
+    rows = flat // logits.shape[-1]
+    values = (shifted.ravel()[flat] - lse[rows, 0]) + scores[rows, 0]
+    best = np.lexsort((flat, -values))[:k]
+    return flat[best], values[best]
 
 
 def _normalized(score: float, length: int, penalty: float) -> float:
@@ -293,13 +336,9 @@ class WindowDecoder:
         while True:
             logits = np.array(logits, dtype=np.float32, copy=True)
             filters.apply(logits, seqs, step)
-            logprobs = log_softmax(logits) + scores[:, None]
-            flat = logprobs.ravel()
-            top = np.argpartition(-flat, n_candidates - 1)[:n_candidates]
-            top = top[np.lexsort((top, -flat[top]))]
+            top, cand_scores = beam_candidates(logits, scores, n_candidates)
             origins = top // vocab
             words = top % vocab
-            cand_scores = flat[top].astype(np.float32)
             if prefix and step == len(prefix):
                 # CTranslate2 penalises <|endoftext|> in the secondary beams of the first free step
                 for k in range(1, n_candidates):

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -48,12 +49,18 @@ def _server_run(client: TranscriberClient, clips: list[Path], options: Transcrib
     return seconds
 
 
-def measure(run, streams: int) -> float:
+def measure(run, streams: int, pool: ThreadPoolExecutor) -> float:
     """Audio seconds per wall second of `streams` concurrent workers each doing `run()`."""
     started = time.perf_counter()
-    with ThreadPoolExecutor(streams) as pool:
-        total = sum(pool.map(lambda _: run(), range(streams)))
+    total = sum(pool.map(lambda _: run(), range(streams)))
     return total / (time.perf_counter() - started)
+
+
+def warm_threads(pool: ThreadPoolExecutor, size: int, run) -> None:
+    """`run()` once on each of the pool's `size` threads: on CUDA a thread's first run of a session is
+    seconds slower (see inference/engine_threads.py), and the server warms its own threads likewise."""
+    barrier = threading.Barrier(size)
+    list(pool.map(lambda _: (barrier.wait(), run()), range(size)))
 
 
 def start_server(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.Popen, str]:
@@ -92,14 +99,20 @@ def bench(args: argparse.Namespace, clips: list[Path], options: TranscribeOption
     with tempfile.TemporaryDirectory() as tmp:
         process, addr = start_server(args, Path(tmp) / "server.log")
         try:
-            with TranscriberClient(addr, timeout=3600) as client:
-                _engine_run(engine, clips[:1], options)  # warm-up
+            for line in (Path(tmp) / "server.log").read_text().splitlines():
+                if "warmed up" in line or "loaded in" in line:
+                    print("server:", line[-160:])
+            with (
+                TranscriberClient(addr, timeout=3600) as client,
+                ThreadPoolExecutor(max(args.streams)) as pool,
+            ):
+                warm_threads(pool, max(args.streams), partial(_engine_run, engine, clips[:1], options))
                 _server_run(client, clips[:1], options)
                 for n in args.streams:
                     local = served = 0.0
                     for _ in range(args.repeat):
-                        local = max(local, measure(partial(_engine_run, engine, clips, options), n))
-                        served = max(served, measure(partial(_server_run, client, clips, options), n))
+                        local = max(local, measure(partial(_engine_run, engine, clips, options), n, pool))
+                        served = max(served, measure(partial(_server_run, client, clips, options), n, pool))
                     results[n] = (local, served)
         finally:
             process.send_signal(signal.SIGINT)

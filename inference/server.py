@@ -14,10 +14,12 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -25,6 +27,7 @@ from cliptext.jsonlog import configure_logging
 from cliptext.settings import Settings
 from inference import metrics
 from inference.audio_upload import AudioLimits
+from inference.engine_threads import EngineThreads
 from inference.limits import Admission
 from inference.servicer import Loaded, TranscriberServicer
 from inference.stubs import SERVICE_NAME, pb2, pb2_grpc
@@ -109,7 +112,7 @@ def build_server(config: ServerConfig) -> tuple[grpc.Server, int, TranscriberSer
 
 def load(config: ServerConfig) -> Loaded:
     """Load the model and engine (slow: seconds) and describe what was really loaded."""
-    from inference.model import OnnxWhisper
+    from inference.model import CUDA, OnnxWhisper
     from inference.transcribe import WhisperEngine
 
     model = OnnxWhisper(
@@ -129,7 +132,21 @@ def load(config: ServerConfig) -> Loaded:
         max_audio_bytes=config.max_audio_bytes,
         max_audio_seconds=config.max_audio_seconds,
     )
-    return Loaded(engine=WhisperEngine(model), description=description)
+    engine = WhisperEngine(model)
+    threads = EngineThreads(config.max_concurrent)
+    if model.provider == CUDA:
+        seconds = threads.warm(partial(_transcribe_silence, engine))
+        log.info("%d engine threads warmed up on CUDA in %.1f s", threads.size, seconds)
+    return Loaded(engine=engine, description=description, threads=threads)
+
+
+def _transcribe_silence(engine) -> None:
+    """One short transcription (encoder, decoder at 1 and 5 hypotheses): a thread's first CUDA runs."""
+    from inference.types import TranscribeOptions
+
+    segments, _ = engine.transcribe(np.zeros(16000, np.float32), TranscribeOptions(temperatures=(0.0,)))
+    for _ in segments:
+        pass
 
 
 def serve(config: ServerConfig) -> None:

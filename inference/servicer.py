@@ -1,4 +1,4 @@
-"""The Transcriber gRPC servicer: converts messages, runs the engine in the call's thread, yields results.
+"""The Transcriber gRPC servicer: converts messages, runs the engine on its own threads, yields results.
 
 Everything else (limits, PCM, upload spooling, message conversion) lives in pure helpers; errors
 become a status code plus the Cliptext error code in the trailing metadata "cliptext-error-code".
@@ -16,6 +16,7 @@ import grpc
 from cliptext.errors import ErrorCode
 from inference import metrics
 from inference.audio_upload import AudioLimits, received_audio, too_long
+from inference.engine_threads import EngineThreads
 from inference.limits import Abandoned, Admission, QueueFull
 from inference.proto_convert import ERROR_CODE_KEY, config_to_options, segment_to_message, spec_to_format
 from inference.stubs import pb2, pb2_grpc
@@ -42,6 +43,7 @@ class Loaded:
 
     engine: object  # inference.transcribe.WhisperEngine
     description: pb2.ModelDescription
+    threads: EngineThreads  # every model run happens on one of these (warm on CUDA), never the call's
 
 
 @dataclass
@@ -150,7 +152,9 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
             yield from self._run(loaded, source, options, context, call)
 
     def _run(self, loaded: Loaded, source, options, context, call: _Call) -> Iterator:
-        segments, info = loaded.engine.transcribe(source, options, max_seconds=self.limits.max_seconds)
+        segments, info = loaded.threads.call(
+            loaded.engine.transcribe, source, options, max_seconds=self.limits.max_seconds
+        )
         try:
             call.audio_seconds = info.duration
             if info.duration > self.limits.max_seconds:
@@ -158,7 +162,7 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
             channels = max(1, info.channels)
             total = info.duration * channels
             yield pb2.TranscribeResponse(progress=pb2.Progress(seconds_done=0.0, total_seconds=total))
-            for segment in segments:
+            for segment in loaded.threads.iterate(segments):
                 if not context.is_active():
                     return
                 done = min(total, segment.channel * info.duration + segment.end)

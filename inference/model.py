@@ -236,6 +236,25 @@ class OnnxWhisper:
         self._decoder.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 
+    def warm_up(self, beam_sizes: tuple[int, ...] = (1, 5)) -> None:
+        """Run, on the calling thread, every decoder shape a transcription at these beam sizes can give:
+        prompts of 1 to n_text_ctx / 2 tokens, then one-token steps up to n_text_ctx cached tokens.
+
+        Why: on CUDA a thread's first run of a session at a new shape is slow (an H200 thread new to
+        multilingual.mp3's lengths decoded it at 8-12 audio s/s, then at 80-100), and the decoder's
+        attention length changes every step. Values do not matter here, only shapes.
+        """
+        cross = self.encode(np.zeros((1, self.config.n_mels, 3000), np.float32))
+        n_ctx = self.config.n_text_ctx
+        sot = self.config.sot
+        for length in range(1, n_ctx // 2 + 1):
+            self.decode(np.full((1, length), sot, np.int64), None, cross)
+        for beams in beam_sizes:
+            step = np.full((beams, 1), sot, np.int64)
+            _, cache = self.decode(step, None, cross)
+            while cache.length < n_ctx:
+                _, cache = self.decode(step, cache, cross)
+
     def align(self, tokens, cross: CrossKV) -> np.ndarray:
         """Cross-attention weights of the alignment heads for a whole sequence: [n_heads, S, 1500]."""
         aligner = self._load_aligner()

@@ -14,12 +14,10 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass
-from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -135,18 +133,9 @@ def load(config: ServerConfig) -> Loaded:
     engine = WhisperEngine(model)
     threads = EngineThreads(config.max_concurrent)
     if model.provider == CUDA:
-        seconds = threads.warm(partial(_transcribe_silence, engine))
+        seconds = threads.warm(model.warm_up)
         log.info("%d engine threads warmed up on CUDA in %.1f s", threads.size, seconds)
     return Loaded(engine=engine, description=description, threads=threads)
-
-
-def _transcribe_silence(engine) -> None:
-    """One short transcription (encoder, decoder at 1 and 5 hypotheses): a thread's first CUDA runs."""
-    from inference.types import TranscribeOptions
-
-    segments, _ = engine.transcribe(np.zeros(16000, np.float32), TranscribeOptions(temperatures=(0.0,)))
-    for _ in segments:
-        pass
 
 
 def serve(config: ServerConfig) -> None:

@@ -158,3 +158,21 @@ def test_concurrent_decoding_from_threads_gives_the_same_tokens(fp32, reference)
     for thread in threads:
         thread.join()
     assert results == [reference["greedy_tokens"][:8]] * 3
+
+
+def test_warm_up_runs_every_decoder_shape_up_to_the_context(model_dir):
+    model = OnnxWhisper(model_dir, precision="int8", device="cpu", threads=2)
+    shapes = set()
+    decode = model.decode
+
+    def recording(tokens, cache, cross):
+        tokens = np.asarray(tokens)
+        shapes.add((tokens.shape, 0 if cache is None else cache.length))
+        return decode(tokens, cache, cross)
+
+    model.decode = recording
+    model.warm_up(beam_sizes=(1, 3))
+    n_ctx = model.config.n_text_ctx
+    assert {length for (_, length) in shapes if length} >= set(range(1, n_ctx))  # each cached length
+    assert ((1, n_ctx // 2), 0) in shapes  # the longest prompt
+    assert ((3, 1), n_ctx - 1) in shapes  # a step that fills the context, at the other beam size

@@ -156,6 +156,44 @@ def test_a_counted_request_is_one_redis_round_trip(client, new_org, redis_conn, 
     assert remaining == ["58", "57", "56"]
 
 
+def test_short_limiter_path_counts_as_flask_limiter_would(make_app, new_org, redis_conn, test_ns):
+    """api.ratelimit's short path and flask-limiter's own check hit the same counter the same way."""
+    from flask_limiter import Limiter
+
+    from api.auth import load_principal
+
+    app = make_app()
+    (limiter,) = app.extensions["limiter"]
+    _, headers = new_org("pro")
+    assert app.test_client().get("/v1/transcriptions", headers=headers).headers["RateLimit-Remaining"] == "59"
+    with app.test_request_context("/v1/transcriptions", headers=headers):
+        app.preprocess_request()  # the app's hooks: auth, then the short path (a second hit)
+        assert limiter.current_limit.remaining == 58
+        load_principal()
+        Limiter._check_request_limit(limiter)  # flask-limiter's own check (a third hit)
+        assert limiter.current_limit.remaining == 57 and limiter.current_limit.limit.amount == 60
+    keys = list(redis_conn.scan_iter(match=f"*{test_ns}:ratelimit*"))
+    assert len(keys) == 1 and redis_conn.get(keys[0]) == b"3"
+
+
+def test_exempt_route_takes_flask_limiters_own_check(make_app, new_org):
+    """The short path covers application limits alone: with an exemption flask-limiter's check decides."""
+    app = make_app()
+    (limiter,) = app.extensions["limiter"]
+
+    @app.get("/v1/exempt")
+    @limiter.exempt
+    def exempt():
+        return {"ok": True}
+
+    _, headers = new_org("pro")
+    client = app.test_client()
+    assert all(
+        "RateLimit-Remaining" not in client.get("/v1/exempt", headers=headers).headers for _ in range(3)
+    )
+    assert client.get("/v1/transcriptions", headers=headers).headers["RateLimit-Remaining"] == "59"
+
+
 @pytest.mark.parametrize(
     ("plan", "limits", "expected"), [("pro", {}, 60), ("enterprise", {"custom_rate_limit": 3}, 3)]
 )

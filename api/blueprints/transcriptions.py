@@ -164,7 +164,7 @@ class TranscriptionById(MethodView):
         Transcript formats need a completed transcription (409 otherwise); verbose_json words need
         `word_timestamps: true` at creation (409 otherwise).
         """
-        row = service.get_transcription(current_principal().org, transcription_id)
+        row = service.read_transcription(current_principal().org, transcription_id)
         fmt = formats.negotiate(format, request.accept_mimetypes)
         return _render(row, fmt, list(timestamp_granularities))
 

@@ -88,3 +88,43 @@ def test_missing_values_defaults_data_keys_and_hooks():
         "nested": {"name": "u"},
         "at": "2024-01-01T00:00:00Z",
     }
+
+
+def test_rows_read_for_answers_dump_as_models_do(app, new_org):
+    """read_transcription / list_page read plain rows; each dumps exactly as the peewee model would."""
+    from api.db import db
+    from api.services import transcriptions as service
+    from tests.seed import completed_upload
+
+    org, _ = new_org("pro")
+    with app.app_context(), db.connection_context():
+        upload = completed_upload(org)
+        done = Transcription.create(
+            organization=org,
+            upload=upload,
+            status="completed",
+            text=" And so",
+            duration=11.5,
+            language="en",
+            progress=1.0,
+            options={"language": "en", "prompt": "ünïcode", "word_timestamps": True},
+            webhook_url="https://example.com/hook",
+            started_at=dt.datetime(2024, 5, 1, 12, 0, 1, 250000),
+            completed_at=dt.datetime(2024, 5, 1, 12, 0, 9),
+        )
+        failed = Transcription.create(
+            organization=org, upload=None, status="failed", error_code="AUDIO_DECODE_ERROR", error_message="x"
+        )
+        schema, summary = TranscriptionSchema(), TranscriptionListSchema()
+        for made in (done, failed):
+            row = service.read_transcription(org, made.public_id)
+            model = service.get_transcription(org, made.public_id)
+            row.segment_list = model.segment_list = service.segment_items(model)
+            assert schema.dump(row) == ma.Schema.dump(schema, model)
+            assert (row.id, row.organization_id) == (model.id, model.organization_id)
+        page = service.list_page(org, 10)
+        models = [service.get_transcription(org, row.public_id) for row in page.data]
+        assert [row.public_id for row in page.data] == [failed.public_id, done.public_id]
+        assert summary.dump({"data": page.data, "has_more": False}) == ma.Schema.dump(
+            summary, {"data": models, "has_more": False}
+        )

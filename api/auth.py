@@ -2,6 +2,13 @@
 
 A key is `ct_` + 43 random url-safe characters (256 bits), so a plain SHA-256 is a sound hash (no
 password stretching needed). Every failure is the same 401: nothing says which part was wrong.
+
+Each process keeps its recent lookups (PrincipalCache). A revocation increments a counter in Redis,
+the auth generation, after its UPDATE; every request reads that counter in the round trip that
+counts it against the rate limit (api.ratelimit), and a lookup cached under an older generation is
+done again before the request goes on. So a key revoked anywhere is refused at once everywhere, for
+no extra round trip. Rows changed behind the API's back (plain SQL) are seen within
+`auth_cache_seconds`, when the entry expires.
 """
 
 from __future__ import annotations
@@ -13,10 +20,11 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from flask import current_app, g, has_app_context, request
+from flask import current_app, g, request
 
 from api.errors import ApiError
-from api.models import ApiKey, Membership, Organization, User, utcnow
+from api.models import ApiKey, Membership, Organization, User, db, utcnow
+from api.state import AppState, state
 from cliptext.errors import ErrorCode
 
 KEY_PREFIX = "ct_"
@@ -45,13 +53,31 @@ def issue_key(membership: Membership) -> tuple[ApiKey, str]:
     return row, raw
 
 
+def generation_key(app_state: AppState) -> str:
+    """The Redis counter that every revocation increments (see the module's docstring)."""
+    return app_state.key("auth", "generation")
+
+
+def current_generation(app_state: AppState) -> int:
+    return int(app_state.redis.get(generation_key(app_state)) or 0)
+
+
 def revoke_key(key_public_id: str) -> bool:
+    """Revoke the key (inside an app context: its Redis is told); every API process refuses it at once.
+
+    Committed before the generation moves on: a process that looks the key up again then sees it
+    revoked. Hence not inside a transaction, where the UPDATE would commit after the increment.
+    """
+    if db.in_transaction():
+        raise RuntimeError("revoke_key commits its own change; call it outside a transaction")
     revoked = bool(
         ApiKey.update(revoked_at=utcnow())
         .where((ApiKey.public_id == key_public_id) & ApiKey.revoked_at.is_null())
         .execute()
     )
-    if revoked and has_app_context():
+    if revoked:
+        app_state = state()
+        app_state.redis.incr(generation_key(app_state))
         principal_cache().clear()
     return revoked
 
@@ -65,30 +91,31 @@ def _unauthorized() -> ApiError:
 
 
 class PrincipalCache:
-    """Recent key lookups of this process, by SHA-256 of the key, for `ttl` seconds (0 = off).
+    """Recent key lookups of this process, by SHA-256 of the key, with the auth generation they were
+    made under, for at most `ttl` seconds (0 = off).
 
-    Saves the four-table lookup on most requests; a key revoked by another process keeps working here
-    for at most `ttl` seconds (revocations in this process clear it at once).
+    Saves the four-table lookup on most requests. An entry is only used once the request's rate-limit
+    hit has shown that no revocation happened since (confirm_principal).
     """
 
     MAX_ENTRIES = 10_000
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
-        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._entries: dict[str, tuple[float, int, Principal]] = {}
 
-    def get(self, digest: str) -> Principal | None:
+    def get(self, digest: str) -> tuple[int, Principal] | None:
         entry = self._entries.get(digest)
         if entry is None or entry[0] < time.monotonic():
             return None
-        return entry[1]
+        return entry[1], entry[2]
 
-    def put(self, digest: str, principal: Principal) -> None:
+    def put(self, digest: str, generation: int, principal: Principal) -> None:
         if self.ttl <= 0:
             return
         if len(self._entries) >= self.MAX_ENTRIES:
             self._entries.clear()
-        self._entries[digest] = (time.monotonic() + self.ttl, principal)
+        self._entries[digest] = (time.monotonic() + self.ttl, generation, principal)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -104,7 +131,10 @@ def principal_cache() -> PrincipalCache:
 
 
 def authenticate(authorization: str | None) -> Principal:
-    """Resolve an `Authorization: Bearer …` header to a Principal or raise 401."""
+    """Resolve an `Authorization: Bearer …` header to a Principal or raise 401.
+
+    A cached principal still has to be confirmed (confirm_principal) before the view runs.
+    """
     scheme, _, raw = (authorization or "").partition(" ")
     raw = raw.strip()
     if scheme.lower() != "bearer" or not raw.startswith(KEY_PREFIX) or len(raw) > 200:
@@ -113,9 +143,12 @@ def authenticate(authorization: str | None) -> Principal:
     cache = principal_cache()
     cached = cache.get(digest)
     if cached is not None:
-        return cached
+        generation, principal = cached
+        g.auth_unconfirmed = (digest, generation)
+        return principal
+    generation = current_generation(state())  # read before the lookup: a later revocation moves it on
     principal = _lookup(digest)
-    cache.put(digest, principal)
+    cache.put(digest, generation, principal)
     return principal
 
 
@@ -159,6 +192,29 @@ def load_principal() -> None:
     if request.method == "OPTIONS" or is_public_endpoint():
         return
     principal = authenticate(request.headers.get("Authorization"))
+    g.principal = principal
+    g.org = principal.org
+
+
+def confirm_principal() -> None:
+    """before_request hook after the rate limiter's (and first thing on a 429): a principal taken from
+    the cache stands only if no key was revoked since it was looked up, else it is looked up again.
+
+    The generation comes from the rate-limit hit's round trip (g.auth_generation, api.ratelimit); a
+    request that made no hit reads it with a GET.
+    """
+    pending = g.pop("auth_unconfirmed", None)
+    if pending is None:
+        return
+    digest, cached_generation = pending
+    generation = g.get("auth_generation")
+    if generation is None:
+        generation = current_generation(state())
+    if generation == cached_generation:
+        return
+    g.principal = g.org = None  # nothing of the stale principal is used, the rate-limit headers neither
+    principal = _lookup(digest)  # the generation was read before this lookup, as authenticate() does
+    principal_cache().put(digest, generation, principal)
     g.principal = principal
     g.org = principal.org
 

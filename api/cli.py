@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import click
+import redis
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
@@ -55,10 +56,17 @@ def create_key_command(org_id: str, email: str) -> None:
 @keys_cli.command("revoke")
 @click.argument("key_id")
 def revoke_key_command(key_id: str) -> None:
-    """Revoke an API key by its id (key_…)."""
+    """Revoke an API key by its id (key_…); every API process refuses it from the next request."""
     with db.connection_context():
-        if not revoke_key(key_id):
-            raise click.ClickException(f"no active key {key_id}")
+        try:
+            if not revoke_key(key_id):
+                raise click.ClickException(f"no active key {key_id}")
+        except redis.exceptions.RedisError as error:
+            seconds = current_app.extensions["cliptext"].settings.auth_cache_seconds
+            raise click.ClickException(
+                f"{key_id} is revoked in the database, but Redis could not be told ({error}): API processes "
+                f"that looked it up recently accept it for up to {seconds:g} s more"
+            ) from error
     click.echo(f"revoked {key_id}")
 
 

@@ -14,7 +14,8 @@ from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
 from flask_limiter._limits import ApplicationLimit, RuntimeLimit
 from limits.storage import RedisStorage
 
-from api.errors import error_response
+from api.auth import confirm_principal, generation_key
+from api.errors import ApiError, error_response, handle_api_error
 from api.services.plans import limits_for
 from cliptext.errors import ErrorCode
 
@@ -35,10 +36,12 @@ local current = redis.call("incrby", KEYS[1], amount)
 if tonumber(current) == amount then
     redis.call("expire", KEYS[1], ARGV[1])
 end
-return {current, redis.call("pttl", KEYS[1])}
+return {current, redis.call("pttl", KEYS[1]), redis.call("get", KEYS[2]) or "0"}
 """
 
-    def __init__(self, uri: str, **options) -> None:
+    def __init__(self, uri: str, auth_generation_key: str = "auth:generation", **options) -> None:
+        """`auth_generation_key`: the counter api.auth reads back with each hit (g.auth_generation)."""
+        self.auth_generation_key = auth_generation_key
         super().__init__(uri.removeprefix("cliptext+"), **options)
 
     def initialize_storage(self, uri: str) -> None:
@@ -50,10 +53,13 @@ return {current, redis.call("pttl", KEYS[1])}
         return g.setdefault("rate_limit_windows", {}) if has_request_context() else None
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        count, pttl = self.lua_incr_expire_pttl([self.prefixed_key(key)], [expiry, amount])
+        count, pttl, generation = self.lua_incr_expire_pttl(
+            [self.prefixed_key(key), self.auth_generation_key], [expiry, amount]
+        )
         seen = self._seen()
         if seen is not None:
             seen[key] = (int(count), time.time() + max(int(pttl), 0) / 1000)
+            g.auth_generation = int(generation)
         return int(count)
 
     def get(self, key: str) -> int:
@@ -187,19 +193,26 @@ def _not_authenticated() -> bool:
 def init_rate_limits(app: Flask, redis_url: str, key_prefix: str) -> ApplicationLimiter:
     """Attach a Limiter to `app` (one per app instance; the counters live in Redis)."""
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)  # we write the standard headers ourselves
+    ours = redis_url.startswith(("redis://", "rediss://"))
     limiter = ApplicationLimiter(
         key_func=_org_key,
         application_limits=[_org_limit],
         application_limits_exempt_when=_not_authenticated,
-        storage_uri=f"cliptext+{redis_url}" if redis_url.startswith(("redis://", "rediss://")) else redis_url,
+        storage_uri=f"cliptext+{redis_url}" if ours else redis_url,
+        storage_options={"auth_generation_key": generation_key(app.extensions["cliptext"])} if ours else {},
         strategy="fixed-window",
         key_prefix=f"{key_prefix}ratelimit",
         swallow_errors=False,
     )
     limiter.init_app(app)
+    app.before_request(confirm_principal)  # after the limiter's hook: its hit read the auth generation
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(error: RateLimitExceeded) -> Response:
+        try:
+            confirm_principal()  # the limiter's hook raised before the confirming one ran
+        except ApiError as refused:  # the key was revoked meanwhile: 401, not 429
+            return handle_api_error(refused)
         limit = error.limit.limit
         return error_response(
             ErrorCode.RATE_LIMITED,
@@ -210,7 +223,7 @@ def init_rate_limits(app: Flask, redis_url: str, key_prefix: str) -> Application
     @app.after_request
     def rate_limit_headers(response: Response) -> Response:
         current = limiter.current_limit
-        if current is None:
+        if current is None or g.get("org") is None:  # not counted, or refused (confirm_principal)
             return response
         seconds = max(0, int(current.reset_at - time.time()))
         response.headers["RateLimit-Limit"] = str(current.limit.amount)

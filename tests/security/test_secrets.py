@@ -7,6 +7,9 @@ import hashlib
 import inspect
 import logging
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import peewee as pw
 import pytest
@@ -121,7 +124,7 @@ def test_security_headers_on_every_kind_of_answer(app, client, new_org):
 
 
 def test_revoked_key_stops_within_the_cache_ttl(make_app, new_org):
-    """Another process revoking (a plain UPDATE here) is seen after auth_cache_seconds; this one at once."""
+    """A plain UPDATE behind the API's back is seen after auth_cache_seconds; revoke_key at once."""
     import time
 
     from api.auth import revoke_key
@@ -144,3 +147,57 @@ def test_revoked_key_stops_within_the_cache_ttl(make_app, new_org):
         key_id = ApiKey.get(ApiKey.key_hash == hashlib.sha256(other.encode()).hexdigest()).public_id
         assert revoke_key(key_id)
     assert client.get("/v1/orgs", headers=other_key).status_code == 401  # revoked here: no delay
+
+
+def revoke_in_another_process(key_id: str) -> None:
+    """`flask --app api keys revoke` as an operator runs it: its own process, this test's environment."""
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "api", "keys", "revoke", key_id],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def key_id_of(app, raw: str) -> str:
+    with app.app_context():
+        return ApiKey.get(ApiKey.key_hash == hashlib.sha256(raw.encode()).hexdigest()).public_id
+
+
+def test_key_revoked_by_another_process_is_refused_at_once(make_app, new_org):
+    """Cached lookups stand only while no key was revoked anywhere: the next request is a 401, also for
+    a cached key whose organization is over its rate limit (401, not 429). The org's other key works."""
+    from api.services.orgs import create_key
+
+    app = make_app(auth_cache_seconds=3600)  # nothing expires during the test
+    client = app.test_client()
+    org, raw = new_org("free")  # 10 requests a minute
+    with app.app_context():
+        _, other = create_key(org.public_id, ApiKey.select().first().membership.user.email)
+    key, other_key = ({"Authorization": f"Bearer {k}"} for k in (raw, other))
+    assert [client.get("/v1/orgs", headers=key).status_code for _ in range(2)] == [200, 200]
+    revoke_in_another_process(key_id_of(app, raw))
+    refused = client.get("/v1/orgs", headers=key)
+    assert refused.status_code == 401 and refused.get_json()["error"]["code"] == "UNAUTHORIZED"
+    assert "RateLimit-Remaining" not in refused.headers
+    assert client.get("/v1/orgs", headers=other_key).status_code == 200
+
+    codes = [client.get("/v1/orgs", headers=other_key).status_code for _ in range(7)]
+    assert codes[-1] == 429 and set(codes) == {200, 429}  # counted: 2 + 1 refused + 1 + 7 > 10
+    revoke_in_another_process(key_id_of(app, other))
+    refused = client.get("/v1/orgs", headers=other_key)
+    assert refused.status_code == 401 and "Retry-After" not in refused.headers
+
+
+def test_revoke_says_so_when_redis_cannot_be_told(make_app, new_org):
+    """The database change stands; the operator learns that processes may accept the key a while more."""
+    app = make_app()
+    _, raw = new_org("pro")
+    key_id = key_id_of(app, raw)
+    unreachable = make_app(redis_url="redis://127.0.0.1:1/0", auth_cache_seconds=5)
+    result = unreachable.test_cli_runner().invoke(args=["keys", "revoke", key_id])
+    assert result.exit_code != 0
+    assert "revoked in the database" in result.output and "up to 5 s more" in result.output
+    assert app.test_client().get("/v1/orgs", headers={"Authorization": f"Bearer {raw}"}).status_code == 401

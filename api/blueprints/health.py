@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from api.blueprints import errors
+from api.blueprints import Blueprint, errors
 from api.errors import error_response
 from api.models import db
 from api.schemas.health import HealthSchema

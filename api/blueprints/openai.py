@@ -14,10 +14,10 @@ from typing import Any
 import marshmallow as ma
 from flask import Response, g, jsonify, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from api import formats
 from api.auth import current_principal
+from api.blueprints import Blueprint
 from api.errors import ApiError
 from api.models import TranscriptionStatus
 from api.openai_errors import install_openai_errors, openai_error

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from api.auth import current_principal
-from api.blueprints import errors
+from api.blueprints import Blueprint, errors
 from api.schemas.orgs import AddMemberSchema, MemberSchema, OrganizationListSchema, OrganizationSchema
 from api.services import orgs as service
 

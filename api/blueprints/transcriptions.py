@@ -7,12 +7,11 @@ from typing import Any
 import marshmallow as ma
 from flask import Response, g, jsonify, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from werkzeug.exceptions import UnprocessableEntity
 
 from api import formats
 from api.auth import current_principal
-from api.blueprints import errors
+from api.blueprints import Blueprint, errors
 from api.errors import ApiError
 from api.schemas.openai import VerboseTranscriptionSchema
 from api.schemas.transcriptions import (

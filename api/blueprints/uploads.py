@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from api.auth import current_principal
-from api.blueprints import errors
+from api.blueprints import Blueprint, errors
 from api.schemas.uploads import (
     CompleteRequestSchema,
     PresignRequestSchema,

@@ -217,6 +217,25 @@ def test_redis_down_is_503(make_app, app, new_org):
     assert error["details"] == {"database": "ok", "redis": "unavailable"}
 
 
+def test_redis_restart_is_503_then_counted_again(make_app, new_org, tmp_path):
+    """The rate limiter's per-thread connections reconnect after Redis went away (and its counters)."""
+    from tests.reliability.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis", appendonly=False)
+    server.start()
+    try:
+        _, headers = new_org("pro")
+        client = make_app(redis_url=server.url, MIGRATE_ON_START=False).test_client()
+        assert client.get("/v1/transcriptions", headers=headers).headers["RateLimit-Remaining"] == "59"
+        server.stop(kill=True)
+        assert_envelope(client.get("/v1/transcriptions", headers=headers), 503, "SERVICE_UNAVAILABLE")
+        server.start()
+        assert client.get("/v1/transcriptions", headers=headers).headers["RateLimit-Remaining"] == "59"
+        assert client.get("/v1/transcriptions", headers=headers).headers["RateLimit-Remaining"] == "58"
+    finally:
+        server.stop(kill=True)
+
+
 def test_payload_too_large_on_multipart(make_app, new_org):
     app = make_app(max_upload_bytes=50_000)
     from api.services.orgs import create_org

@@ -38,18 +38,26 @@ def enqueue_transcription(
     job_timeout: int = 3600,
     request_id: str | None = None,
 ) -> Job:
-    """Queue `run_transcription(transcription_id)`; the job id is the transcription's public id."""
+    """Queue `run_transcription(transcription_id)`; the job id is the transcription's public id.
+
+    One transaction, one round trip: RQ registers the queue and stores the job in our pipeline
+    (left to itself it sends each in a transaction of its own).
+    """
     queue = Queue(queue_name, connection=connection)
-    return queue.enqueue(
-        JOB_FUNCTION,
-        transcription_id,
-        job_id=transcription_id,
-        job_timeout=job_timeout,
-        meta={REQUEST_ID_META: request_id} if request_id else None,
-        result_ttl=3600,
-        failure_ttl=7 * 24 * 3600,
-        description=f"transcription {transcription_id}",
-    )
+    with connection.pipeline() as pipe:
+        job = queue.enqueue(
+            JOB_FUNCTION,
+            transcription_id,
+            job_id=transcription_id,
+            job_timeout=job_timeout,
+            meta={REQUEST_ID_META: request_id} if request_id else None,
+            result_ttl=3600,
+            failure_ttl=7 * 24 * 3600,
+            description=f"transcription {transcription_id}",
+            pipeline=pipe,
+        )
+        pipe.execute()
+    return job
 
 
 def cancel_transcription(connection: redis.Redis, transcription_id: str) -> None:

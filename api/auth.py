@@ -3,11 +3,12 @@
 A key is `ct_` + 43 random url-safe characters (256 bits), so a plain SHA-256 is a sound hash (no
 password stretching needed). Every failure is the same 401: nothing says which part was wrong.
 
-Each process keeps its recent lookups (PrincipalCache). A revocation increments a counter in Redis,
-the auth generation, after its UPDATE; every request reads that counter in the round trip that
-counts it against the rate limit (api.ratelimit), and a lookup cached under an older generation is
-done again before the request goes on. So a key revoked anywhere is refused at once everywhere, for
-no extra round trip. Rows changed behind the API's back (plain SQL) are seen within
+Each process keeps its recent lookups (PrincipalCache). A revocation writes a fresh random value,
+the auth generation, to Redis after its UPDATE; every request reads it in the round trip that
+counts it against the rate limit (api.ratelimit), and a lookup cached under another generation is
+done again before the request goes on (random, not a counter: a Redis that lost its data and
+counted up again could land on a value a process still holds). So a key revoked anywhere is refused
+at once everywhere, for no extra round trip. Rows changed behind the API's back (plain SQL) are seen within
 `auth_cache_seconds`, when the entry expires.
 """
 
@@ -54,19 +55,19 @@ def issue_key(membership: Membership) -> tuple[ApiKey, str]:
 
 
 def generation_key(app_state: AppState) -> str:
-    """The Redis counter that every revocation increments (see the module's docstring)."""
+    """The Redis key that every revocation sets to a new random value (see the module's docstring)."""
     return app_state.key("auth", "generation")
 
 
-def current_generation(app_state: AppState) -> int:
-    return int(app_state.redis.get(generation_key(app_state)) or 0)
+def current_generation(app_state: AppState) -> str:
+    return (app_state.redis.get(generation_key(app_state)) or b"").decode()
 
 
 def revoke_key(key_public_id: str) -> bool:
     """Revoke the key (inside an app context: its Redis is told); every API process refuses it at once.
 
     Committed before the generation moves on: a process that looks the key up again then sees it
-    revoked. Hence not inside a transaction, where the UPDATE would commit after the increment.
+    revoked. Hence not inside a transaction, where the UPDATE would commit after the new generation.
     """
     if db.in_transaction():
         raise RuntimeError("revoke_key commits its own change; call it outside a transaction")
@@ -77,7 +78,7 @@ def revoke_key(key_public_id: str) -> bool:
     )
     if revoked:
         app_state = state()
-        app_state.redis.incr(generation_key(app_state))
+        app_state.redis.set(generation_key(app_state), secrets.token_hex(16))
         principal_cache().clear()
     return revoked
 
@@ -102,15 +103,15 @@ class PrincipalCache:
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
-        self._entries: dict[str, tuple[float, int, Principal]] = {}
+        self._entries: dict[str, tuple[float, str, Principal]] = {}
 
-    def get(self, digest: str) -> tuple[int, Principal] | None:
+    def get(self, digest: str) -> tuple[str, Principal] | None:
         entry = self._entries.get(digest)
         if entry is None or entry[0] < time.monotonic():
             return None
         return entry[1], entry[2]
 
-    def put(self, digest: str, generation: int, principal: Principal) -> None:
+    def put(self, digest: str, generation: str, principal: Principal) -> None:
         if self.ttl <= 0:
             return
         if len(self._entries) >= self.MAX_ENTRIES:

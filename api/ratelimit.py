@@ -38,11 +38,11 @@ local current = redis.call("incrby", KEYS[1], amount)
 if tonumber(current) == amount then
     redis.call("expire", KEYS[1], ARGV[1])
 end
-return {current, redis.call("pttl", KEYS[1]), redis.call("get", KEYS[2]) or "0"}
+return {current, redis.call("pttl", KEYS[1]), redis.call("get", KEYS[2]) or ""}
 """
 
     def __init__(self, uri: str, auth_generation_key: str = "auth:generation", **options) -> None:
-        """`auth_generation_key`: the counter api.auth reads back with each hit (g.auth_generation)."""
+        """`auth_generation_key`: what api.auth reads back with each hit (g.auth_generation)."""
         self.auth_generation_key = auth_generation_key
         super().__init__(uri.removeprefix("cliptext+"), **options)
 
@@ -74,7 +74,7 @@ return {current, redis.call("pttl", KEYS[1]), redis.call("get", KEYS[2]) or "0"}
         seen = self._seen()
         if seen is not None:
             seen[key] = (int(count), time.time() + max(int(pttl), 0) / 1000)
-            g.auth_generation = int(generation)
+            g.auth_generation = generation.decode() if isinstance(generation, bytes) else str(generation)
         return int(count)
 
     def get(self, key: str) -> int:

@@ -201,3 +201,21 @@ def test_revoke_says_so_when_redis_cannot_be_told(make_app, new_org):
     assert result.exit_code != 0
     assert "revoked in the database" in result.output and "up to 5 s more" in result.output
     assert app.test_client().get("/v1/orgs", headers={"Authorization": f"Bearer {raw}"}).status_code == 401
+
+
+def test_revocation_seen_after_redis_lost_its_data(make_app, new_org, redis_conn):
+    """The generation is random, not a count that a Redis restarted empty could count up to again."""
+    from api.auth import revoke_key
+
+    app, elsewhere = make_app(auth_cache_seconds=3600), make_app()  # two app instances: two processes
+    client = app.test_client()
+    _, first = new_org("pro")
+    _, second = new_org("pro")
+    with elsewhere.app_context():
+        assert revoke_key(key_id_of(elsewhere, first))
+    headers = {"Authorization": f"Bearer {second}"}
+    assert client.get("/v1/orgs", headers=headers).status_code == 200  # cached under that generation
+    redis_conn.flushdb()  # Redis restarted without its data
+    with elsewhere.app_context():
+        assert revoke_key(key_id_of(elsewhere, second))
+    assert client.get("/v1/orgs", headers=headers).status_code == 401

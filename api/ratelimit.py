@@ -7,10 +7,8 @@ upload URLs) are not counted. Headers follow the IETF draft: RateLimit-Limit / -
 
 from __future__ import annotations
 
-import threading
 import time
 
-import redis
 from flask import Flask, Response, g, has_request_context, request
 from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
 from flask_limiter._limits import ApplicationLimit, RuntimeLimit
@@ -49,19 +47,6 @@ return {current, redis.call("pttl", KEYS[1]), redis.call("get", KEYS[2]) or ""}
     def initialize_storage(self, uri: str) -> None:
         super().initialize_storage(uri)
         self.lua_incr_expire_pttl = self.get_connection().register_script(self.SCRIPT_INCR_EXPIRE_PTTL)
-        self._threads = threading.local()
-
-    def _thread_client(self) -> redis.Redis:
-        """A client holding one connection of the pool for this thread (gunicorn's threads live long).
-
-        Checking a connection out of the pool and back in for every hit (lock, pid check, a probe
-        read for stale data, bookkeeping) cost about a third of the hit's client-side CPU.
-        """
-        client = getattr(self._threads, "client", None)
-        if client is None:
-            pool = self.get_connection().connection_pool
-            client = self._threads.client = redis.Redis(connection_pool=pool, single_connection_client=True)
-        return client
 
     @staticmethod
     def _seen() -> dict[str, tuple[int, float]] | None:
@@ -69,7 +54,7 @@ return {current, redis.call("pttl", KEYS[1]), redis.call("get", KEYS[2]) or ""}
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         count, pttl, generation = self.lua_incr_expire_pttl(
-            [self.prefixed_key(key), self.auth_generation_key], [expiry, amount], client=self._thread_client()
+            [self.prefixed_key(key), self.auth_generation_key], [expiry, amount]
         )
         seen = self._seen()
         if seen is not None:

@@ -60,7 +60,15 @@ def generation_key(app_state: AppState) -> str:
 
 
 def current_generation(app_state: AppState) -> str:
-    return (app_state.redis.get(generation_key(app_state)) or b"").decode()
+    """The auth generation; a missing one (no revocation yet, or a Redis that lost its data) is first set
+    to a fresh random value, so that no lookup is ever cached under a value that can come back."""
+    redis = app_state.redis
+    key = generation_key(app_state)
+    value = redis.get(key)
+    if value is None:
+        redis.set(key, secrets.token_hex(16), nx=True)
+        value = redis.get(key) or b""
+    return value.decode()
 
 
 def revoke_key(key_public_id: str) -> bool:
@@ -112,11 +120,14 @@ class PrincipalCache:
         return entry[1], entry[2]
 
     def put(self, digest: str, generation: str, principal: Principal) -> None:
-        if self.ttl <= 0:
+        if self.ttl <= 0 or not generation:  # an unknown generation could match a stale entry later
             return
         if len(self._entries) >= self.MAX_ENTRIES:
             self._entries.clear()
         self._entries[digest] = (time.monotonic() + self.ttl, generation, principal)
+
+    def drop(self, digest: str) -> None:
+        self._entries.pop(digest, None)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -147,7 +158,8 @@ def authenticate(authorization: str | None) -> Principal:
         generation, principal = cached
         g.auth_unconfirmed = (digest, generation)
         return principal
-    generation = current_generation(state())  # read before the lookup: a later revocation moves it on
+    # read before the lookup: a later revocation moves it on (no cache, no need to read it)
+    generation = current_generation(state()) if cache.ttl > 0 else ""
     principal = _lookup(digest)
     cache.put(digest, generation, principal)
     return principal
@@ -209,13 +221,18 @@ def confirm_principal() -> None:
         return
     digest, cached_generation = pending
     generation = g.get("auth_generation")
-    if generation is None:
+    if not generation:  # no hit this request, or the hit found no generation in Redis
         generation = current_generation(state())
     if generation == cached_generation:
         return
     g.principal = g.org = None  # nothing of the stale principal is used, the rate-limit headers neither
-    principal = _lookup(digest)  # the generation was read before this lookup, as authenticate() does
-    principal_cache().put(digest, generation, principal)
+    cache = principal_cache()
+    try:
+        principal = _lookup(digest)  # the generation was read before this lookup, as authenticate() does
+    except ApiError:
+        cache.drop(digest)  # revoked: later requests with it go to the database, not this entry
+        raise
+    cache.put(digest, generation, principal)
     g.principal = principal
     g.org = principal.org
 

@@ -175,11 +175,18 @@ def handle_unexpected(error: Exception) -> Response:
     )
 
 
+# a database or Redis that cannot answer: 503 with Retry-After, not 500
+BACKING_SERVICE_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    pw.OperationalError,
+    pw.InterfaceError,
+)
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)
-    app.register_error_handler(redis.exceptions.ConnectionError, handle_service_unavailable)
-    app.register_error_handler(redis.exceptions.TimeoutError, handle_service_unavailable)
-    app.register_error_handler(pw.OperationalError, handle_service_unavailable)
-    app.register_error_handler(pw.InterfaceError, handle_service_unavailable)
+    for error in BACKING_SERVICE_ERRORS:
+        app.register_error_handler(error, handle_service_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

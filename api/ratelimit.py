@@ -15,7 +15,13 @@ from flask_limiter._limits import ApplicationLimit, RuntimeLimit
 from limits.storage import RedisStorage
 
 from api.auth import confirm_principal, generation_key
-from api.errors import ApiError, error_response, handle_api_error
+from api.errors import (
+    BACKING_SERVICE_ERRORS,
+    ApiError,
+    error_response,
+    handle_api_error,
+    handle_service_unavailable,
+)
 from api.services.plans import limits_for
 from cliptext.errors import ErrorCode
 
@@ -213,6 +219,8 @@ def init_rate_limits(app: Flask, redis_url: str, key_prefix: str) -> Application
             confirm_principal()  # the limiter's hook raised before the confirming one ran
         except ApiError as refused:  # the key was revoked meanwhile: 401, not 429
             return handle_api_error(refused)
+        except BACKING_SERVICE_ERRORS as down:  # raised inside an error handler: Flask would make it a 500
+            return handle_service_unavailable(down)
         limit = error.limit.limit
         return error_response(
             ErrorCode.RATE_LIMITED,

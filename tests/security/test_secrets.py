@@ -219,3 +219,21 @@ def test_revocation_seen_after_redis_lost_its_data(make_app, new_org, redis_conn
     with elsewhere.app_context():
         assert revoke_key(key_id_of(elsewhere, second))
     assert client.get("/v1/orgs", headers=headers).status_code == 401
+
+
+def test_a_lookup_cached_before_any_revocation_never_matches_a_lost_generation(make_app, new_org, redis_conn):
+    """A key cached while Redis held no generation yet, revoked elsewhere, then Redis loses its data:
+    the lost generation must not read back as the value the lookup was cached under."""
+    from api.auth import revoke_key
+
+    redis_conn.flushdb()  # no revocation ever recorded
+    app, elsewhere = make_app(auth_cache_seconds=3600), make_app()
+    client = app.test_client()
+    _, raw = new_org("pro")
+    headers = {"Authorization": f"Bearer {raw}"}
+    assert client.get("/v1/orgs", headers=headers).status_code == 200  # cached
+    with elsewhere.app_context():
+        assert revoke_key(key_id_of(elsewhere, raw))
+    redis_conn.flushdb()  # Redis restarted without its data before this process made a request
+    assert client.get("/v1/orgs", headers=headers).status_code == 401
+    assert client.get("/v1/orgs", headers=headers).status_code == 401  # the stale entry is gone too

@@ -113,10 +113,12 @@ def beam_candidates(logits: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.
         sample = (shifted[:, :_SAMPLE_COLUMNS] - lse) + scores
     bound = np.partition(sample.ravel(), -k)[-k] if sample.size >= k else NEG_INF
     if np.isfinite(bound):
-        # the margin grows with the magnitudes involved (hopeless beams score -1e10)
-        margin = _BOUND_MARGIN + np.float32(1e-6) * (np.abs(bound) + np.abs(scores) + np.abs(lse))
-        threshold = np.where(np.isfinite(lse), (bound - scores + lse) - margin, np.inf)  # rows masked whole
-        flat = np.flatnonzero(shifted >= threshold)  # 2-D nonzero is 10x slower
+        # the margin grows with the magnitudes involved (hopeless beams score -1e10); a row with a -inf
+        # score or masked whole gets a NaN or +inf threshold, and no entry passes it (none can rank)
+        with np.errstate(invalid="ignore"):
+            margin = _BOUND_MARGIN + np.float32(1e-6) * (np.abs(bound) + np.abs(scores) + np.abs(lse))
+            threshold = np.where(np.isfinite(lse), (bound - scores + lse) - margin, np.inf)
+            flat = np.flatnonzero(shifted >= threshold)  # 2-D nonzero is 10x slower
     else:  # most entries masked: rank every finite one
         flat = np.flatnonzero(np.isfinite(shifted))
     if flat.size < k:  # fewer than k finite entries: rank the whole array

@@ -28,6 +28,8 @@ def random_case(rng: np.random.Generator, trial: int) -> tuple[np.ndarray, np.nd
         logits[rng.integers(0, beams), TIMESTAMP_BEGIN:] = -np.inf
     if trial % 7 == 0:
         scores[rng.integers(0, beams)] = -1e10  # a beam CTranslate2 keeps but never picks
+    if trial % 10 == 0 and beams > 1:
+        scores[0] = -np.inf  # a kept candidate that had only masked tokens left
     if trial % 9 == 0:
         logits[:, :2048] -= 40  # the sampled columns are all poor candidates
     return logits, scores

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the project's packages
 
 from inference.client import Summary, TranscriberClient  # noqa: E402
+from inference.engine_threads import EngineThreads  # noqa: E402
 from inference.types import TranscribeOptions  # noqa: E402
 from tests.media import AUDIO_DIR  # noqa: E402
 
@@ -54,13 +54,6 @@ def measure(run, streams: int, pool: ThreadPoolExecutor) -> float:
     started = time.perf_counter()
     total = sum(pool.map(lambda _: run(), range(streams)))
     return total / (time.perf_counter() - started)
-
-
-def warm_threads(pool: ThreadPoolExecutor, size: int, run) -> None:
-    """`run()` once on each of the pool's `size` threads: on CUDA a thread's first run of a session is
-    seconds slower (see inference/engine_threads.py), and the server warms its own threads likewise."""
-    barrier = threading.Barrier(size)
-    list(pool.map(lambda _: (barrier.wait(), run()), range(size)))
 
 
 def start_server(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.Popen, str]:
@@ -101,19 +94,24 @@ def bench(args: argparse.Namespace, clips: list[Path], options: TranscribeOption
         try:
             for line in (Path(tmp) / "server.log").read_text().splitlines():
                 if "warmed up" in line or "loaded in" in line:
-                    print("server:", line[-160:])
+                    print("server:", line)
             with (
                 TranscriberClient(addr, timeout=3600) as client,
                 ThreadPoolExecutor(max(args.streams)) as pool,
             ):
-                warm_threads(pool, max(args.streams), partial(_engine_run, engine, clips[:1], options))
+                # in process as in the server: the engine runs on warm engine threads (on CUDA a
+                # thread's first runs are seconds slower, see inference/engine_threads.py)
+                threads = EngineThreads(max(args.streams))
+                threads.warm(partial(_engine_run, engine, clips[:1], options))
                 _server_run(client, clips[:1], options)
+                in_process = partial(threads.call, _engine_run, engine, clips, options)
                 for n in args.streams:
                     local = served = 0.0
                     for _ in range(args.repeat):
-                        local = max(local, measure(partial(_engine_run, engine, clips, options), n, pool))
+                        local = max(local, measure(in_process, n, pool))
                         served = max(served, measure(partial(_server_run, client, clips, options), n, pool))
                     results[n] = (local, served)
+                threads.shutdown()
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(60)

@@ -20,6 +20,7 @@ from api.auth import load_principal
 from api.db import init_db
 from api.errors import ErrorSchema, register_error_handlers
 from api.http_hooks import install_request_hooks
+from api.json_provider import OrjsonProvider
 from api.metrics import install_metrics
 from api.queue import QUEUE_NAME
 from api.ratelimit import init_rate_limits
@@ -72,6 +73,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     settings = dataclasses.replace(settings, **{k: overrides.pop(k) for k in list(overrides) if k in fields})
 
     app = CliptextFlask(__name__)
+    app.json = OrjsonProvider(app)
     app.config.update(
         API_TITLE="Cliptext API",
         API_VERSION=API_VERSION,
@@ -89,7 +91,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         REDIS_KEY_PREFIX="cliptext:",
         RQ_QUEUE=QUEUE_NAME,
         MIGRATE_ON_START=True,
-        JSON_SORT_KEYS=False,
     )
     app.config.update({k: v for k, v in overrides.items() if k.isupper()})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from typing import Any
@@ -83,9 +84,16 @@ def _lone_surrogate_at(value: Any, path: str = "") -> str | None:
 
 def _refuse_lone_surrogates() -> None:
     """JSON may escape half a UTF-16 pair ("\\ud800"); no database can store that string: 422, not 500."""
-    if not request.is_json or not _ESCAPED_SURROGATE.search(request.get_data(cache=True)):
+    if not request.is_json:
         return
-    where = _lone_surrogate_at(request.get_json(silent=True))
+    raw = request.get_data(cache=True)
+    if not _ESCAPED_SURROGATE.search(raw):
+        return
+    try:  # the stdlib parser, not app.json: orjson refuses the body outright, so it cannot say where
+        body = json.loads(raw)
+    except ValueError:
+        return  # not JSON at all: the view's parser answers that
+    where = _lone_surrogate_at(body)
     if where:
         raise ApiError(
             ErrorCode.VALIDATION_ERROR,

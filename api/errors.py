@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import botocore.exceptions
 import marshmallow as ma
 import peewee as pw
 import redis.exceptions
@@ -175,12 +176,14 @@ def handle_unexpected(error: Exception) -> Response:
     )
 
 
-# a database or Redis that cannot answer: 503 with Retry-After, not 500
+# a database, Redis or object storage that cannot answer: 503 with Retry-After, not 500
 BACKING_SERVICE_ERRORS = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     pw.OperationalError,
     pw.InterfaceError,
+    botocore.exceptions.BotoCoreError,  # S3 unreachable, timed out, no credentials
+    botocore.exceptions.ClientError,  # S3 refused: no such bucket, access denied, slow down
 )
 
 

@@ -123,6 +123,8 @@ class S3Storage:
             return int(self.client.head_object(Bucket=self.bucket, Key=self._object(key))["ContentLength"])
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                # S3 answers a HEAD in a missing bucket with the same bare 404: that one is ours (503)
+                self.client.head_bucket(Bucket=self.bucket)
                 return None
             raise
 

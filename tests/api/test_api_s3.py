@@ -402,3 +402,18 @@ def test_large_file_multipart_transfer_roundtrip(s3_app, bucket, tmp_path):
     assert bucket.client.head_object(Bucket=bucket.name, Key=key)["ContentLength"] == len(data)
     with open_storage(bucket.storage_url).local_copy(key.removeprefix(PREFIX + "/")) as path:
         assert path.read_bytes() == data
+
+
+def test_a_missing_bucket_is_503_not_a_client_error(make_app, bucket):
+    """The operator's misconfiguration: never a 500, and never blamed on the client (UPLOAD_MISSING)."""
+    app = make_app(storage_url=f"s3://{bucket.name}-gone/{PREFIX}")
+    client = app.test_client()
+    _, headers = _org(app)
+    data = JFK_FLAC.read_bytes()
+    created = _multipart_create(client, headers, data, "talk.flac", "audio/flac")
+    error = _error(created, 503, "SERVICE_UNAVAILABLE")
+    assert created.headers["Retry-After"] and "Traceback" not in created.get_data(as_text=True)
+    assert set(error["details"]) == {"request_id"}
+    body = _presign(client, headers, "talk.flac", len(data))  # signing needs no bucket
+    _error(_complete(client, headers, body["id"]), 503, "SERVICE_UNAVAILABLE")
+    assert bucket.keys() == []  # nothing went astray into the configured bucket's neighbour

@@ -98,7 +98,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["cliptext"] = AppState(
         settings=settings,
         redis=redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2),
-        storage=open_storage(settings.storage_url),
+        storage=open_storage(settings.storage_url, settings.storage_public_endpoint),
         signer=URLSafeTimedSerializer(settings.secret_key),
         redis_prefix=app.config["REDIS_KEY_PREFIX"],
         queue_name=app.config["RQ_QUEUE"],

@@ -92,13 +92,20 @@ class S3Storage:
 
     is_local = False
 
-    def __init__(self, bucket: str, prefix: str = "") -> None:
+    def __init__(self, bucket: str, prefix: str = "", public_endpoint: str = "") -> None:
         import boto3
         from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.client = boto3.client("s3", config=Config(signature_version="s3v4"))
+        config = Config(signature_version="s3v4")
+        self.client = boto3.client("s3", config=config)
+        # a SigV4 URL signs its host: URLs for clients are signed for the address they reach
+        self._url_signer = (
+            boto3.client("s3", config=config, endpoint_url=public_endpoint)
+            if public_endpoint
+            else self.client
+        )
 
     def _object(self, key: str) -> str:
         key = _check_key(key)
@@ -139,7 +146,7 @@ class S3Storage:
             yield path
 
     def presigned_put(self, key: str, content_type: str, expires_in: int) -> tuple[str, dict[str, str]]:
-        url = self.client.generate_presigned_url(
+        url = self._url_signer.generate_presigned_url(
             "put_object",
             Params={"Bucket": self.bucket, "Key": self._object(key), "ContentType": content_type},
             ExpiresIn=expires_in,
@@ -148,11 +155,12 @@ class S3Storage:
         return url, {"Content-Type": content_type}
 
 
-def open_storage(storage_url: str) -> Storage:
-    """`file:///abs/path` (or a bare path) → LocalStorage; `s3://bucket/prefix` → S3Storage."""
+def open_storage(storage_url: str, public_endpoint: str = "") -> Storage:
+    """`file:///abs/path` (or a bare path) → LocalStorage; `s3://bucket/prefix` → S3Storage, whose
+    presigned URLs go to `public_endpoint` when given (S3_PUBLIC_ENDPOINT_URL)."""
     parsed = urlparse(storage_url)
     if parsed.scheme == "s3":
-        return S3Storage(parsed.netloc, parsed.path)
+        return S3Storage(parsed.netloc, parsed.path, public_endpoint)
     if parsed.scheme in {"file", ""}:
         return LocalStorage(Path(parsed.path if parsed.scheme else storage_url))
     raise ValueError(f"unsupported STORAGE_URL scheme {parsed.scheme!r}")

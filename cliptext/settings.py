@@ -40,6 +40,9 @@ class Settings:
     database_url: str
     redis_url: str
     storage_url: str
+    # the S3 endpoint written into presigned upload URLs, when clients reach it at another address than
+    # the containers do (AWS_ENDPOINT_URL); empty: the same
+    storage_public_endpoint: str
     inference_addr: str
     model_dir: Path
     secret_key: str = field(repr=False)
@@ -98,6 +101,7 @@ class Settings:
             database_url=_env("DATABASE_URL", f"sqlite:///{data_dir / 'cliptext.db'}"),
             redis_url=_env("REDIS_URL", "redis://127.0.0.1:6379/0"),
             storage_url=_env("STORAGE_URL", f"file://{data_dir / 'storage'}"),
+            storage_public_endpoint=os.environ.get("S3_PUBLIC_ENDPOINT_URL", ""),
             inference_addr=_env("INFERENCE_ADDR", "127.0.0.1:50051"),
             model_dir=Path(_env("CLIPTEXT_MODEL_DIR", "models/whisper-tiny.en")),
             secret_key=secret,

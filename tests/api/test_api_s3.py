@@ -417,3 +417,23 @@ def test_a_missing_bucket_is_503_not_a_client_error(make_app, bucket):
     body = _presign(client, headers, "talk.flac", len(data))  # signing needs no bucket
     _error(_complete(client, headers, body["id"]), 503, "SERVICE_UNAVAILABLE")
     assert bucket.keys() == []  # nothing went astray into the configured bucket's neighbour
+
+
+def test_presigned_urls_go_to_the_public_endpoint_when_set(make_app, bucket, monkeypatch):
+    """Containers reach S3 at AWS_ENDPOINT_URL, clients at S3_PUBLIC_ENDPOINT_URL: URLs are for the latter."""
+    public = bucket.endpoint.replace("127.0.0.1", "localhost")
+    monkeypatch.setenv("S3_PUBLIC_ENDPOINT_URL", public)
+    app = make_app(storage_url=bucket.storage_url)  # the setting read from the environment
+    default = make_app(storage_url=bucket.storage_url, storage_public_endpoint="")
+    client = app.test_client()
+    _, headers = _org(app)
+    data = JFK_FLAC.read_bytes()
+    body = _presign(client, headers, "talk.flac", len(data))
+    assert body["url"].startswith(public + "/")
+    _put(body, data)
+    assert _complete(client, headers, body["id"]).status_code == 200
+    assert bucket.read(_object_key(app, body["id"])) == data
+    _, default_headers = _org(default)
+    assert _presign(default.test_client(), default_headers, "b.flac", 4)["url"].startswith(
+        bucket.endpoint + "/"
+    )

@@ -140,9 +140,12 @@ class S3Storage:
 
     @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
+        """A temporary file with the object's bytes; a path that does not exist when the object is gone
+        (as LocalStorage gives), so the worker fails it as UPLOAD_MISSING and does not retry."""
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "object"
-            self.client.download_file(self.bucket, self._object(key), str(path))
+            if self.size(key) is not None:  # raises when the bucket itself is missing: that one is ours
+                self.client.download_file(self.bucket, self._object(key), str(path))
             yield path
 
     def presigned_put(self, key: str, content_type: str, expires_in: int) -> tuple[str, dict[str, str]]:

@@ -1,13 +1,15 @@
 """What a failed transcription attempt means for the job: which ErrorCode, and whether to try again.
 
-Transient failures (no server reachable, servers busy, a deadline passed) are retried with backoff;
-everything the audio itself causes (cannot be decoded, no audio stream, too long) fails at once.
+Transient failures (no server reachable, servers busy, a deadline passed, object storage unreachable)
+are retried with backoff; everything the audio itself causes (cannot be decoded, no audio stream, too
+long) fails at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import botocore.exceptions
 import grpc
 from rq.timeouts import JobTimeoutException
 
@@ -63,6 +65,9 @@ def classify(error: BaseException) -> Failure:
         return Failure(
             ErrorCode.TIMEOUT, "the transcription took longer than its time limit", transient=False
         )
+    if isinstance(error, (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)):
+        # object storage unreachable or refusing (a missing object is UPLOAD_MISSING before this)
+        return Failure(ErrorCode.SERVICE_UNAVAILABLE, f"storage unavailable: {error}", transient=True)
     if isinstance(error, EngineError):
         transient = error.code in _TRANSIENT_CODES
         code = error.code if error.code in _AUDIO_CODES | _TRANSIENT_CODES else ErrorCode.INTERNAL

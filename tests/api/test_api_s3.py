@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import botocore.exceptions
 import numpy as np
 import pytest
 import requests
@@ -437,3 +438,14 @@ def test_presigned_urls_go_to_the_public_endpoint_when_set(make_app, bucket, mon
     assert _presign(default.test_client(), default_headers, "b.flac", 4)["url"].startswith(
         bucket.endpoint + "/"
     )
+
+
+def test_worker_local_copy_of_a_gone_object_or_bucket(bucket):
+    """A deleted object gives a path that does not exist (the worker fails it as UPLOAD_MISSING, as with
+    local storage); a missing bucket raises, which the worker retries as SERVICE_UNAVAILABLE."""
+    storage = open_storage(bucket.storage_url)
+    with storage.local_copy("uploads/org_x/upl_gone") as path:
+        assert not path.exists()
+    gone = open_storage(f"s3://{bucket.name}-gone/{PREFIX}")
+    with pytest.raises(botocore.exceptions.ClientError), gone.local_copy("uploads/org_x/upl_gone"):
+        pass

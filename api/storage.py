@@ -36,7 +36,9 @@ class Storage(Protocol):
     def size(self, key: str) -> int | None: ...
     def delete(self, key: str) -> None: ...
     def local_copy(self, key: str) -> AbstractContextManager[Path]: ...
-    def presigned_put(self, key: str, content_type: str, expires_in: int) -> tuple[str, dict[str, str]]: ...
+    def presigned_put(
+        self, key: str, content_type: str, size: int, expires_in: int
+    ) -> tuple[str, dict[str, str]]: ...
 
 
 class LocalStorage:
@@ -83,7 +85,9 @@ class LocalStorage:
     def local_copy(self, key: str) -> Iterator[Path]:
         yield self.path(key)
 
-    def presigned_put(self, key: str, content_type: str, expires_in: int) -> tuple[str, dict[str, str]]:
+    def presigned_put(
+        self, key: str, content_type: str, size: int, expires_in: int
+    ) -> tuple[str, dict[str, str]]:
         raise NotImplementedError("local uploads go through the API's signed content URL")
 
 
@@ -148,10 +152,19 @@ class S3Storage:
                 self.client.download_file(self.bucket, self._object(key), str(path))
             yield path
 
-    def presigned_put(self, key: str, content_type: str, expires_in: int) -> tuple[str, dict[str, str]]:
+    def presigned_put(
+        self, key: str, content_type: str, size: int, expires_in: int
+    ) -> tuple[str, dict[str, str]]:
+        """A PUT URL that signs the content type and length: S3 itself refuses a body of another size
+        (HTTP clients send the Content-Length of what they send, so no header to add)."""
         url = self._url_signer.generate_presigned_url(
             "put_object",
-            Params={"Bucket": self.bucket, "Key": self._object(key), "ContentType": content_type},
+            Params={
+                "Bucket": self.bucket,
+                "Key": self._object(key),
+                "ContentType": content_type,
+                "ContentLength": size,
+            },
             ExpiresIn=expires_in,
             HttpMethod="PUT",
         )

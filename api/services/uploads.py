@@ -96,7 +96,7 @@ def presign(
         url = f"{base_url.rstrip('/')}/v1/uploads/{upload.public_id}/content?signature={token}"
         headers = {"Content-Type": content_type}
     else:
-        url, headers = state.storage.presigned_put(upload.storage_key, content_type, expires_in)
+        url, headers = state.storage.presigned_put(upload.storage_key, content_type, size, expires_in)
     return PresignedUpload(upload=upload, url=url, headers=headers)
 
 

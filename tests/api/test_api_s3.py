@@ -4,7 +4,8 @@ subprocess on a free port), and the test's own HTTP client PUTs real audio to th
 Every outcome is read back from the bucket with a separate boto3 client: the object's key and bytes after
 presign → PUT → complete and after a multipart create, its removal when an upload is refused, deleted or
 expired, and the worker's `local_copy` of it. moto does not verify SigV4 signatures, so the signed
-Content-Type and the URL's expiry are not enforced here (test_api_storage checks what the URL signs).
+Content-Type and Content-Length and the URL's expiry are not enforced here (test_api_storage checks what
+the URL signs).
 """
 
 from __future__ import annotations
@@ -251,7 +252,8 @@ def test_complete_before_put_is_upload_missing(s3_app, bucket):
 
 @pytest.mark.parametrize("delta", [1, -1])
 def test_size_other_than_declared_is_refused_and_removed(s3_app, bucket, delta):
-    """A presigned S3 PUT does not bind the length: complete checks it, and drops what it refuses."""
+    """The URL signs the length, so S3 itself refuses such a PUT; moto does not check signatures, which
+    lets this test reach the second line: complete checks the size, and drops what it refuses."""
     client = s3_app.test_client()
     _, headers = _org(s3_app)
     data = JFK_FLAC.read_bytes()

@@ -174,11 +174,15 @@ def serve(config: ServerConfig) -> None:
         log.info("SERVING")
     while not stop.wait(1.0):
         pass
+    # refuse first, then say so: a call made after the log line is never accepted (and then cancelled
+    # by grpc's stop) but refused, UNAVAILABLE, so its caller goes to another server
+    servicer.draining = True
     health_servicer.enter_graceful_shutdown()
+    stopped = server.stop(config.grace_seconds)
     log.info(
         "NOT_SERVING; refusing new calls, waiting up to %.0f s for calls in flight", config.grace_seconds
     )
-    server.stop(config.grace_seconds).wait()
+    stopped.wait()
     log.info("stopped")
 
 

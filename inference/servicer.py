@@ -77,8 +77,13 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
         self.admission = admission
         self.limits = limits
         self.loaded: Loaded | None = None  # set by the server once the model is loaded
+        # set by the server when a shutdown begins: grpc's own stop() may cancel a call it has accepted
+        # but not started, and a caller must read UNAVAILABLE (go elsewhere), not CANCELLED
+        self.draining = False
 
     def _ready(self) -> Loaded:
+        if self.draining:
+            raise EngineError(ErrorCode.INFERENCE_UNAVAILABLE, "the server is shutting down")
         loaded = self.loaded
         if loaded is None:
             raise EngineError(ErrorCode.INFERENCE_UNAVAILABLE, "the model is still loading")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import boto3.exceptions
 import botocore.exceptions
 import marshmallow as ma
 import peewee as pw
@@ -184,6 +185,7 @@ BACKING_SERVICE_ERRORS = (
     pw.InterfaceError,
     botocore.exceptions.BotoCoreError,  # S3 unreachable, timed out, no credentials
     botocore.exceptions.ClientError,  # S3 refused: no such bucket, access denied, slow down
+    boto3.exceptions.Boto3Error,  # a transfer that broke off (upload_fileobj, download_file)
 )
 
 

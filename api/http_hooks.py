@@ -91,8 +91,8 @@ def _refuse_lone_surrogates() -> None:
         return
     try:  # the stdlib parser, not app.json: orjson refuses the body outright, so it cannot say where
         body = json.loads(raw)
-    except ValueError:
-        return  # not JSON at all: the view's parser answers that
+    except (ValueError, RecursionError):
+        return  # not JSON at all (or nested beyond the parser): the view's parser answers that
     where = _lone_surrogate_at(body)
     if where:
         raise ApiError(

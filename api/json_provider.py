@@ -1,10 +1,11 @@
-"""Flask's JSON (jsonify, request.get_json, error bodies) through orjson.
+"""Flask's JSON responses (jsonify, error bodies) through orjson.
 
 Why: the stdlib encoder was a tenth of a GET's server CPU (bench/load.py). Output stays what Flask's
 default provider gives a client: keys sorted, compact, a trailing newline, dates as HTTP dates,
 Decimal and UUID as strings, dataclasses as objects. Non-ASCII text is sent as UTF-8 instead of
-\\u escapes (the same JSON value). What orjson refuses (an integer beyond 64 bits) goes through the
-stdlib encoder, so no input can turn into a 500 here.
+\\u escapes (the same JSON value). What orjson refuses (an integer beyond 64 bits, a lone surrogate)
+goes through the stdlib encoder, so no value Flask could send turns into a 500 here. Parsing stays
+the stdlib's.
 """
 
 from __future__ import annotations
@@ -47,11 +48,10 @@ def dump_bytes(value: Any, indent: bool = False) -> bytes:
     try:
         return orjson.dumps(value, default=_default, option=_OPTIONS | (orjson.OPT_INDENT_2 if indent else 0))
     except orjson.JSONEncodeError:
-        text = json.dumps(
+        text = json.dumps(  # ASCII: a lone surrogate (which orjson refuses too) stays a \u escape
             value,
             default=_default,
             sort_keys=True,
-            ensure_ascii=False,
             indent=2 if indent else None,
             separators=None if indent else (",", ":"),
         )
@@ -64,10 +64,19 @@ class OrjsonProvider(JSONProvider):
     mimetype = "application/json"
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
-        return dump_bytes(obj, indent=bool(kwargs.get("indent"))).decode()
+        """Arguments given (flask-smorest's OpenAPI document: indent, sort_keys=False) go to the stdlib
+        exactly as Flask's provider passes them; none (the hot path) to orjson."""
+        if kwargs:
+            kwargs.setdefault("default", _default)
+            kwargs.setdefault("ensure_ascii", True)
+            kwargs.setdefault("sort_keys", True)
+            return json.dumps(obj, **kwargs)
+        return dump_bytes(obj).decode()
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return orjson.loads(s)
+        """The stdlib, as Flask's provider: request bodies are small, and orjson reads them differently
+        (integers beyond 64 bits as floats, no UTF-16 or BOM)."""
+        return json.loads(s, **kwargs)
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
         obj = self._prepare_response_obj(args, kwargs)

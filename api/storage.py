@@ -134,8 +134,9 @@ class S3Storage:
             return int(self.client.head_object(Bucket=self.bucket, Key=self._object(key))["ContentLength"])
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                # S3 answers a HEAD in a missing bucket with the same bare 404: that one is ours (503)
-                self.client.head_bucket(Bucket=self.bucket)
+                # S3 answers a HEAD in a missing bucket with the same bare 404: that one is ours (503).
+                # A listing under the key tells them apart, and needs only prefix-scoped s3:ListBucket
+                self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._object(key), MaxKeys=1)
                 return None
             raise
 

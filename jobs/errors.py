@@ -7,8 +7,10 @@ long) fails at once.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+import boto3.exceptions
 import botocore.exceptions
 import grpc
 from rq.timeouts import JobTimeoutException
@@ -27,6 +29,15 @@ _AUDIO_CODES = {
     ErrorCode.UNSUPPORTED_MEDIA,
     ErrorCode.VALIDATION_ERROR,
 }
+
+
+log = logging.getLogger(__name__)
+
+STORAGE_ERRORS = (
+    botocore.exceptions.BotoCoreError,
+    botocore.exceptions.ClientError,
+    boto3.exceptions.Boto3Error,  # a download that broke off (boto3's transfer wraps the cause)
+)
 
 
 @dataclass(frozen=True)
@@ -65,9 +76,11 @@ def classify(error: BaseException) -> Failure:
         return Failure(
             ErrorCode.TIMEOUT, "the transcription took longer than its time limit", transient=False
         )
-    if isinstance(error, (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)):
-        # object storage unreachable or refusing (a missing object is UPLOAD_MISSING before this)
-        return Failure(ErrorCode.SERVICE_UNAVAILABLE, f"storage unavailable: {error}", transient=True)
+    if isinstance(error, STORAGE_ERRORS):
+        # object storage unreachable or refusing (a missing object is UPLOAD_MISSING before this); the
+        # message is stored and shown to the client: the details (host, bucket, key) go to the log only
+        log.warning("object storage error: %r", error)
+        return Failure(ErrorCode.SERVICE_UNAVAILABLE, "object storage is unavailable", transient=True)
     if isinstance(error, EngineError):
         transient = error.code in _TRANSIENT_CODES
         code = error.code if error.code in _AUDIO_CODES | _TRANSIENT_CODES else ErrorCode.INTERNAL

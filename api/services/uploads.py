@@ -96,7 +96,11 @@ def presign(
         url = f"{base_url.rstrip('/')}/v1/uploads/{upload.public_id}/content?signature={token}"
         headers = {"Content-Type": content_type}
     else:
-        url, headers = state.storage.presigned_put(upload.storage_key, content_type, size, expires_in)
+        try:
+            url, headers = state.storage.presigned_put(upload.storage_key, content_type, size, expires_in)
+        except Exception:  # no URL, no reservation: a retry must not find its own slot taken
+            upload.delete_instance()
+            raise
     return PresignedUpload(upload=upload, url=url, headers=headers)
 
 

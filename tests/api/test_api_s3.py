@@ -451,3 +451,23 @@ def test_worker_local_copy_of_a_gone_object_or_bucket(bucket):
     gone = open_storage(f"s3://{bucket.name}-gone/{PREFIX}")
     with pytest.raises(botocore.exceptions.ClientError), gone.local_copy("uploads/org_x/upl_gone"):
         pass
+
+
+def test_a_presign_that_cannot_be_signed_keeps_no_upload_slot(make_app, bucket, monkeypatch):
+    """No credentials: 503, and the free plan's one concurrent upload is still free for the next try."""
+    with monkeypatch.context() as no_credentials:  # boto3 looks for credentials when it first signs
+        no_credentials.setattr(boto3, "DEFAULT_SESSION", None)  # and keeps them in its default session
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            no_credentials.delenv(name)
+        no_credentials.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        unsigned = make_app(storage_url=bucket.storage_url)
+        _, headers = _org(unsigned, plan="free")
+        for _ in range(3):
+            response = unsigned.test_client().post(
+                "/v1/uploads/presigned",
+                json={"filename": "a.flac", "content_type": "audio/flac", "size": 4},
+                headers=headers,
+            )
+            _error(response, 503, "SERVICE_UNAVAILABLE")
+    signed = make_app(storage_url=bucket.storage_url)
+    assert _presign(signed.test_client(), headers, "a.flac", 4)["url"].startswith(bucket.endpoint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import boto3.exceptions
 import botocore.exceptions
 import grpc
 import pytest
@@ -24,7 +25,7 @@ STORAGE_DOWN = [
 def test_object_storage_that_cannot_answer_is_retried(error):
     failure = classify(error)
     assert failure.code == ErrorCode.SERVICE_UNAVAILABLE and failure.transient
-    assert "storage" in failure.message
+    assert "storage" in failure.message and "minio" not in failure.message
 
 
 @pytest.mark.parametrize(
@@ -43,3 +44,12 @@ def test_object_storage_that_cannot_answer_is_retried(error):
 def test_other_failures_keep_their_meaning(error, code, transient):
     failure = classify(error)
     assert (failure.code, failure.transient) == (code, transient)
+
+
+def test_a_transfer_that_broke_off_is_retried_and_names_no_internals():
+    cause = botocore.exceptions.ReadTimeoutError(
+        endpoint_url="http://minio:9000/cliptext/uploads/org_a/upl_b"
+    )
+    failure = classify(boto3.exceptions.RetriesExceededError(cause))
+    assert failure.code == ErrorCode.SERVICE_UNAVAILABLE and failure.transient
+    assert "minio" not in failure.message and "upl_b" not in failure.message

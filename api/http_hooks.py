@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, request
+from werkzeug.exceptions import BadRequest
 
 from api.errors import ApiError
 from api.models import db
@@ -64,6 +65,30 @@ def _finish(response: Response) -> Response:
 
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
+# No body of this API nests more than a few levels; Python's JSON parsers recurse once per level and
+# fail (RecursionError, a 500) near a thousand.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for byte in _JSON_STRING.sub(b"", raw).translate(None, _NOT_A_BRACKET):
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _refuse_deep_json() -> None:
+    """A JSON body nested past MAX_JSON_DEPTH is a 400, before any parser recurses into it."""
+    if not request.is_json:
+        return
+    raw = request.get_data(cache=True)
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH:
+        raise BadRequest(f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+
 
 def _lone_surrogate_at(value: Any, path: str = "") -> str | None:
     """The JSON path of the first string holding a lone UTF-16 surrogate, if any."""
@@ -91,8 +116,8 @@ def _refuse_lone_surrogates() -> None:
         return
     try:  # the stdlib parser, not app.json: orjson refuses the body outright, so it cannot say where
         body = json.loads(raw)
-    except (ValueError, RecursionError):
-        return  # not JSON at all (or nested beyond the parser): the view's parser answers that
+    except ValueError:
+        return  # not JSON at all: the view's parser answers that
     where = _lone_surrogate_at(body)
     if where:
         raise ApiError(
@@ -111,6 +136,7 @@ def install_request_hooks(app: Flask) -> None:
     """Request id first (error envelopes quote it), then the database connection for the request."""
     app.before_request(_assign_request_id)
     app.before_request(_connect_db)
+    app.before_request(_refuse_deep_json)
     app.before_request(_refuse_lone_surrogates)
     app.after_request(_finish)
     app.teardown_appcontext(_close_db)

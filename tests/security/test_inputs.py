@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from api.http_hooks import MAX_JSON_DEPTH, json_depth
 from api.models import Upload
 from tests import seed
 from tests.media import AUDIO_DIR
@@ -182,3 +183,44 @@ def test_public_webhook_target_accepted(client, completed_upload):
         headers=key,
     )
     assert response.status_code == 202, response.get_data(as_text=True)
+
+
+def _nested(depth: int, kind: str) -> str:
+    if kind == "object":
+        return '{"a":' * depth + "1" + "}" * depth
+    inner = '"\\ud800"' if kind == "surrogate" else ""
+    return "[" * depth + inner + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 990, 100_000])
+@pytest.mark.parametrize("kind", ["array", "object", "surrogate"])
+@pytest.mark.parametrize("path", ["/v1/uploads/presigned", "/v1/uploads/complete", "/v1/transcriptions"])
+def test_json_nested_past_any_parser_is_400_not_500(client, new_org, depth, kind, path):
+    _, raw = new_org("pro")
+    response = client.post(
+        path,
+        data=_nested(depth, kind),
+        headers={"Authorization": f"Bearer {raw}", "Content-Type": "application/json"},
+    )
+    error = assert_envelope(response, 400, "VALIDATION_ERROR")
+    assert str(MAX_JSON_DEPTH) in error["message"]
+
+
+def test_json_as_deep_as_allowed_reaches_the_view(client, new_org):
+    _, raw = new_org("pro")
+    response = client.post(
+        "/v1/uploads/presigned",
+        data=json.dumps(
+            {"filename": "a.mp3", "content_type": "audio/mpeg", "size": 4, "x": _nested(60, "array")}
+        ),
+        headers={"Authorization": f"Bearer {raw}", "Content-Type": "application/json"},
+    )
+    assert response.status_code in (201, 422)  # the view decided: brackets inside a string do not nest
+    body = '{"filename": "a.mp3", "extra": ' + _nested(MAX_JSON_DEPTH - 1, "array") + "}"
+    assert json_depth(body.encode()) == MAX_JSON_DEPTH
+    response = client.post(
+        "/v1/uploads/presigned",
+        data=body,
+        headers={"Authorization": f"Bearer {raw}", "Content-Type": "application/json"},
+    )
+    assert_envelope(response, 422, "VALIDATION_ERROR")  # the schema's answer, not the depth guard's

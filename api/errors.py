@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import boto3.exceptions
-import botocore.exceptions
 import marshmallow as ma
 import peewee as pw
 import redis.exceptions
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
+from api.storage import STORAGE_ERRORS
 from cliptext.errors import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -183,9 +182,7 @@ BACKING_SERVICE_ERRORS = (
     redis.exceptions.TimeoutError,
     pw.OperationalError,
     pw.InterfaceError,
-    botocore.exceptions.BotoCoreError,  # S3 unreachable, timed out, no credentials
-    botocore.exceptions.ClientError,  # S3 refused: no such bucket, access denied, slow down
-    boto3.exceptions.Boto3Error,  # a transfer that broke off (upload_fileobj, download_file)
+    *STORAGE_ERRORS,
 )
 
 

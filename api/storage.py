@@ -15,6 +15,17 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
 
+import boto3.exceptions
+import botocore.exceptions
+
+# object storage that cannot answer, for the API (503) and the worker (retried) alike
+STORAGE_ERRORS = (
+    botocore.exceptions.BotoCoreError,  # unreachable, timed out, no credentials
+    botocore.exceptions.ClientError,  # refused: no such bucket, access denied, slow down
+    boto3.exceptions.Boto3Error,  # a transfer that broke off (upload_fileobj, download_file)
+)
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+
 _KEY_RE = re.compile(r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")
 _CHUNK = 1 << 16
 
@@ -127,16 +138,20 @@ class S3Storage:
             self.client.upload_fileobj(spool, self.bucket, self._object(key))
         return written
 
-    def size(self, key: str) -> int | None:
-        from botocore.exceptions import ClientError
+    def _object_gone(self, error: botocore.exceptions.ClientError, key: str) -> bool:
+        """Whether a failed call means the object is not there. S3 answers a HEAD in a missing bucket
+        with the same bare 404: that one is ours (503), and the listing under the key that tells them
+        apart raises it (it needs only prefix-scoped s3:ListBucket)."""
+        if error.response.get("Error", {}).get("Code") not in _MISSING:
+            return False
+        self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._object(key), MaxKeys=1)
+        return True
 
+    def size(self, key: str) -> int | None:
         try:
             return int(self.client.head_object(Bucket=self.bucket, Key=self._object(key))["ContentLength"])
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                # S3 answers a HEAD in a missing bucket with the same bare 404: that one is ours (503).
-                # A listing under the key tells them apart, and needs only prefix-scoped s3:ListBucket
-                self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._object(key), MaxKeys=1)
+        except botocore.exceptions.ClientError as error:
+            if self._object_gone(error, key):
                 return None
             raise
 
@@ -149,8 +164,11 @@ class S3Storage:
         (as LocalStorage gives), so the worker fails it as UPLOAD_MISSING and does not retry."""
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "object"
-            if self.size(key) is not None:  # raises when the bucket itself is missing: that one is ours
+            try:  # the transfer writes under another name and renames once whole
                 self.client.download_file(self.bucket, self._object(key), str(path))
+            except botocore.exceptions.ClientError as error:
+                if not self._object_gone(error, key):
+                    raise
             yield path
 
     def presigned_put(

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import boto3.exceptions
-import botocore.exceptions
 import grpc
 from rq.timeouts import JobTimeoutException
 
+from api.storage import STORAGE_ERRORS
 from cliptext.errors import ErrorCode
 from inference.client import InferenceError
 from inference.types import EngineError
@@ -32,12 +31,6 @@ _AUDIO_CODES = {
 
 
 log = logging.getLogger(__name__)
-
-STORAGE_ERRORS = (
-    botocore.exceptions.BotoCoreError,
-    botocore.exceptions.ClientError,
-    boto3.exceptions.Boto3Error,  # a download that broke off (boto3's transfer wraps the cause)
-)
 
 
 @dataclass(frozen=True)

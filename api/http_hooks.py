@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from typing import Any
@@ -81,15 +80,6 @@ def json_depth(raw: bytes) -> int:
     return deepest
 
 
-def _refuse_deep_json() -> None:
-    """A JSON body nested past MAX_JSON_DEPTH is a 400, before any parser recurses into it."""
-    if not request.is_json:
-        return
-    raw = request.get_data(cache=True)
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH:
-        raise BadRequest(f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels")
-
-
 def _lone_surrogate_at(value: Any, path: str = "") -> str | None:
     """The JSON path of the first string holding a lone UTF-16 surrogate, if any."""
     if isinstance(value, str):
@@ -107,18 +97,18 @@ def _lone_surrogate_at(value: Any, path: str = "") -> str | None:
     return None
 
 
-def _refuse_lone_surrogates() -> None:
-    """JSON may escape half a UTF-16 pair ("\\ud800"); no database can store that string: 422, not 500."""
+def _refuse_unstorable_json() -> None:
+    """JSON bodies no parser or database can take: nested past MAX_JSON_DEPTH (400, before any parser
+    recurses into it), or a string holding half a UTF-16 pair ("\\ud800"), which no database can store
+    (422, not 500)."""
     if not request.is_json:
         return
     raw = request.get_data(cache=True)
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH:
+        raise BadRequest(f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels")
     if not _ESCAPED_SURROGATE.search(raw):
         return
-    try:  # the stdlib parser, not app.json: orjson refuses the body outright, so it cannot say where
-        body = json.loads(raw)
-    except ValueError:
-        return  # not JSON at all: the view's parser answers that
-    where = _lone_surrogate_at(body)
+    where = _lone_surrogate_at(request.get_json(silent=True))
     if where:
         raise ApiError(
             ErrorCode.VALIDATION_ERROR,
@@ -136,7 +126,6 @@ def install_request_hooks(app: Flask) -> None:
     """Request id first (error envelopes quote it), then the database connection for the request."""
     app.before_request(_assign_request_id)
     app.before_request(_connect_db)
-    app.before_request(_refuse_deep_json)
-    app.before_request(_refuse_lone_surrogates)
+    app.before_request(_refuse_unstorable_json)
     app.after_request(_finish)
     app.teardown_appcontext(_close_db)

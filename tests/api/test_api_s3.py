@@ -177,6 +177,14 @@ def _complete(client, headers, upload_id: str):
     return client.post("/v1/uploads/complete", json={"upload_id": upload_id}, headers=headers)
 
 
+def _uploaded(client, headers, filename: str, data: bytes) -> dict:
+    """presign -> PUT -> complete (200): the presign answer of an upload ready to transcribe."""
+    body = _presign(client, headers, filename, len(data))
+    _put(body, data)
+    assert _complete(client, headers, body["id"]).status_code == 200
+    return body
+
+
 def _multipart_create(client, headers, data: bytes, filename: str, content_type: str, **fields: str):
     """POST /v1/transcriptions as multipart/form-data. The body is encoded here in memory: the test
     client's own encoder spools bodies over 500 kB to a temporary file that it never closes."""
@@ -306,9 +314,7 @@ def test_presigned_upload_transcription_delete_removes_object(s3_app, bucket):
     client = s3_app.test_client()
     _, headers = _org(s3_app)
     data = JFK_FLAC.read_bytes()
-    body = _presign(client, headers, "call.flac", len(data))
-    _put(body, data)
-    assert _complete(client, headers, body["id"]).status_code == 200
+    body = _uploaded(client, headers, "call.flac", data)
     created = client.post("/v1/transcriptions", json={"upload_id": body["id"]}, headers=headers)
     assert created.status_code == 202, created.get_json()
     assert bucket.keys() == [_object_key(s3_app, body["id"])]
@@ -354,9 +360,7 @@ def test_worker_local_copy_and_size(s3_app, bucket):
     client = s3_app.test_client()
     _, headers = _org(s3_app)
     data = JFK_FLAC.read_bytes()
-    body = _presign(client, headers, "job.flac", len(data))
-    _put(body, data)
-    assert _complete(client, headers, body["id"]).status_code == 200
+    body = _uploaded(client, headers, "job.flac", data)
     with s3_app.app_context():
         storage_key = Upload.get(Upload.public_id == body["id"]).storage_key
 
@@ -431,10 +435,8 @@ def test_presigned_urls_go_to_the_public_endpoint_when_set(make_app, bucket, mon
     client = app.test_client()
     _, headers = _org(app)
     data = JFK_FLAC.read_bytes()
-    body = _presign(client, headers, "talk.flac", len(data))
+    body = _uploaded(client, headers, "talk.flac", data)
     assert body["url"].startswith(public + "/")
-    _put(body, data)
-    assert _complete(client, headers, body["id"]).status_code == 200
     assert bucket.read(_object_key(app, body["id"])) == data
     _, default_headers = _org(default)
     assert _presign(default.test_client(), default_headers, "b.flac", 4)["url"].startswith(

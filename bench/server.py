@@ -4,7 +4,8 @@
 runs the same clips on 1, 2 and 4 concurrent streams with WhisperEngine in this process
 and through a real `python -m inference.server` (same model, precision, threads), alternating run by
 run (best of --repeat each), and prints a table.
-The server's overhead at one stream should stay under 5%.
+The server's overhead at one stream should stay under 5%. It first prints the fresh server's startup time
+and its first calls at each stream count, before anything else has run on its engine threads.
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ def bench(args: argparse.Namespace, clips: list[Path], options: TranscribeOption
     print(f"model {model.config.name} {model.precision} on {model.provider}; clips: {args.clips}")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        spawned = time.perf_counter()
         process, addr = start_server(args, Path(tmp) / "server.log")
+        print(f"server: SERVING {time.perf_counter() - spawned:.1f} s after it was started")
         try:
             for line in (Path(tmp) / "server.log").read_text().splitlines():
                 if "warmed up" in line or "loaded in" in line:
@@ -99,10 +102,18 @@ def bench(args: argparse.Namespace, clips: list[Path], options: TranscribeOption
                 TranscriberClient(addr, timeout=3600) as client,
                 ThreadPoolExecutor(max(args.streams)) as pool,
             ):
+                # a fresh server's first calls, before anything else ran on its engine threads: the
+                # startup warm-up (inference/model.py, warm_up) must make them as fast as later ones
+                for n in args.streams:
+                    first = measure(partial(_server_run, client, clips, options), n, pool)
+                    print(f"server: first call at {n} stream(s) on the fresh server: {first:.1f} audio s/s")
                 # in process as in the server: the engine runs on warm engine threads (on CUDA a
                 # thread's first runs are seconds slower, see inference/engine_threads.py)
                 threads = EngineThreads(max(args.streams))
-                threads.warm(partial(_engine_run, engine, clips[:1], options))
+                if model.provider == "CUDAExecutionProvider":
+                    threads.warm(model.warm_up)  # as the server does (a clip would leave shapes cold)
+                else:
+                    threads.warm(partial(_engine_run, engine, clips[:1], options))
                 _server_run(client, clips[:1], options)
                 in_process = partial(threads.call, _engine_run, engine, clips, options)
                 for n in args.streams:

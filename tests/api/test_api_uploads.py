@@ -158,6 +158,28 @@ def test_complete_refusals(client, new_org):
     assert unknown.status_code == 404
 
 
+
+def test_object_gone_between_size_and_probe_is_upload_missing(client, new_org, app, monkeypatch):
+    """The object disappears after complete has sized it (an operator, a lifecycle rule): the answer is
+    UPLOAD_MISSING, as for bytes that never came, not a misleading UNSUPPORTED_MEDIA."""
+    _, headers = new_org("pro")
+    audio = JFK_MP3.read_bytes()
+    body = presign(client, headers, "jfk.mp3", len(audio)).get_json()
+    assert client.put(local_path(body["url"]), data=audio).status_code == 200
+    storage = app.extensions["cliptext"].storage
+    sized = storage.size
+
+    def size_then_gone(key: str) -> int | None:
+        size = sized(key)
+        storage.delete(key)
+        return size
+
+    monkeypatch.setattr(storage, "size", size_then_gone)
+    response = client.post("/v1/uploads/complete", json={"upload_id": body["id"]}, headers=headers)
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "UPLOAD_MISSING"
+
+
 def _png_bytes() -> bytes:
     import zlib
 

@@ -59,6 +59,11 @@ def generation_key(app_state: AppState) -> str:
     return app_state.key("auth", "generation")
 
 
+def _new_generation() -> str:
+    """A value no earlier generation had: random, so it cannot come back after Redis loses its data."""
+    return secrets.token_hex(16)
+
+
 def current_generation(app_state: AppState) -> str:
     """The auth generation; a missing one (no revocation yet, or a Redis that lost its data) is first set
     to a fresh random value, so that no lookup is ever cached under a value that can come back."""
@@ -66,7 +71,7 @@ def current_generation(app_state: AppState) -> str:
     key = generation_key(app_state)
     value = redis.get(key)
     if value is None:
-        redis.set(key, secrets.token_hex(16), nx=True)
+        redis.set(key, _new_generation(), nx=True)
         value = redis.get(key) or b""
     return value.decode()
 
@@ -86,7 +91,7 @@ def revoke_key(key_public_id: str) -> bool:
     )
     if revoked:
         app_state = state()
-        app_state.redis.set(generation_key(app_state), secrets.token_hex(16))
+        app_state.redis.set(generation_key(app_state), _new_generation())
         principal_cache().clear()
     return revoked
 

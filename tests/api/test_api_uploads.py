@@ -158,7 +158,6 @@ def test_complete_refusals(client, new_org):
     assert unknown.status_code == 404
 
 
-
 def test_object_gone_between_size_and_probe_is_upload_missing(client, new_org, app, monkeypatch):
     """The object disappears after complete has sized it (an operator, a lifecycle rule): the answer is
     UPLOAD_MISSING, as for bytes that never came, not a misleading UNSUPPORTED_MEDIA."""

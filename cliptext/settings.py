@@ -50,7 +50,7 @@ class Settings:
     inference_precision: str
     inference_device: str
     inference_threads: int
-    inference_max_concurrent: int
+    inference_max_concurrent: int | None  # None: chosen by device (inference.server.default_max_concurrent)
     inference_max_queue: int
     max_audio_bytes: int
     max_audio_seconds: float
@@ -108,7 +108,7 @@ class Settings:
             inference_precision=_env("CLIPTEXT_PRECISION", "auto"),
             inference_device=_env("CLIPTEXT_DEVICE", "auto"),
             inference_threads=int(_env("CLIPTEXT_THREADS", "0")),
-            inference_max_concurrent=int(_env("CLIPTEXT_MAX_CONCURRENT", str(cores))),
+            inference_max_concurrent=int(_env("CLIPTEXT_MAX_CONCURRENT", "0")) or None,
             inference_max_queue=int(_env("CLIPTEXT_MAX_QUEUE", str(4 * cores))),
             max_audio_bytes=int(_env("CLIPTEXT_MAX_AUDIO_BYTES", str(2 * 1024**3))),
             max_audio_seconds=float(_env("CLIPTEXT_MAX_AUDIO_SECONDS", str(4 * 3600))),

@@ -1,10 +1,12 @@
 """`EngineThreads`: the few long-lived threads every model run of the server happens on.
 
-Why: on CUDA, ONNX Runtime sets up per-thread state for a session on a thread's first run of it, and
-that first run took 5 to 7 s per new thread on an H200 (the setups of several new threads do not
-overlap). gRPC hands each call to whichever pool thread is free, so four concurrent calls on a fresh
-server ran at 11 audio s/s in total against 100 for one warm stream. With the work on a fixed set of
-threads, each warmed once at startup, no call pays that cost.
+Why: on CUDA, ONNX Runtime's first run of a session at each new input shape is slow on every thread
+that makes it (on an H200, about 36 ms per new decoder step shape and 70-120 ms per new prompt length,
+again on a second thread; bench/cuda_shapes.py), and the decoder's shape changes at every step. So a
+new thread took 5 to 7 s to decode a 60 s clip, and gRPC hands each call to whichever pool thread is
+free: four concurrent calls on a fresh server ran at 11 audio s/s in total against 100 for one warm
+stream. With the work on a fixed set of threads, each warmed once at startup (about 38 s per thread,
+not overlapping), no call pays that cost.
 """
 
 from __future__ import annotations

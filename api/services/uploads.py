@@ -153,12 +153,6 @@ def get_upload(org: Organization, upload_public_id: str) -> Upload:
     return upload
 
 
-def _missing(upload: Upload) -> ApiError:
-    return ApiError(
-        ErrorCode.UPLOAD_MISSING, "No bytes were uploaded for this upload", {"upload_id": upload.public_id}
-    )
-
-
 def complete(state: AppState, org: Organization, upload_public_id: str) -> Upload:
     """Check the object exists, has the declared size and really is audio/video; then it is usable."""
     upload = get_upload(org, upload_public_id)
@@ -166,7 +160,11 @@ def complete(state: AppState, org: Organization, upload_public_id: str) -> Uploa
         return upload
     size = state.storage.size(upload.storage_key)
     if size is None:
-        raise _missing(upload)
+        raise ApiError(
+            ErrorCode.UPLOAD_MISSING,
+            "No bytes were uploaded for this upload",
+            {"upload_id": upload.public_id},
+        )
     try:
         if size != upload.declared_size:
             raise ApiError(
@@ -175,8 +173,12 @@ def complete(state: AppState, org: Organization, upload_public_id: str) -> Uploa
                 {"declared": upload.declared_size, "received": size},
             )
         with state.storage.local_copy(upload.storage_key) as path:
-            if not path.exists():  # gone since it was sized: still missing, not unreadable media
-                raise _missing(upload)
+            if not path.exists():  # gone since it was sized: missing, not unreadable media
+                raise ApiError(
+                    ErrorCode.UPLOAD_MISSING,
+                    "The uploaded bytes are no longer in storage; start a new upload",
+                    {"upload_id": upload.public_id},
+                )
             duration = verify_media(path, state.settings.max_audio_seconds)
     except ApiError:
         # a refused upload can never become usable (its URL takes one PUT): free its slot under the cap

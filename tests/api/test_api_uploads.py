@@ -177,6 +177,9 @@ def test_object_gone_between_size_and_probe_is_upload_missing(client, new_org, a
     response = client.post("/v1/uploads/complete", json={"upload_id": body["id"]}, headers=headers)
     assert response.status_code == 422
     assert response.get_json()["error"]["code"] == "UPLOAD_MISSING"
+    assert "start a new upload" in response.get_json()["error"]["message"]
+    # its URL took its one PUT: it can never become usable, so it no longer holds a slot under the cap
+    assert Upload.get_or_none(Upload.public_id == body["id"]) is None
 
 
 def _png_bytes() -> bytes:

@@ -5,7 +5,8 @@ runs the same clips on 1, 2 and 4 concurrent streams with WhisperEngine in this 
 and through a real `python -m inference.server` (same model, precision, threads), alternating run by
 run (best of --repeat each), and prints a table.
 The server's overhead at one stream should stay under 5%. It first prints the fresh server's startup time
-and its first calls at each stream count, before anything else has run on its engine threads.
+and its first calls at each stream count, in turn (the first of them before anything else has run on
+its engine threads).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def main() -> int:
     parser.add_argument("--precision", default="fp16")
     parser.add_argument("--option", action="append", default=[], help="CUDA provider option KEY=VALUE")
     args = parser.parse_args()
-    if not Path("/dev/nvidiactl").exists():
+    if not onnx_model.has_nvidia_device():
         print("no NVIDIA device here: nothing to measure")
         return 0
     options = dict(option.split("=", 1) for option in args.option)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from inference.audio import decode_audio  # noqa: E402
-from inference.model import CUDA  # noqa: E402
+from inference.model import CUDA, has_nvidia_device  # noqa: E402
 from inference.transcribe import WhisperEngine  # noqa: E402
 from inference.types import TranscribeOptions  # noqa: E402
 from tests.inference.reference_runs import AUDIO, ground_truth, wer  # noqa: E402
@@ -56,7 +56,7 @@ def main() -> int:
     print(f"onnxruntime {ort.__version__}, providers {providers}, {os.cpu_count()} CPUs")
     configs = [("cpu", "fp32", 2), ("cpu", "fp32", os.cpu_count() or 1)]
     devices = args.devices.split(",")
-    if "cuda" in devices or (args.devices == "auto" and Path("/dev/nvidiactl").exists()):
+    if "cuda" in devices or (args.devices == "auto" and has_nvidia_device()):
         configs = [("cuda", "fp16", 0), ("cuda", "fp32", 0), *configs]
     clips = {name: decode_audio(AUDIO / name) for name in args.clips.split(",")}
     beams = [int(b) for b in args.beams.split(",")]

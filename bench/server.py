@@ -84,7 +84,7 @@ def start_server(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.P
 
 def bench(args: argparse.Namespace, clips: list[Path], options: TranscribeOptions) -> dict:
     """{streams: (in-process rate, server rate)}; the two alternate run by run so load drift hits both."""
-    from inference.model import OnnxWhisper
+    from inference.model import CUDA, OnnxWhisper
     from inference.transcribe import WhisperEngine
 
     model = OnnxWhisper(args.model_dir, precision=args.precision, device=args.device, threads=args.threads)
@@ -111,7 +111,7 @@ def bench(args: argparse.Namespace, clips: list[Path], options: TranscribeOption
                 # in process as in the server: the engine runs on warm engine threads (on CUDA a
                 # thread's first runs are seconds slower, see inference/engine_threads.py)
                 threads = EngineThreads(max(args.streams))
-                if model.provider == "CUDAExecutionProvider":
+                if model.provider == CUDA:
                     threads.warm(model.warm_up)  # as the server does (a clip would leave shapes cold)
                 else:
                     threads.warm(partial(_engine_run, engine, clips[:1], options))

@@ -26,6 +26,12 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
+def has_nvidia_device() -> bool:
+    """Whether this machine exposes an NVIDIA GPU (its driver's control node), whatever the installed
+    onnxruntime lists: onnxruntime-gpu names the CUDA provider on machines without a GPU too."""
+    return Path("/dev/nvidiactl").exists()
+
+
 @dataclass(frozen=True)
 class CrossKV:
     """Cross-attention keys/values of every decoder layer: [n_text_layer, B, n_text_head, 1500, head_dim]."""

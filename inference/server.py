@@ -46,8 +46,9 @@ def default_max_concurrent(device: str) -> int:
     if device != "cpu":
         import onnxruntime as ort
 
-        has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
-        if has_cuda and (device == "cuda" or Path("/dev/nvidiactl").exists()):
+        from inference.model import CUDA, has_nvidia_device
+
+        if CUDA in ort.get_available_providers() and (device == "cuda" or has_nvidia_device()):
             return GPU_STREAMS
     return os.cpu_count() or 1
 

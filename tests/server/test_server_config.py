@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cliptext.settings import Settings
+from inference.model import has_nvidia_device
 from inference.server import GPU_STREAMS, parse_args
 
 
@@ -29,7 +30,7 @@ def test_unset_means_few_streams_on_a_gpu(settings):
     onnxruntime-gpu (pyproject) lists the CUDA provider, so --device cuda will try it."""
     assert parse_args(["--device", "cuda"], settings).max_concurrent == GPU_STREAMS
     auto = parse_args(["--device", "auto"], settings).max_concurrent
-    assert auto == (GPU_STREAMS if Path("/dev/nvidiactl").exists() else 16)
+    assert auto == (GPU_STREAMS if has_nvidia_device() else 16)
 
 
 def test_a_configured_value_wins(settings, monkeypatch):

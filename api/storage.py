@@ -26,7 +26,7 @@ STORAGE_ERRORS = (
 )
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
-_KEY_RE = re.compile(r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*\Z")
 _CHUNK = 1 << 16
 
 

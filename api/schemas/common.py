@@ -27,6 +27,23 @@ class StrictSchema(ma.Schema):
         unknown = ma.RAISE
 
 
+class FullMatch(ma.validate.Regexp):
+    """A Regexp validator over the whole value.
+
+    marshmallow's uses `re.match`, whose `$` also matches before a final newline: "en\\n" passed as a
+    language code and failed the job later. The pattern (in the OpenAPI document) keeps ^…$, which
+    JSON Schema reads as the whole value.
+    """
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ma.ValidationError(self._format_error(value))
+        return value
+
+
+LANGUAGE_CODE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$"  # en, pt-BR, yue, zh-Hant
+
+
 _Dumper = Callable[[Any], dict[str, Any]]
 
 

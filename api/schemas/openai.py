@@ -9,6 +9,7 @@ from __future__ import annotations
 import marshmallow as ma
 
 from api.formats import FORMATS, GRANULARITIES
+from api.schemas.common import LANGUAGE_CODE, FullMatch
 
 
 class OpenAITranscriptionFormSchema(ma.Schema):
@@ -20,7 +21,7 @@ class OpenAITranscriptionFormSchema(ma.Schema):
     model = ma.fields.String(required=True, metadata={"description": "Any name: the loaded model is used"})
     language = ma.fields.String(
         load_default=None,
-        validate=ma.validate.Regexp(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$", error="Not a language code."),
+        validate=FullMatch(LANGUAGE_CODE, error="Not a language code."),
     )
     prompt = ma.fields.String(load_default=None, validate=ma.validate.Length(max=1000))
     response_format = ma.fields.String(load_default="json", validate=ma.validate.OneOf(FORMATS))

@@ -6,9 +6,9 @@ import marshmallow as ma
 
 from api.formats import FORMATS, GRANULARITIES
 from api.models import TranscriptionStatus
-from api.schemas.common import ResponseSchema, StrictSchema, UTCDateTime
+from api.schemas.common import LANGUAGE_CODE, FullMatch, ResponseSchema, StrictSchema, UTCDateTime
 
-_LANGUAGE = ma.validate.Regexp(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$", error="Not a language code (e.g. 'en').")
+_LANGUAGE = FullMatch(LANGUAGE_CODE, error="Not a language code (e.g. 'en').")
 
 
 class TranscriptionOptionsSchema(StrictSchema):

@@ -19,7 +19,7 @@ from api.admin import mount_admin
 from api.auth import load_principal
 from api.db import init_db
 from api.errors import ErrorSchema, register_error_handlers
-from api.http_hooks import install_request_hooks
+from api.http_hooks import install_request_hooks, refuse_unstorable_input
 from api.json_provider import OrjsonProvider
 from api.metrics import install_metrics
 from api.queue import QUEUE_NAME
@@ -73,6 +73,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     settings = dataclasses.replace(settings, **{k: overrides.pop(k) for k in list(overrides) if k in fields})
 
     app = CliptextFlask(__name__)
+    app.url_map.merge_slashes = False  # /v1//orgs: a 404 envelope, not an HTML redirect
     app.json = OrjsonProvider(app)
     app.config.update(
         API_TITLE="Cliptext API",
@@ -109,6 +110,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     install_metrics(app, settings)  # before the auth hook: refused requests are counted and timed too
     app.before_request(load_principal)  # before the rate limiter's hook: it counts per organization
     init_rate_limits(app, settings.redis_url, app.config["REDIS_KEY_PREFIX"])
+    app.before_request(refuse_unstorable_input)  # the body is read only for a caller let in
 
     api = CliptextApi(app)
     from api.blueprints import health, openai, orgs, transcriptions, uploads

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import gunicorn.http.errors
 import marshmallow as ma
 import peewee as pw
 import redis.exceptions
@@ -186,8 +187,24 @@ BACKING_SERVICE_ERRORS = (
 )
 
 
+# gunicorn raises these from the request body's stream (a bad chunk size, a missing chunk terminator, a
+# connection closed before the announced length) wherever the app reads it: the client's fault, 400
+UNREADABLE_BODY_ERRORS = (gunicorn.http.errors.ParseException, gunicorn.http.errors.NoMoreData)
+
+
+def handle_unreadable_body(error: Exception) -> Response:
+    log.info("unreadable request body (request %s): %r", g.get("request_id"), error)
+    return error_response(
+        ErrorCode.VALIDATION_ERROR,
+        "The request body could not be read: malformed chunked encoding, or fewer bytes than announced",
+        status=400,
+    )
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, handle_api_error)
+    for error in UNREADABLE_BODY_ERRORS:
+        app.register_error_handler(error, handle_unreadable_body)
     app.register_error_handler(HTTPException, handle_http_exception)
     for error in BACKING_SERVICE_ERRORS:
         app.register_error_handler(error, handle_service_unavailable)

@@ -1,4 +1,4 @@
-"""Per-request plumbing: request id, database connection, security headers."""
+"""Per-request plumbing: request id, database connection, security headers, unstorable input."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import BadRequest
 
+from api.auth import is_public_endpoint
 from api.errors import ApiError
 from api.models import db
 from cliptext.errors import ErrorCode
 
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -62,13 +63,18 @@ def _finish(response: Response) -> Response:
     return response
 
 
-_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+# A JSON escape that may decode to a string no database stores: half a UTF-16 pair ("\ud800"), or NUL
+# ("\u0000", which PostgreSQL's text refuses). A pre-filter: the parsed value decides.
+_RISKY_ESCAPE = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
 
 # No body of this API nests more than a few levels; Python's JSON parsers recurse once per level and
 # fail (RecursionError, a 500) near a thousand.
 MAX_JSON_DEPTH = 64
+# The largest JSON body of this API is a few kilobytes (a prompt of 1,000 characters at most)
+MAX_JSON_BYTES = 1024 * 1024
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
 def json_depth(raw: bytes) -> int:
@@ -80,41 +86,77 @@ def json_depth(raw: bytes) -> int:
     return deepest
 
 
-def _lone_surrogate_at(value: Any, path: str = "") -> str | None:
-    """The JSON path of the first string holding a lone UTF-16 surrogate, if any."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path or "$"
-        return None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        where = _lone_surrogate_at(key, path) if isinstance(key, str) else None
-        where = where or _lone_surrogate_at(item, f"{path}.{key}" if path else str(key))
-        if where:
-            return where
+def unstorable(text: str) -> str | None:
+    """Why no database could store `text` (NUL, or a lone UTF-16 surrogate), or None."""
+    if "\x00" in text:
+        return "Strings must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "Strings must be valid Unicode (a lone surrogate escape was sent)"
     return None
 
 
-def _refuse_unstorable_json() -> None:
-    """JSON bodies no parser or database can take: nested past MAX_JSON_DEPTH (400, before any parser
-    recurses into it), or a string holding half a UTF-16 pair ("\\ud800"), which no database can store
-    (422, not 500)."""
-    if not request.is_json:
-        return
+def _unstorable_at(value: Any, path: str = "") -> tuple[str, str] | None:
+    """(JSON path, reason) of the first string, key or value, that no database could store."""
+    if isinstance(value, str):
+        reason = unstorable(value)
+        return (path or "$", reason) if reason else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _unstorable_at(key, path) if isinstance(key, str) else None
+        found = found or _unstorable_at(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
+def _refuse(field: str, reason: str) -> ApiError:
+    return ApiError(ErrorCode.VALIDATION_ERROR, reason, {"field": field})
+
+
+def _check_json_body() -> None:
+    """Bodies no parser or database can take: over MAX_JSON_BYTES (413, read no further), nested past
+    MAX_JSON_DEPTH (400, before any parser recurses into it), or holding a string with NUL or half a
+    UTF-16 pair (422, not a 500 from the database)."""
+    request.max_content_length = min(request.max_content_length or MAX_JSON_BYTES, MAX_JSON_BYTES)
     raw = request.get_data(cache=True)
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH:
         raise BadRequest(f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels")
-    if not _ESCAPED_SURROGATE.search(raw):
+    if _RISKY_ESCAPE.search(raw):
+        found = _unstorable_at(request.get_json(silent=True))
+        if found:
+            raise _refuse(*found)
+
+
+def refuse_unstorable_input() -> None:
+    """before_request hook, after authentication and the rate limit (a caller without a key is refused
+    before its body is read): ids, query values, JSON and form fields that no database can store.
+
+    SQLite stores NUL, PostgreSQL refuses it with an error that was a 500; both now answer alike: a
+    path id holding NUL names nothing (404), any other value is invalid (422). Endpoints that need no
+    key (health, docs, the signed upload PUT, whose body is the file) are left to their views.
+    """
+    if is_public_endpoint():
         return
-    where = _lone_surrogate_at(request.get_json(silent=True))
-    if where:
-        raise ApiError(
-            ErrorCode.VALIDATION_ERROR,
-            "Strings must be valid Unicode (a lone surrogate escape was sent)",
-            {"field": where},
-        )
+    if any(isinstance(v, str) and "\x00" in v for v in (request.view_args or {}).values()):
+        raise ApiError(ErrorCode.NOT_FOUND, "Not found")
+    for name, value in request.args.items(multi=True):
+        reason = unstorable(value)
+        if reason:
+            raise _refuse(name, reason)
+    if request.method not in _WITH_BODY:
+        return
+    if request.is_json:
+        _check_json_body()
+    elif request.mimetype == "multipart/form-data":
+        for name, value in request.form.items(multi=True):
+            reason = unstorable(value)
+            if reason:
+                raise _refuse(name, reason)
+        for name, file in request.files.items(multi=True):
+            if file.mimetype and unstorable(file.mimetype):  # its name is sanitised, its type stored
+                raise _refuse(name, "The part's Content-Type must not contain NUL characters")
 
 
 def _close_db(_exc: BaseException | None) -> None:
@@ -126,6 +168,5 @@ def install_request_hooks(app: Flask) -> None:
     """Request id first (error envelopes quote it), then the database connection for the request."""
     app.before_request(_assign_request_id)
     app.before_request(_connect_db)
-    app.before_request(_refuse_unstorable_json)
     app.after_request(_finish)
     app.teardown_appcontext(_close_db)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import unicodedata
 from dataclasses import dataclass
@@ -216,14 +217,17 @@ def create_from_file(
     try:
         with state.storage.local_copy(upload.storage_key) as path:
             duration = verify_media(path, state.settings.max_audio_seconds)
-    except ApiError:
-        state.storage.delete(upload.storage_key)
+        upload.declared_size = upload.received_size = size
+        upload.duration = duration
+        upload.status = UploadStatus.COMPLETED
+        upload.completed_at = utcnow()
+        upload.save(force_insert=True)
+    except BaseException:
+        # not media, or the row could not be written (database down): no row would ever point at these
+        # bytes, so purge_expired could never remove them
+        with contextlib.suppress(Exception):
+            state.storage.delete(upload.storage_key)
         raise
-    upload.declared_size = upload.received_size = size
-    upload.duration = duration
-    upload.status = UploadStatus.COMPLETED
-    upload.completed_at = utcnow()
-    upload.save(force_insert=True)
     return upload
 
 

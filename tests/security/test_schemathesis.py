@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -133,6 +134,7 @@ def run_operation(
         tally.unsatisfiable.append(f"{operation.label} {mode}")
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_fuzz_every_operation(app, client, new_org, capsys):
     org, raw = new_org("enterprise", custom_rate_limit=1_000_000, custom_concurrent_uploads=1_000_000)
     ids = seed(app, org)

@@ -85,6 +85,12 @@ def start(public_id: str) -> Started | None:
         )
 
 
+def storable(text: str) -> str:
+    """`text` with NUL replaced by U+FFFD: PostgreSQL's text refuses NUL, and whisper's byte-level
+    tokens can decode to one (noise), which must not fail the whole transcription."""
+    return text.replace("\x00", "\ufffd")
+
+
 def _owned(run: Started):
     """The transcription is still processing, by this run."""
     return (
@@ -113,7 +119,7 @@ def save_segment(run: Started, index: int, segment: EngineSegment, progress: flo
     values = {
         "start": segment.start,
         "end": segment.end,
-        "text": segment.text,
+        "text": storable(segment.text),
         "words": words,
         "seek": segment.seek,
         "tokens": list(segment.tokens),
@@ -143,7 +149,7 @@ def complete(run: Started, text: str, duration: float | None, language: str | No
         return _still_processing(
             run,
             status=TranscriptionStatus.COMPLETED,
-            text=text,
+            text=storable(text),
             duration=duration,
             language=language,
             progress=1.0,
@@ -164,7 +170,7 @@ def fail(transcription_id: int, code: str, message: str, run: Started | None = N
             Transcription.update(
                 status=TranscriptionStatus.FAILED,
                 error_code=str(code),
-                error_message=message[:2000],
+                error_message=storable(message[:2000]),
                 progress=None,
                 completed_at=utcnow(),
             )

@@ -30,6 +30,15 @@ from cliptext.jsonlog import configure_logging
 from cliptext.settings import Settings
 
 API_VERSION = "1.0.0"
+API_DESCRIPTION = """\
+Every /v1 request but health, the docs and the signed upload PUT carries `Authorization: Bearer <key>`; the
+key and the plan's rate limit are checked before the body is read. Every error is
+`{"error": {"code", "message", "details"}}` (OpenAI's shape on the OpenAI-compatible endpoints).
+
+Input rules: JSON bodies of at most 1 MiB (413) nested at most 64 levels (400); strings must be valid
+Unicode without NUL characters (422, naming the field; an id holding one is a 404); JSON is read in
+UTF-8, UTF-16 or UTF-32, with or without a BOM.
+"""
 
 
 class CliptextFlask(Flask):
@@ -84,6 +93,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         OPENAPI_REDOC_PATH="docs",
         OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
         API_SPEC_OPTIONS={
+            "info": {"description": API_DESCRIPTION},
             "security": [{"bearerAuth": []}],
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
             "servers": [{"url": settings.public_base_url}],

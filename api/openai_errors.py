@@ -12,11 +12,11 @@ from typing import Any
 
 import peewee as pw
 import redis.exceptions
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_limiter import RateLimitExceeded
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from api.errors import ApiError, handle_unexpected
+from api.errors import ApiError, handle_http_exception, handle_unexpected
 
 _TYPES = {
     401: "invalid_request_error",
@@ -84,6 +84,21 @@ def _handle(error: Exception) -> Response:
     return to_openai(result) if result.mimetype == "application/json" else result
 
 
-def install_openai_errors(blueprint: Blueprint) -> None:
+# An unknown path or method under these has no blueprint (routing found no view): the app answers it,
+# in OpenAI's shape here too, as an OpenAI client expects from GET /v1/audio/transcriptions.
+OPENAI_PATHS = ("/v1/audio/", "/v1/models")
+
+
+def _install_routing_errors(app: Flask, paths: tuple[str, ...]) -> None:
+    def routing_error(error: HTTPException) -> Response:
+        response = handle_http_exception(error)
+        return to_openai(response) if request.path.startswith(paths) else response
+
+    for cls in (NotFound, MethodNotAllowed):
+        app.register_error_handler(cls, routing_error)
+
+
+def install_openai_errors(blueprint: Blueprint, paths: tuple[str, ...] = OPENAI_PATHS) -> None:
     for cls in HANDLED:
         blueprint.register_error_handler(cls, _handle)
+    blueprint.record_once(lambda setup: _install_routing_errors(setup.app, paths))

@@ -177,6 +177,17 @@ def test_openai_endpoint_answers_202_past_the_wait_and_errors_in_openai_shape(ma
         )
     assert words_as_text.status_code == 400
     assert words_as_text.get_json()["error"]["param"] == "timestamp_granularities[]"
+    # an unknown method or path under the OpenAI paths: OpenAI's shape too (routing has no blueprint)
+    for method, path, status in [
+        ("GET", "/v1/audio/transcriptions", 405),
+        ("DELETE", "/v1/models/whisper-1", 405),
+        ("GET", "/v1/audio/translations", 404),
+    ]:
+        routed = client.open(path, method=method, headers=headers)
+        assert routed.status_code == status
+        assert set(routed.get_json()["error"]) == {"message", "type", "param", "code"}
+    assert "POST" in client.get("/v1/audio/transcriptions", headers=headers).headers["Allow"]
+    assert client.get("/v1/nothing", headers=headers).get_json()["error"]["code"] == "NOT_FOUND"
     # elsewhere the Cliptext envelope is unchanged
     assert (
         client.get("/v1/transcriptions", headers={"Authorization": "Bearer ct_nope"}).get_json()["error"][

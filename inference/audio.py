@@ -6,7 +6,7 @@ so a whole-file decode and a chunked decode give the same samples. Against faste
 (FFmpeg's swr to s16 mono) the shared clips correlate > 0.9999; clips already at 16 kHz differ by its s16
 rounding only (1.5e-5), resampled ones by up to 0.02 (soxr HQ vs swr defaults); loudness is the same.
 Every failure becomes an `AudioError` whose message says why (empty, not media, truncated or corrupt,
-no audio stream).
+no audio stream, NaN/infinite or absurdly large samples).
 """
 
 from __future__ import annotations
@@ -23,12 +23,39 @@ import numpy as np
 import soxr
 
 from cliptext.errors import ErrorCode
+from inference.pcm import check_sample_values
 from inference.types import AudioError
 
 AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | np.ndarray
 
 # Demuxers that open an image or text, not a recording: refused as "not an audio or video file".
-_NOT_MEDIA_FORMATS = frozenset({"image2", "tty", "gif", "apng", "ico", "webp", "jpegxl_anim"})
+# Several accept any bytes by file extension alone (garbage named .bin, .txt, .nfo, .idf, .cdg, .jpg...)
+# and show them as a video track, which would read as "a video without audio". Text art: tty, bin, xbin,
+# adf, idf; images: image2 (and every *_pipe), the single-image ones below; cdg holds karaoke graphics
+# only (its sound is a separate file); data is raw bytes without any codec.
+_NOT_MEDIA_FORMATS = frozenset(
+    {
+        "image2",
+        "gif",
+        "apng",
+        "ico",
+        "webp",
+        "jpegxl_anim",
+        "alias_pix",
+        "brender_pix",
+        "msp",
+        "fits",
+        "frm",
+        "txd",
+        "tty",
+        "bin",
+        "xbin",
+        "adf",
+        "idf",
+        "cdg",
+        "data",
+    }
+)
 # Decoder errors tolerated (skipped like faster-whisper does) before the data is called corrupt.
 _MAX_BAD_PACKET_RATIO = 0.2
 # Decoded audio shorter than the container's declared duration by more than this is called truncated.
@@ -148,6 +175,7 @@ def _iter_resampled(
         resampler: _Resampler | None = None
         n_channels = None
         for rate, samples in _grouped(_decode_frames(container, stream, max_seconds)):
+            check_sample_values(samples, "the decoded audio")  # before the mean: inf - inf is NaN
             if n_channels is None:
                 n_channels = samples.shape[0]
             elif channels == "split" and samples.shape[0] != n_channels:
@@ -212,9 +240,9 @@ def _validate_array(audio: np.ndarray, channels: str) -> np.ndarray:
             ErrorCode.AUDIO_DECODE_ERROR,
             f"audio arrays must be [channels, n]: {audio.shape} has too many channels (is it [n, channels]?)",
         )
-    audio = np.asarray(audio, dtype=np.float32)
-    if not np.isfinite(audio).all():
-        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the audio array holds NaN or infinite values")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused just below
+        audio = np.asarray(audio, dtype=np.float32)
+    check_sample_values(audio, "the audio array")
     if channels == "mix":
         return audio.mean(axis=0, dtype=np.float32) if audio.ndim == 2 else audio
     return audio if audio.ndim == 2 else audio[np.newaxis]
@@ -419,7 +447,11 @@ _SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854
 
 
 def _frame_to_float(frame: av.AudioFrame) -> np.ndarray:
-    """float32 [C, n] in [-1, 1] from any PyAV sample format, planar or packed."""
+    """float32 [C, n] from any PyAV sample format, planar or packed.
+
+    Integer formats land in [-1, 1]; float ones are passed as stored (a float WAV may hold NaN or 1e30),
+    so `_iter_resampled` checks every block with `check_sample_values`.
+    """
     n_channels = frame.layout.nb_channels
     try:
         data = frame.to_ndarray()
@@ -429,7 +461,8 @@ def _frame_to_float(frame: av.AudioFrame) -> np.ndarray:
         data = data.reshape(-1, n_channels).T
     name = frame.format.name.rstrip("p")
     if name in ("flt", "dbl"):
-        return data.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # a double beyond float32's range becomes inf, refused later
+            return data.astype(np.float32, copy=False)
     if name == "u8":
         return (data.astype(np.float32) - 128.0) / 128.0
     return data.astype(np.float32) / np.float32(_SCALE[name])

@@ -5,6 +5,8 @@ Lets callers that already hold decoded audio skip the container round trip.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import soxr
 
@@ -13,10 +15,35 @@ from inference.types import AudioError
 
 SAMPLE_RATE = 16000
 _DTYPES = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+# Decoded audio lives in [-1, 1]; lossy decoders overshoot by a few percent and float files mixed
+# "hot" may peak at +24 dBFS (16), so 1e3 (+60 dBFS) is never reached by real audio and is far below
+# where the log-mel power (about 4e4 x^2 per bin) overflows float32 (x near 1e16). A float file written
+# at integer scale (+/-32768) is refused too: the model would hear it 90 dB too loud, and FFmpeg-based
+# tools clip it to a square wave. Values are only checked, never clipped: valid audio stays bit-exact.
+MAX_SAMPLE_MAGNITUDE = 1e3
 
 
 def bytes_per_frame(sample_format: str, channels: int) -> int:
     return _DTYPES[sample_format].itemsize * channels
+
+
+def check_sample_values(samples: np.ndarray, what: str) -> None:
+    """Refuse NaN, infinite or absurdly large samples, which would turn the features into NaN later.
+
+    Two reductions and no copy (min/max propagate NaN), so it is cheap enough for every decoded block.
+    """
+    if samples.size == 0:
+        return
+    low, high = float(samples.min()), float(samples.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"{what} holds NaN or infinite samples")
+    peak = max(-low, high)
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        raise AudioError(
+            ErrorCode.AUDIO_DECODE_ERROR,
+            f"{what} holds samples far outside [-1, 1] (peak {peak:.3g}, at most"
+            f" {MAX_SAMPLE_MAGNITUDE:g} accepted): corrupt, or not scaled as audio",
+        )
 
 
 def pcm_to_float32(
@@ -29,7 +56,8 @@ def pcm_to_float32(
     """Decode interleaved PCM to float32 at 16 kHz: 1-D when mixed (or mono), else [channels, n].
 
     Raises AudioError(AUDIO_DECODE_ERROR) for an unknown format, a bad rate/channel count,
-    a byte count that is not whole frames, or no samples at all.
+    a byte count that is not whole frames, no samples at all, or f32le samples that are NaN, infinite
+    or far outside [-1, 1].
     """
     if sample_format not in _DTYPES:
         raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"unknown PCM format {sample_format!r}")
@@ -50,8 +78,7 @@ def pcm_to_float32(
         audio = samples.astype(np.float32) / 32768.0
     else:
         audio = samples.astype(np.float32)
-        if not np.isfinite(audio).all():
-            raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "PCM f32le holds NaN or infinite samples")
+        check_sample_values(audio, "PCM f32le")
     if mix or channels == 1:
         audio = audio.mean(axis=1, dtype=np.float32)
     if sample_rate != SAMPLE_RATE:

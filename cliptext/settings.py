@@ -63,6 +63,8 @@ class Settings:
     openai_wait_seconds: float
     # inference server: seconds calls in flight may still run after SIGTERM
     inference_grace_seconds: float = 30.0
+    # inference server: seconds a client may send nothing while it uploads before its call is cancelled
+    inference_upload_idle_seconds: float = 60.0
     # jobs (worker): retries of transient inference failures, time limits, abandoned-job recovery
     job_retries: int = 4
     job_retry_intervals: tuple[int, ...] = (10, 30, 90, 270)
@@ -119,6 +121,7 @@ class Settings:
             webhook_allow_private=_env("CLIPTEXT_WEBHOOK_ALLOW_PRIVATE", "0") in {"1", "true", "yes"},
             openai_wait_seconds=float(_env("CLIPTEXT_OPENAI_WAIT_SECONDS", "60")),
             inference_grace_seconds=float(_env("CLIPTEXT_SHUTDOWN_GRACE", "30")),
+            inference_upload_idle_seconds=float(_env("CLIPTEXT_UPLOAD_IDLE_SECONDS", "60")),
             job_retries=int(_env("CLIPTEXT_JOB_RETRIES", "4")),
             job_retry_intervals=_int_list(_env("CLIPTEXT_JOB_RETRY_INTERVALS", "10,30,90,270")),
             job_timeout_base=int(_env("CLIPTEXT_JOB_TIMEOUT_BASE", "300")),

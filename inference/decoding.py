@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference.model import CrossKV, OnnxWhisper
+from inference.types import OptionsError
 
 NEG_INF = np.float32(-np.inf)
 # CTranslate2 gives this score to candidates it must keep but never pick
@@ -154,6 +155,14 @@ class LogitFilters:
         self._suppress = np.asarray(options.suppress_tokens, dtype=np.int64)
         self._suppress_begin = np.asarray(options.suppress_begin, dtype=np.int64)
         self._max_initial = ids.timestamp_begin + options.max_initial_timestamp_index
+        # a caller's suppress_tokens can take away every token the rules leave (EOT, the timestamps,
+        # or most of the vocabulary): then no token is left to choose and log-softmax gives NaN
+        suppressed = set(options.suppress_tokens)
+        self._may_empty = (
+            ids.eot in suppressed
+            or any(t >= ids.timestamp_begin for t in suppressed)
+            or len(suppressed) > ids.n_vocab // 2
+        )
 
     def apply(self, logits: np.ndarray, sequences: Sequence[Sequence[int]], step: int) -> None:
         o = self.options
@@ -175,6 +184,8 @@ class LogitFilters:
             logits[:, self._suppress_begin] = NEG_INF
         if o.timestamps:
             self._timestamp_rules(logits, sequences, step)
+        if self._may_empty and (logits.max(axis=-1) == NEG_INF).any():
+            raise OptionsError("suppress_tokens leaves no token the decoder may choose")
 
     def _timestamp_rules(self, logits: np.ndarray, sequences: Sequence[Sequence[int]], step: int) -> None:
         ids = self.ids

@@ -1,14 +1,20 @@
-"""Admission control for transcriptions: a few run at once, a bounded number wait, the rest are refused.
+"""Admission control for transcriptions: a few run at once, a bounded number wait, the rest are refused;
+and a watchdog that ends the calls whose client stopped sending.
 
 Without it a burst of calls would share the CPU/GPU so thinly that every one of them times out.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class QueueFull(Exception):
@@ -90,3 +96,66 @@ class Ticket:
     def run(self, is_active: Callable[[], bool] = lambda: True):
         """Context manager: wait in order for a running slot while `is_active()` (else Abandoned)."""
         return self._admission._slot(is_active)
+
+
+class UploadIdle(Exception):
+    """The client sent nothing for the watchdog's idle_seconds: its call was cancelled."""
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class UploadWatchdog:
+    """Cancels a call whose client sent no message for `idle_seconds` while the server reads its stream.
+
+    An admitted stream that never sends its config or its audio would hold its place for good; one
+    thread checks every call's last message once a second (no timer per message: an upload may come
+    in thousands of small chunks).
+    """
+
+    def __init__(self, idle_seconds: float, check_every: float = 1.0):
+        self.idle_seconds = idle_seconds
+        self._check_every = min(check_every, idle_seconds / 2)
+        self._lock = threading.Lock()
+        self._last: dict[int, tuple[float, Cancellable]] = {}
+        self._ids = itertools.count()
+        self._expired: set[int] = set()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, messages: Iterator[T], call: Cancellable) -> Iterator[T]:
+        """`messages`, while each must come within idle_seconds of the one before (of the start)."""
+        key = next(self._ids)
+        self._touch(key, call)
+        try:
+            try:
+                for message in messages:
+                    self._touch(key, call)
+                    yield message
+            except Exception:  # the stream broke off: by our cancel, or by the client's
+                if key not in self._expired:
+                    raise
+            if key in self._expired:
+                raise UploadIdle(f"no message from the client for {self.idle_seconds:g} s")
+        finally:
+            with self._lock:
+                self._last.pop(key, None)
+                self._expired.discard(key)
+
+    def _touch(self, key: int, call: Cancellable) -> None:
+        with self._lock:
+            self._last[key] = (time.monotonic(), call)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="upload-watchdog", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._check_every)
+            now = time.monotonic()
+            with self._lock:
+                idle = [key for key, (last, _) in self._last.items() if now - last > self.idle_seconds]
+                calls = [self._last.pop(key)[1] for key in idle]
+                self._expired.update(idle)
+            for call in calls:
+                call.cancel()

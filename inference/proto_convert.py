@@ -47,7 +47,7 @@ _THRESHOLDS = ("compression_ratio_threshold", "log_prob_threshold", "no_speech_t
 _DEFAULTS = TranscribeOptions()
 
 
-def _reject_unknown(message, where: str) -> None:
+def reject_unknown(message, where: str) -> None:
     """Fields this server does not know would be silently ignored: refuse them instead."""
     unknown = UnknownFieldSet(message)
     if len(unknown):
@@ -57,7 +57,7 @@ def _reject_unknown(message, where: str) -> None:
 
 def config_to_options(config: pb2.TranscribeConfig) -> TranscribeOptions:
     """TranscribeConfig -> validated TranscribeOptions; unset fields keep the engine defaults."""
-    _reject_unknown(config, "TranscribeConfig")
+    reject_unknown(config, "TranscribeConfig")
     if config.task not in _TASKS:
         raise OptionsError(f"unknown task {config.task}")
     if config.channels not in _CHANNELS:
@@ -72,11 +72,13 @@ def config_to_options(config: pb2.TranscribeConfig) -> TranscribeOptions:
     for name in _THRESHOLDS:
         if config.HasField(name):
             threshold = getattr(config, name)
+            reject_unknown(threshold, name)
             kind = threshold.WhichOneof("kind")
             if kind is None:
                 raise OptionsError(f"{name} must carry a value or disabled=true")
             values[name] = None if kind == "disabled" else threshold.value
     if config.HasField("suppress_tokens"):
+        reject_unknown(config.suppress_tokens, "suppress_tokens")
         values["suppress_tokens"] = tuple(config.suppress_tokens.ids)
     if values.get("language") == "":
         values["language"] = None
@@ -163,7 +165,7 @@ _FORMAT_ENUMS["f32le"] = pb2.AUDIO_FORMAT_PCM_F32LE
 
 def spec_to_format(spec: pb2.AudioSpec) -> AudioFormat:
     """AudioSpec -> AudioFormat; raw PCM must say its sample rate (1 kHz..384 kHz) and channels (1..32)."""
-    _reject_unknown(spec, "AudioSpec")
+    reject_unknown(spec, "AudioSpec")
     if spec.format not in _FORMATS:
         raise OptionsError(f"unknown audio format {spec.format}")
     kind = _FORMATS[spec.format]

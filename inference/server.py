@@ -27,7 +27,7 @@ from cliptext.settings import Settings
 from inference import metrics
 from inference.audio_upload import AudioLimits
 from inference.engine_threads import EngineThreads
-from inference.limits import Admission
+from inference.limits import Admission, UploadWatchdog
 from inference.servicer import Loaded, TranscriberServicer
 from inference.stubs import SERVICE_NAME, pb2, pb2_grpc
 
@@ -65,6 +65,7 @@ class ServerConfig:
     max_audio_bytes: int
     max_audio_seconds: float
     grace_seconds: float
+    upload_idle_seconds: float
 
 
 def parse_args(argv: list[str] | None, settings: Settings) -> ServerConfig:
@@ -89,11 +90,19 @@ def parse_args(argv: list[str] | None, settings: Settings) -> ServerConfig:
     parser.add_argument("--max-audio-bytes", type=int, default=settings.max_audio_bytes)
     parser.add_argument("--max-audio-seconds", type=float, default=settings.max_audio_seconds)
     parser.add_argument("--grace", type=float, default=settings.inference_grace_seconds, dest="grace_seconds")
+    parser.add_argument(
+        "--upload-idle-seconds",
+        type=float,
+        default=settings.inference_upload_idle_seconds,
+        help="cancel a call whose client sends no message for this long while uploading",
+    )
     args = parser.parse_args(argv)
     if args.max_concurrent is None:
         args.max_concurrent = default_max_concurrent(args.device)
     if args.max_concurrent < 1 or args.max_queue < 0:
         parser.error("--max-concurrent must be >= 1 and --max-queue >= 0")
+    if not args.upload_idle_seconds > 0:
+        parser.error("--upload-idle-seconds must be > 0")
     return ServerConfig(**vars(args))
 
 
@@ -119,6 +128,7 @@ def build_server(config: ServerConfig) -> tuple[grpc.Server, int, TranscriberSer
     servicer = TranscriberServicer(
         Admission(config.max_concurrent, config.max_queue),
         AudioLimits(config.max_audio_bytes, config.max_audio_seconds),
+        UploadWatchdog(config.upload_idle_seconds),
     )
     pb2_grpc.add_TranscriberServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()

@@ -17,8 +17,14 @@ from cliptext.errors import ErrorCode
 from inference import metrics
 from inference.audio_upload import AudioLimits, received_audio, too_long
 from inference.engine_threads import EngineThreads
-from inference.limits import Abandoned, Admission, QueueFull
-from inference.proto_convert import ERROR_CODE_KEY, config_to_options, segment_to_message, spec_to_format
+from inference.limits import Abandoned, Admission, QueueFull, UploadIdle, UploadWatchdog
+from inference.proto_convert import (
+    ERROR_CODE_KEY,
+    config_to_options,
+    reject_unknown,
+    segment_to_message,
+    spec_to_format,
+)
 from inference.stubs import pb2, pb2_grpc
 from inference.types import EngineError
 
@@ -73,9 +79,10 @@ def _gone(context: grpc.ServicerContext) -> str:
 
 
 class TranscriberServicer(pb2_grpc.TranscriberServicer):
-    def __init__(self, admission: Admission, limits: AudioLimits):
+    def __init__(self, admission: Admission, limits: AudioLimits, watchdog: UploadWatchdog):
         self.admission = admission
         self.limits = limits
+        self.watchdog = watchdog
         self.loaded: Loaded | None = None  # set by the server once the model is loaded
         # set by the server when a shutdown begins: grpc's own stop() may cancel a call it has accepted
         # but not started, and a caller must read UNAVAILABLE (go elsewhere), not CANCELLED
@@ -104,9 +111,11 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
         call = _Call(peer=context.peer(), started=time.monotonic())
         metrics.IN_FLIGHT.inc()
         try:
-            yield from self._transcribe(iter(request_iterator), context, call)
+            yield from self._transcribe(self.watchdog.watch(iter(request_iterator), context), context, call)
             if not context.is_active():
                 call.outcome = _gone(context)
+        except UploadIdle:  # cancelled by the watchdog: the client is not listening any more
+            call.outcome = "UPLOAD_IDLE"
         except EngineError as error:
             call.outcome = error.code
             self._abort(context, error.code, error.message)
@@ -141,24 +150,35 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
 
     def _transcribe(self, requests: Iterator, context, call: _Call) -> Iterator[pb2.TranscribeResponse]:
         loaded = self._ready()
-        first = next(requests, None)
-        if first is None or first.WhichOneof("payload") != "config":
-            raise EngineError(ErrorCode.VALIDATION_ERROR, "the first message must carry a config")
-        config = first.config
-        call.request_id = config.request_id[:128]
-        options = config_to_options(config)
-        fmt = spec_to_format(config.audio)
-        mix = options.channels == "mix"
-        with (
-            self.admission.admit() as ticket,
-            received_audio(_audio_chunks(requests), fmt, self.limits, mix) as source,
-            ticket.run(context.is_active),
-        ):
-            yield from self._run(loaded, source, options, context, call)
+        # admitted before its first message: a stream that sends nothing holds a place (until the
+        # watchdog ends it), and streams beyond the places are refused at once instead of each holding
+        # one of the server's threads, which health checks and reflection need too
+        with self.admission.admit() as ticket:
+            first = next(requests, None)
+            if first is None and not context.is_active():
+                raise Abandoned("the caller left before sending a config")
+            if first is None or first.WhichOneof("payload") != "config":
+                raise EngineError(ErrorCode.VALIDATION_ERROR, "the first message must carry a config")
+            reject_unknown(first, "TranscribeRequest")
+            config = first.config
+            call.request_id = config.request_id[:128]
+            options = config_to_options(config)
+            loaded.engine.check_options(options)  # before the audio is read
+            fmt = spec_to_format(config.audio)
+            mix = options.channels == "mix"
+            with (
+                received_audio(_audio_chunks(requests), fmt, self.limits, mix) as source,
+                ticket.run(context.is_active),
+            ):
+                yield from self._run(loaded, source, options, context, call)
 
     def _run(self, loaded: Loaded, source, options, context, call: _Call) -> Iterator:
         segments, info = loaded.threads.call(
-            loaded.engine.transcribe, source, options, max_seconds=self.limits.max_seconds
+            loaded.engine.transcribe,
+            source,
+            options,
+            max_seconds=self.limits.max_seconds,
+            stop=lambda: not context.is_active(),  # a cancel or deadline frees the slot within a window
         )
         try:
             call.audio_seconds = info.duration
@@ -175,6 +195,8 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
                 call.decoded_seconds = done  # before the yield: a cancel may close the generator there
                 yield pb2.TranscribeResponse(segment=segment_to_message(segment))
                 yield pb2.TranscribeResponse(progress=pb2.Progress(seconds_done=done, total_seconds=total))
+            if not context.is_active():
+                return
             summary = pb2.Summary(
                 duration=info.duration,
                 language=info.language,

@@ -22,9 +22,9 @@ from inference.features import HOP_LENGTH, N_FRAMES, SAMPLING_RATE, FeatureExtra
 from inference.mel_stream import open_stream
 from inference.model import CrossKV, OnnxWhisper
 from inference.tokenizer import SpecialTokens, Tokenizer
+from inference.types import MAX_TOKENS as MAX_LENGTH  # the decoder's context
 from inference.types import AudioError, OptionsError, Segment, TranscribeOptions, TranscriptionInfo, Word
 
-MAX_LENGTH = 448  # decoder context
 TIME_PRECISION = 0.02  # seconds per timestamp token
 INPUT_STRIDE = 2  # mel frames per encoder position
 FRAMES_PER_SECOND = SAMPLING_RATE // HOP_LENGTH
@@ -38,6 +38,10 @@ def compression_ratio(text: str) -> float:
     """gzip ratio of the text: high for repetitive (looping) output."""
     data = text.encode("utf-8")
     return len(data) / len(zlib.compress(data))
+
+
+def _never() -> bool:
+    return False
 
 
 class WhisperEngine:
@@ -62,14 +66,21 @@ class WhisperEngine:
     # -- public -------------------------------------------------------------------------------------
 
     def transcribe(
-        self, source: AudioSource, options: TranscribeOptions | None = None, max_seconds: float | None = None
+        self,
+        source: AudioSource,
+        options: TranscribeOptions | None = None,
+        max_seconds: float | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> tuple[Iterator[Segment], TranscriptionInfo]:
         """(lazy segments, info) for `source`: path, bytes, binary file or float32 16 kHz array.
 
         `max_seconds` refuses longer audio (AudioError AUDIO_TOO_LONG) while decoding it, whatever its
-        header claims, so a file that lies about its length is never decoded whole.
+        header claims, so a file that lies about its length is never decoded whole. `stop()` true (the
+        caller has gone) ends the segments at the next window or temperature fallback, even where no
+        segment comes out for a long time (silence, noise that fails every temperature).
         """
         options = options or TranscribeOptions()
+        self.check_options(options)
         if self._long_file(source, options):
             # bounded memory: two passes over the file, features computed window by window
             def open_chunks() -> Iterator[np.ndarray]:
@@ -91,7 +102,17 @@ class WhisperEngine:
             channels=len(sources),
             all_language_probs=all_probs,
         )
-        return self._segments(sources, tokenizer_for, options), info
+        return self._segments(sources, tokenizer_for, options, stop or _never), info
+
+    def check_options(self, options: TranscribeOptions) -> None:
+        """What only this model can tell about `options` (its languages, its vocabulary); callers that
+        receive audio afterwards (the gRPC server) ask before reading it."""
+        if options.language is not None and options.language not in self.config.language_codes:
+            raise OptionsError(f"unknown language {options.language!r}")
+        if options.task == "translate" and not self.config.is_multilingual:
+            raise OptionsError("translate needs a multilingual model")
+        if any(t >= self.config.n_vocab for t in options.suppress_tokens):
+            raise OptionsError(f"suppress_tokens ids must be below the vocabulary size {self.config.n_vocab}")
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float, tuple[tuple[str, float], ...]]:
         """Language of the first 30 s: (code, probability, all (code, probability) best first)."""
@@ -134,15 +155,11 @@ class WhisperEngine:
     def _language(self, first_source, options: TranscribeOptions):
         language, probability, all_probs = options.language, 1.0, None
         if not self.config.is_multilingual:
-            language = "en"
+            language = "en"  # as faster-whisper: an English-only model transcribes English
         elif language is None:
             window, content_frames = first_source()
             mel = window(0, min(N_FRAMES, content_frames + 1))
             language, probability, all_probs = self._detect_language(mel)
-        elif language not in self.config.language_codes:
-            raise OptionsError(f"unknown language {language!r}")
-        if options.task == "translate" and not self.config.is_multilingual:
-            raise OptionsError("translate needs a multilingual model")
 
         def tokenizer_for() -> Tokenizer:
             if not self.config.is_multilingual:
@@ -151,12 +168,16 @@ class WhisperEngine:
 
         return tokenizer_for, language, probability, all_probs
 
-    def _segments(self, sources: list, tokenizer_for, options: TranscribeOptions) -> Iterator[Segment]:
+    def _segments(
+        self, sources: list, tokenizer_for, options: TranscribeOptions, stop: Callable[[], bool]
+    ) -> Iterator[Segment]:
         tokenizer = tokenizer_for()
         next_id = 1
         for index, source in enumerate(sources):
+            if stop():
+                return
             window, content_frames = source()
-            for segment in self._generate_segments(window, content_frames, tokenizer, options):
+            for segment in self._generate_segments(window, content_frames, tokenizer, options, stop):
                 yield replace(segment, id=next_id, channel=index)
                 next_id += 1
 
@@ -207,6 +228,7 @@ class WhisperEngine:
         content_frames: int,
         tokenizer: Tokenizer,
         options: TranscribeOptions,
+        stop: Callable[[], bool] = _never,
     ) -> Iterator[Segment]:
         """faster-whisper's generate_segments (without clip timestamps, VAD or hallucination skipping).
 
@@ -221,6 +243,8 @@ class WhisperEngine:
             all_tokens.extend(tokenizer.encode(" " + options.initial_prompt.strip()))
         last_speech_timestamp = 0.0
         while seek < content_frames:
+            if stop():
+                return
             time_offset = seek * TIME_PER_FRAME
             segment_size = min(N_FRAMES, content_frames - seek)
             content = window(seek, segment_size)
@@ -235,8 +259,10 @@ class WhisperEngine:
                 tokenizer, all_tokens[prompt_reset_since:], options, options.prefix if seek == 0 else None
             )
             result, avg_logprob, temperature, ratio = self._generate_with_fallback(
-                decoder, cross, prompt, tokenizer, options, base
+                decoder, cross, prompt, tokenizer, options, base, stop
             )
+            if stop():
+                return
             if options.no_speech_threshold is not None:
                 should_skip = result.no_speech_prob > options.no_speech_threshold
                 if options.log_prob_threshold is not None and avg_logprob > options.log_prob_threshold:
@@ -301,6 +327,7 @@ class WhisperEngine:
         tokenizer: Tokenizer,
         options: TranscribeOptions,
         base: DecodingOptions,
+        stop: Callable[[], bool] = _never,
     ) -> tuple[DecodingResult, float, float, float]:
         """Decode at the first temperature whose output passes the thresholds (faster-whisper)."""
         new_tokens = options.max_new_tokens
@@ -318,7 +345,9 @@ class WhisperEngine:
         all_results = []
         below_cr_threshold = []
         temperature = options.temperatures[0]
-        for temperature in options.temperatures:
+        for attempt, temperature in enumerate(options.temperatures):
+            if attempt and stop():
+                break  # the caller checks stop() too and drops this window
             if temperature > 0:
                 decoding = replace(
                     base,

@@ -5,7 +5,13 @@ Shared by the engine, the gRPC server and its clients; nothing here is mutated d
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+# whisper's decoder context: prompt and new tokens of one window together (every model size)
+MAX_TOKENS = 448
+MAX_TEMPERATURES = 16
+MAX_SUPPRESSED = 4096
 
 
 class EngineError(Exception):
@@ -66,18 +72,44 @@ class TranscribeOptions:
     max_new_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        """Every value the decoder could not use is refused here, before any audio is read: NaN and
+        infinities included (they crashed deep in the decoder, or decoded nonsense)."""
         if self.task not in ("transcribe", "translate"):
             raise OptionsError(f"task must be 'transcribe' or 'translate', not {self.task!r}")
         if not 1 <= self.beam_size <= 16:
             raise OptionsError("beam_size must be between 1 and 16")
         if not 1 <= self.best_of <= 16:
             raise OptionsError("best_of must be between 1 and 16")
-        if self.patience <= 0:
-            raise OptionsError("patience must be positive")
-        if not self.temperatures or any(not 0.0 <= t <= 1.0 for t in self.temperatures):
+        _check_range("patience", self.patience, 0.0, 16.0, low_open=True)
+        if self.length_penalty is not None:
+            _check_range("length_penalty", self.length_penalty, 0.0, 10.0)
+        _check_range("repetition_penalty", self.repetition_penalty, 0.0, 10.0, low_open=True)
+        if not 0 <= self.no_repeat_ngram_size <= MAX_TOKENS:
+            raise OptionsError(f"no_repeat_ngram_size must be between 0 and {MAX_TOKENS}")
+        # each temperature is one more decoding of a window that fails the thresholds
+        if not 1 <= len(self.temperatures) <= MAX_TEMPERATURES:
+            raise OptionsError(f"temperatures must list 1 to {MAX_TEMPERATURES} values")
+        if any(not 0.0 <= t <= 1.0 for t in self.temperatures):
             raise OptionsError("temperatures must be between 0 and 1")
+        for name in ("compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise OptionsError(f"{name} must be a finite number (or disabled)")
+        _check_range("prompt_reset_on_temperature", self.prompt_reset_on_temperature, 0.0, 1.0)
+        _check_range("max_initial_timestamp", self.max_initial_timestamp, 0.0, 30.0)
+        if self.max_new_tokens is not None and not 1 <= self.max_new_tokens <= MAX_TOKENS:
+            raise OptionsError(f"max_new_tokens must be between 1 and {MAX_TOKENS}")
+        if any(t < -1 for t in self.suppress_tokens) or len(self.suppress_tokens) > MAX_SUPPRESSED:
+            raise OptionsError(f"suppress_tokens takes at most {MAX_SUPPRESSED} token ids (or -1)")
         if self.channels not in ("mix", "split"):
             raise OptionsError("channels must be 'mix' or 'split'")
+
+
+def _check_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
+    """`value` finite and within [low, high] ((low, high] with `low_open`)."""
+    if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+        opening = "(" if low_open else "["
+        raise OptionsError(f"{name} must be in {opening}{low:g}, {high:g}], not {value!r}")
 
 
 @dataclass(frozen=True)

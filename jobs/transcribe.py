@@ -41,9 +41,12 @@ class Canceled(Exception):
     """The transcription left `processing` (canceled, deleted, or taken over by a newer run)."""
 
 
-def _options(stored: dict) -> TranscribeOptions:
+def engine_options(stored: dict) -> TranscribeOptions:
+    """The engine's options from those the API stored. Whisper knows languages, not regions: the API
+    takes "pt-BR" (a BCP 47 tag), the engine "pt"."""
+    language = (stored.get("language") or "").split("-")[0].lower()
     return TranscribeOptions(
-        language=stored.get("language") or None,
+        language=language or None,
         initial_prompt=stored.get("prompt") or None,
         word_timestamps=bool(stored.get("word_timestamps")),
     )
@@ -70,7 +73,9 @@ def _stream(
             pending = None
 
     with TranscriberClient(settings.inference_addr) as client:
-        events = client.transcribe(path, _options(started.options), request_id=request_id, timeout=deadline)
+        events = client.transcribe(
+            path, engine_options(started.options), request_id=request_id, timeout=deadline
+        )
         try:
             for event in events:
                 if isinstance(event, Segment):

@@ -1,0 +1,56 @@
+"""Memory bounds of the engine for files whose size on disk says little about their decoded size:
+a length the headers do not tell, and many channels transcribed one by one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from inference.audio import decode_audio, probe_media
+from inference.types import AudioError, TranscribeOptions
+from tests.inference.reference_runs import AUDIO, engine
+
+JFK = AUDIO / "jfk.flac"
+STREAMINFO = 8  # "fLaC", then the 4-byte header of the STREAMINFO block
+
+
+def without_sample_count(flac: bytes) -> bytes:
+    """The same FLAC, its STREAMINFO saying "total samples unknown" (0), as streaming encoders write."""
+    data = bytearray(flac)
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # STREAMINFO first
+    data[STREAMINFO + 13] &= 0xF0  # the top 4 bits of the 36-bit count
+    data[STREAMINFO + 14 : STREAMINFO + 18] = b"\0\0\0\0"
+    return bytes(data)
+
+
+def test_a_file_of_unknown_length_is_streamed_with_the_same_text(tmp_path: Path, monkeypatch) -> None:
+    unknown = tmp_path / "unknown.flac"
+    unknown.write_bytes(without_sample_count(JFK.read_bytes()))
+    assert probe_media(unknown).duration is None and probe_media(JFK).duration is not None
+    whole_file = engine("fp32")
+    expected = "".join(s.text for s in whole_file.transcribe(str(JFK), TranscribeOptions())[0])
+
+    def no_whole_file_decode(*args, **kwargs):
+        raise AssertionError("decoded whole: not streamed")
+
+    monkeypatch.setattr("inference.transcribe.decode_audio", no_whole_file_decode)
+    segments, info = whole_file.transcribe(str(unknown), TranscribeOptions())
+    assert "".join(s.text for s in segments) == expected
+    assert info.duration == pytest.approx(11.0, abs=0.01)
+
+
+def test_split_channels_count_every_channel_against_the_limit(tmp_path: Path) -> None:
+    speech = decode_audio(str(JFK))  # 11 s
+    four = tmp_path / "four.wav"
+    sf.write(four, np.stack([speech] * 4, axis=1), 16000)
+    options = TranscribeOptions(channels="split", beam_size=1)
+    with pytest.raises(AudioError) as raised:
+        engine("fp32").transcribe(str(four), options, max_seconds=40)  # 4 x 11 s = 44 s
+    assert raised.value.code == "AUDIO_TOO_LONG" and "4 channels" in raised.value.message
+    segments, info = engine("fp32").transcribe(str(four), options, max_seconds=50)
+    assert info.channels == 4 and {s.channel for s in segments} == {0, 1, 2, 3}
+    mixed, _ = engine("fp32").transcribe(str(four), TranscribeOptions(beam_size=1), max_seconds=40)
+    assert list(mixed)  # mixed, it is 11 s of audio

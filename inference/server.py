@@ -28,8 +28,8 @@ from inference import metrics
 from inference.audio_upload import AudioLimits
 from inference.engine_threads import EngineThreads
 from inference.limits import Admission, UploadWatchdog
-from inference.servicer import Loaded, TranscriberServicer
-from inference.stubs import SERVICE_NAME, pb2, pb2_grpc
+from inference.servicer import Loaded, TranscriberServicer, add_transcriber
+from inference.stubs import SERVICE_NAME, pb2
 
 log = logging.getLogger("inference.server")
 
@@ -130,7 +130,7 @@ def build_server(config: ServerConfig) -> tuple[grpc.Server, int, TranscriberSer
         AudioLimits(config.max_audio_bytes, config.max_audio_seconds),
         UploadWatchdog(config.upload_idle_seconds),
     )
-    pb2_grpc.add_TranscriberServicer_to_server(servicer, server)
+    add_transcriber(servicer, server)
     health_servicer = health.HealthServicer()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from cliptext.errors import ErrorCode
 from inference import metrics
@@ -25,7 +26,7 @@ from inference.proto_convert import (
     segment_to_message,
     spec_to_format,
 )
-from inference.stubs import pb2, pb2_grpc
+from inference.stubs import SERVICE_NAME, pb2, pb2_grpc
 from inference.types import EngineError
 
 log = logging.getLogger("inference.server")
@@ -65,8 +66,49 @@ class _Call:
     outcome: str = "OK"
 
 
+class Malformed:
+    """A request that did not parse (broken protobuf, a string field that is not UTF-8): grpc's own
+    deserializer answered INTERNAL "Exception deserializing request!" for it."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def refused(self) -> EngineError:
+        return EngineError(ErrorCode.VALIDATION_ERROR, f"malformed message: {self.reason}")
+
+
+def _parsed_or_malformed(message_class: type[Message]) -> Callable[[bytes], Message | Malformed]:
+    def deserialize(data: bytes) -> Message | Malformed:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as error:
+            return Malformed(str(error))
+
+    return deserialize
+
+
+def add_transcriber(servicer: TranscriberServicer, server: grpc.Server) -> None:
+    """pb2_grpc.add_TranscriberServicer_to_server, but a request that does not parse reaches the
+    servicer (as Malformed) and is answered INVALID_ARGUMENT, as the contract says."""
+    handlers = {
+        "Transcribe": grpc.stream_stream_rpc_method_handler(
+            servicer.Transcribe,
+            request_deserializer=_parsed_or_malformed(pb2.TranscribeRequest),
+            response_serializer=pb2.TranscribeResponse.SerializeToString,
+        ),
+        "DescribeModel": grpc.unary_unary_rpc_method_handler(
+            servicer.DescribeModel,
+            request_deserializer=_parsed_or_malformed(pb2.DescribeModelRequest),
+            response_serializer=pb2.ModelDescription.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+
+
 def _audio_chunks(requests: Iterator[pb2.TranscribeRequest]) -> Iterator[bytes]:
     for request in requests:
+        if isinstance(request, Malformed):
+            raise request.refused()
         if request.WhichOneof("payload") != "audio":
             raise EngineError(ErrorCode.VALIDATION_ERROR, "only the first message may carry a config")
         yield request.audio
@@ -103,6 +145,8 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
 
     def DescribeModel(self, request: pb2.DescribeModelRequest, context) -> pb2.ModelDescription:
         try:
+            if isinstance(request, Malformed):
+                raise request.refused()
             return self._ready().description
         except EngineError as error:
             self._abort(context, error.code, error.message)
@@ -157,6 +201,8 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
             first = next(requests, None)
             if first is None and not context.is_active():
                 raise Abandoned("the caller left before sending a config")
+            if isinstance(first, Malformed):
+                raise first.refused()
             if first is None or first.WhichOneof("payload") != "config":
                 raise EngineError(ErrorCode.VALIDATION_ERROR, "the first message must carry a config")
             reject_unknown(first, "TranscribeRequest")

@@ -187,3 +187,34 @@ def test_a_stream_that_stops_sending_is_ended_and_frees_its_place(
     if sends_config:
         line = single_slot_server.wait_for_log(rf".*request_id={request_id} .*").group(0)
         assert "outcome=UPLOAD_IDLE" in line
+
+
+def as_is(data: bytes) -> bytes:
+    return data
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"\x0a\x08\x8a\x01\x05ab\xffcd",  # config.initial_prompt "ab\xffcd": a string that is not UTF-8
+        b"\x0a\x05\x8a\x01\x03\xed\xa0\x80",  # a UTF-16 surrogate in CESU-8
+        b"\xff\xff\xff\xff",  # not protobuf at all
+    ],
+)
+def test_a_message_that_does_not_parse_is_invalid_argument(server: ServerProcess, first: bytes) -> None:
+    with grpc.insecure_channel(server.addr) as channel:
+        raw = channel.stream_stream(
+            f"/{SERVICE_NAME}/Transcribe", request_serializer=as_is, response_deserializer=as_is
+        )
+        with pytest.raises(grpc.RpcError) as raised:
+            list(raw(iter([first]), timeout=30))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+        assert "malformed message" in raised.value.details()
+        describe = channel.unary_unary(
+            f"/{SERVICE_NAME}/DescribeModel",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.RpcError) as raised:
+            describe(b"\xff\xff\xff\xff", timeout=10)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT

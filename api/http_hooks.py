@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from typing import Any
@@ -115,12 +116,24 @@ def _refuse(field: str, reason: str) -> ApiError:
     return ApiError(ErrorCode.VALIDATION_ERROR, reason, {"field": field})
 
 
+def as_utf8(raw: bytes) -> bytes:
+    """The JSON text in UTF-8, whatever encoding of RFC 8259 (and BOM) it came in: the checks below
+    read bytes, and in UTF-16 an escaped quote or a "\\u0000" no longer looks like one."""
+    encoding = json.detect_encoding(raw)
+    if encoding == "utf-8":
+        return raw
+    try:
+        return raw.decode(encoding).encode("utf-8", "surrogatepass")
+    except UnicodeError as error:
+        raise BadRequest(f"The JSON body is not valid {encoding.upper()}") from error
+
+
 def _check_json_body() -> None:
     """Bodies no parser or database can take: over MAX_JSON_BYTES (413, read no further), nested past
     MAX_JSON_DEPTH (400, before any parser recurses into it), or holding a string with NUL or half a
     UTF-16 pair (422, not a 500 from the database)."""
     request.max_content_length = min(request.max_content_length or MAX_JSON_BYTES, MAX_JSON_BYTES)
-    raw = request.get_data(cache=True)
+    raw = as_utf8(request.get_data(cache=True))
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH:
         raise BadRequest(f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels")
     if _RISKY_ESCAPE.search(raw):

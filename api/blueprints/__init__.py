@@ -41,8 +41,8 @@ class ArgumentsParser(FlaskParser):
             return missing  # no body: webargs reports the required fields
         try:
             return json.loads(raw)  # bytes: UTF-8, -16 or -32, with or without a BOM
-        except ValueError as error:
-            raise json.JSONDecodeError(str(error), raw.decode(errors="replace"), 0) from error
+        except (ValueError, RecursionError) as error:  # deep nesting is refused before; never a 500
+            raise json.JSONDecodeError(str(error), raw.decode(errors="replace") or " ", 0) from error
 
 
 class Blueprint(flask_smorest.Blueprint):

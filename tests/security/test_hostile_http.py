@@ -138,6 +138,23 @@ def test_every_json_endpoint_reads_the_encodings_flask_reads(client, new_org, en
     assert error_of(invalid, 400)["code"] == "VALIDATION_ERROR"
 
 
+@BOTH_DATABASES
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32-le", "utf-8-sig"])
+def test_checks_read_json_in_any_encoding(client, new_org, database_url, encoding):
+    """In UTF-16 an escaped NUL or quote does not look like one to a byte pattern: checked after
+    re-encoding, not skipped (a NUL reached PostgreSQL, deep nesting the parser's recursion limit)."""
+    _, raw = new_org("pro")
+    nul = json.dumps({"filename": "a.mp3", "content_type": "audio/\u0000", "size": 5}).encode(encoding)
+    response = client.post(
+        "/v1/uploads/presigned", data=nul, headers=keyed(raw), content_type="application/json"
+    )
+    assert error_of(response, 422)["details"] == {"field": "content_type"}
+    deep = ('["\\"", ' + "[" * 3000 + "]" * 3000 + ', "y"]').encode(encoding)
+    for path in ("/v1/uploads/presigned", "/v1/transcriptions"):
+        response = client.post(path, data=deep, headers=keyed(raw), content_type="application/json")
+        assert error_of(response, 400)["code"] == "VALIDATION_ERROR"
+
+
 def test_no_body_is_read_before_the_key_is_checked(client, new_org):
     huge = b"[" * (MAX_JSON_BYTES + 1)
     for body in (huge, b'{"filename": "\\ud800"}'):

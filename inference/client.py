@@ -41,7 +41,8 @@ __all__ = [
     "Unavailable",
 ]
 
-CHUNK_BYTES = 1024 * 1024
+# a message must arrive whole within the server's --upload-idle-seconds (60): 256 KiB do on a 40 kbit/s link
+CHUNK_BYTES = 256 * 1024
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 _SERVICE_CONFIG = '{"loadBalancingConfig": [{"round_robin": {}}]}'
 _FALLBACK_CODES = {

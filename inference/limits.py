@@ -7,6 +7,7 @@ Without it a burst of calls would share the CPU/GPU so thinly that every one of 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class QueueFull(Exception):
@@ -116,7 +118,7 @@ class UploadWatchdog:
 
     def __init__(self, idle_seconds: float, check_every: float = 1.0):
         self.idle_seconds = idle_seconds
-        self._check_every = min(check_every, idle_seconds / 2)
+        self._check_every = max(0.05, min(check_every, idle_seconds / 2))
         self._lock = threading.Lock()
         self._last: dict[int, tuple[float, Cancellable]] = {}
         self._ids = itertools.count()
@@ -158,4 +160,7 @@ class UploadWatchdog:
                 calls = [self._last.pop(key)[1] for key in idle]
                 self._expired.update(idle)
             for call in calls:
-                call.cancel()
+                try:
+                    call.cancel()
+                except Exception:  # this thread must outlive any one call
+                    log.exception("could not cancel an idle call")

@@ -81,7 +81,8 @@ class WhisperEngine:
         """
         options = options or TranscribeOptions()
         self.check_options(options)
-        if self._long_file(source, options):
+        audio = self._short_audio(source, options, max_seconds)
+        if audio is None:
             # bounded memory: two passes over the file, features computed window by window
             def open_chunks() -> Iterator[np.ndarray]:
                 return iter_audio_chunks(source, SAMPLING_RATE, STREAM_CHUNK_SECONDS, max_seconds=max_seconds)
@@ -89,7 +90,6 @@ class WhisperEngine:
             stream, content_frames, n_samples = open_stream(self.feature_extractor, open_chunks)
             sources = [lambda: (stream.window, content_frames)]
         else:
-            audio = self._load_audio(source, options.channels, max_seconds)
             channels = [audio] if audio.ndim == 1 else list(audio)
             n_samples = channels[0].shape[0]
             sources = [lambda a=a: self._in_memory(a) for a in channels]
@@ -131,14 +131,25 @@ class WhisperEngine:
 
     # -- steps --------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _long_file(source: AudioSource, options: TranscribeOptions) -> bool:
-        """Streamed window by window: long, or of a length the headers do not tell (a FLAC without
-        its sample count decoded whole took 2 GB for 2 h)."""
-        if options.channels != "mix" or not isinstance(source, (str, os.PathLike)):
-            return False
-        duration = probe_media(source).duration
-        return duration is None or duration > STREAM_MIN_SECONDS
+    def _short_audio(
+        self, source: AudioSource, options: TranscribeOptions, max_seconds: float | None
+    ) -> np.ndarray | None:
+        """The audio decoded whole, or None where it is streamed window by window (bounded memory):
+        longer than STREAM_MIN_SECONDS by its headers or, when they do not tell (a FLAC without its
+        sample count, a browser's WebM), once that much of it was decoded. Short audio keeps the
+        whole-file features bit for bit (the stream's differ by an ulp here and there)."""
+        if options.channels == "mix" and isinstance(source, (str, os.PathLike)):
+            duration = probe_media(source).duration
+            if duration is not None and duration > STREAM_MIN_SECONDS:
+                return None
+            if duration is None and (max_seconds is None or max_seconds > STREAM_MIN_SECONDS):
+                try:
+                    return self._load_audio(source, "mix", STREAM_MIN_SECONDS)
+                except AudioError as error:
+                    if error.code != ErrorCode.AUDIO_TOO_LONG:
+                        raise
+                    return None
+        return self._load_audio(source, options.channels, max_seconds)
 
     def _in_memory(self, audio: np.ndarray) -> tuple[Callable[[int, int], np.ndarray], int]:
         features = self.feature_extractor(audio)
@@ -147,7 +158,8 @@ class WhisperEngine:
     def _load_audio(self, source: AudioSource, channels: str, max_seconds: float | None) -> np.ndarray:
         """The whole file in memory. Split, every channel is transcribed: `max_seconds` counts the
         seconds of all of them, as the work and the memory do (8 channels of 1 h held 4 GB)."""
-        if channels == "split" and max_seconds is not None and not isinstance(source, np.ndarray):
+        if channels == "split" and max_seconds is not None and isinstance(source, (str, os.PathLike, bytes)):
+            # (a file object is not probed first: that would move its position)
             probed = probe_media(source)
             n_channels, declared = probed.channels or 1, probed.duration
             if declared is not None and declared * n_channels > max_seconds:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import inference.transcribe as transcribe_module
 from inference.audio import decode_audio, probe_media
 from inference.types import AudioError, TranscribeOptions
 from tests.inference.reference_runs import AUDIO, engine
@@ -26,20 +27,36 @@ def without_sample_count(flac: bytes) -> bytes:
     return bytes(data)
 
 
-def test_a_file_of_unknown_length_is_streamed_with_the_same_text(tmp_path: Path, monkeypatch) -> None:
+def test_a_file_of_unknown_length_is_decoded_whole_while_short_then_streamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     unknown = tmp_path / "unknown.flac"
     unknown.write_bytes(without_sample_count(JFK.read_bytes()))
     assert probe_media(unknown).duration is None and probe_media(JFK).duration is not None
-    whole_file = engine("fp32")
-    expected = "".join(s.text for s in whole_file.transcribe(str(JFK), TranscribeOptions())[0])
-
-    def no_whole_file_decode(*args, **kwargs):
-        raise AssertionError("decoded whole: not streamed")
-
-    monkeypatch.setattr("inference.transcribe.decode_audio", no_whole_file_decode)
-    segments, info = whole_file.transcribe(str(unknown), TranscribeOptions())
-    assert "".join(s.text for s in segments) == expected
+    options = TranscribeOptions(beam_size=1)
+    expected = [s.tokens for s in engine("fp32").transcribe(str(JFK), options)[0]]
+    # short: decoded whole, the same tokens bit for bit as the file that tells its length
+    segments, info = engine("fp32").transcribe(str(unknown), options)
+    assert [s.tokens for s in segments] == expected
     assert info.duration == pytest.approx(11.0, abs=0.01)
+    # longer than the in-memory bound: streamed window by window, not decoded whole
+    streamed_chunks = []
+    real_chunks = transcribe_module.iter_audio_chunks
+
+    def counting_chunks(*args, **kwargs):
+        for chunk in real_chunks(*args, **kwargs):
+            streamed_chunks.append(chunk.shape[0])
+            yield chunk
+
+    monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", 5.0)
+    monkeypatch.setattr(transcribe_module, "STREAM_CHUNK_SECONDS", 3.0)
+    monkeypatch.setattr(transcribe_module, "iter_audio_chunks", counting_chunks)
+    segments, info = engine("fp32").transcribe(str(unknown), options)
+    assert [s.tokens for s in segments] == expected
+    assert len(streamed_chunks) >= 4 and max(streamed_chunks) <= 3 * 16000
+    with pytest.raises(AudioError) as raised:  # the limit still holds on the streamed path
+        engine("fp32").transcribe(str(unknown), options, max_seconds=8.0)
+    assert raised.value.code == "AUDIO_TOO_LONG"
 
 
 def test_split_channels_count_every_channel_against_the_limit(tmp_path: Path) -> None:

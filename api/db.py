@@ -94,6 +94,12 @@ def write_transaction():
     return db.atomic()
 
 
+def locked(query: pw.Select) -> pw.Select:
+    """`query` taking row locks (SELECT … FOR UPDATE) until the transaction ends, on PostgreSQL. On
+    SQLite a write_transaction already holds the database's one write lock: nothing to add."""
+    return query if isinstance(db.obj, pw.SqliteDatabase) else query.for_update()
+
+
 _PREPARED: dict[tuple[type, Hashable], tuple[str, tuple[str, ...]]] = {}
 
 

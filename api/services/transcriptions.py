@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import peewee as pw
 
-from api.db import prepared
+from api.db import locked, prepared, write_transaction
 from api.errors import ApiError, NotFound
 from api.models import (
     Organization,
@@ -176,7 +176,12 @@ def create(
             "The upload is not completed; call POST /v1/uploads/complete first",
             {"upload_id": upload.public_id, "status": upload.status},
         )
-    with db.atomic():
+    with write_transaction():
+        # the upload row is locked: a delete of its last transcription cannot remove it (and its bytes)
+        # under this insert, which had been a foreign-key 500, or a 202 for audio already gone
+        current = locked(Upload.select().where(Upload.id == upload.id)).first()
+        if current is None or current.status != UploadStatus.COMPLETED:
+            raise ApiError(ErrorCode.NOT_FOUND, "Upload not found", {"field": "upload_id"})
         row = Transcription.create(
             organization=org,
             upload=upload,
@@ -255,11 +260,15 @@ def delete(state: AppState, transcription: Transcription) -> None:
     """Cancel the job, then remove transcript, segments, deliveries and the audio for good."""
     if transcription.status not in TranscriptionStatus.FINAL:
         cancel_transcription(state.redis, transcription.public_id)
-    upload = transcription.upload_id and Upload.get_or_none(Upload.id == transcription.upload_id)
-    with db.atomic():
+    with write_transaction():
+        # the upload row locked first: of two deletes at once, or a delete and a create, the second
+        # sees what the first did (two last deletes had each seen the other's row and kept the upload)
+        upload = None
+        if transcription.upload_id:
+            upload = locked(Upload.select().where(Upload.id == transcription.upload_id)).first()
         transcription.delete_instance(recursive=True)
         if upload is not None and not upload.transcriptions.exists():
-            delete_upload(state, upload)
+            delete_upload(state, upload)  # a storage that fails rolls the rows back: retry the DELETE
 
 
 def upload_for(org: Organization, upload_public_id: str) -> Upload:

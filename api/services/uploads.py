@@ -143,8 +143,21 @@ def receive_content(
     except BaseException:
         Upload.update(status=UploadStatus.PENDING).where(Upload.id == upload.id).execute()
         raise
-    Upload.update(received_size=received).where(Upload.id == upload.id).execute()
-    return Upload.get_by_id(upload.id)
+    still_there = (
+        Upload.update(received_size=received)
+        .where((Upload.id == upload.id) & (Upload.status == UploadStatus.UPLOADED))
+        .execute()
+    )
+    current = Upload.get_or_none(Upload.id == upload.id) if still_there else None
+    if current is None:
+        # purged as expired while its bytes came in: no row will ever point at them
+        state.storage.delete(upload.storage_key)
+        raise ApiError(
+            ErrorCode.NOT_FOUND,
+            "The upload expired while its bytes were sent; start a new upload",
+            {"upload_id": upload.public_id},
+        )
+    return current
 
 
 def get_upload(org: Organization, upload_public_id: str) -> Upload:

@@ -1,0 +1,130 @@
+"""Races between requests on one upload, found by a concurrency hunt on PostgreSQL (helper-24).
+
+Each test forces the interleaving that went wrong by pausing one request at the point where the other
+must come in (two app instances, as two API processes), then checks the rows and the stored bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+from pathlib import Path
+
+import api.services.transcriptions as transcription_service
+from api.models import Transcription, Upload, utcnow
+from api.services.uploads import purge_expired
+from tests.api.helpers import JFK_MP3, local_path, upload_file
+
+PAUSE = 0.5
+
+
+def transcribe(client, headers, upload_id: str):
+    return client.post("/v1/transcriptions", json={"upload_id": upload_id}, headers=headers)
+
+
+def stored_files(tmp_path: Path) -> list[Path]:
+    storage = tmp_path / "storage"
+    return [p for p in storage.rglob("*") if p.is_file()] if storage.exists() else []
+
+
+def run_together(*calls) -> list:
+    results: list = [None] * len(calls)
+
+    def run(i: int) -> None:
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_a_transcription_created_while_the_last_one_is_deleted(app, make_app, new_org, tmp_path, monkeypatch):
+    """The delete has found no other transcription and is removing the upload when the create comes:
+    the create waits for it and answers 404 (it had inserted against the doomed upload: a 500, or a
+    202 for audio about to be deleted)."""
+    _, headers = new_org("pro")
+    other = make_app()
+    client = app.test_client()
+    upload_id = upload_file(client, headers, JFK_MP3)
+    first = transcribe(client, headers, upload_id).get_json()["id"]
+    removing = threading.Event()
+    real_delete_upload = transcription_service.delete_upload
+
+    def slow_delete_upload(state, upload):
+        removing.set()
+        threading.Event().wait(PAUSE)
+        real_delete_upload(state, upload)
+
+    monkeypatch.setattr(transcription_service, "delete_upload", slow_delete_upload)
+
+    def create_when_removing():
+        assert removing.wait(10)
+        return transcribe(other.test_client(), headers, upload_id)
+
+    deleted, created = run_together(
+        lambda: client.delete(f"/v1/transcriptions/{first}", headers=headers), create_when_removing
+    )
+    assert deleted.status_code == 204
+    assert created.status_code == 404, created.get_data(as_text=True)
+    assert created.get_json()["error"]["code"] == "NOT_FOUND"
+    with app.app_context():
+        assert Upload.select().count() == 0 and Transcription.select().count() == 0
+    assert stored_files(tmp_path) == []
+
+
+def test_the_last_two_transcriptions_deleted_at_once_remove_the_upload(
+    app, make_app, new_org, tmp_path, monkeypatch
+):
+    """Each delete had seen the other's transcription still there and kept the upload: row and bytes
+    left for good (no request can reach a completed upload without transcriptions)."""
+    _, headers = new_org("pro")
+    other = make_app()
+    client = app.test_client()
+    upload_id = upload_file(client, headers, JFK_MP3)
+    ids = [transcribe(client, headers, upload_id).get_json()["id"] for _ in range(2)]
+    both_deleted = threading.Barrier(2, timeout=PAUSE)  # with the upload locked the second never comes
+    real_delete_instance = Transcription.delete_instance
+
+    def delete_then_wait(self, *args, **kwargs):
+        done = real_delete_instance(self, *args, **kwargs)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_deleted.wait()
+        return done
+
+    monkeypatch.setattr(Transcription, "delete_instance", delete_then_wait)
+    answers = run_together(
+        lambda: client.delete(f"/v1/transcriptions/{ids[0]}", headers=headers),
+        lambda: other.test_client().delete(f"/v1/transcriptions/{ids[1]}", headers=headers),
+    )
+    assert [a.status_code for a in answers] == [204, 204]
+    with app.app_context():
+        assert Upload.select().count() == 0 and Transcription.select().count() == 0
+    assert stored_files(tmp_path) == []
+
+
+def test_an_upload_purged_while_its_bytes_come_in(app, new_org, tmp_path, monkeypatch):
+    """The PUT claimed the URL just before it expired and was still streaming when the purge ran:
+    it answers 404 and removes what it wrote (it was a 500, and the file stayed with no row)."""
+    _, headers = new_org("pro")
+    client = app.test_client()
+    body = {"filename": "talk.mp3", "content_type": "audio/mpeg", "size": 3}
+    presigned = client.post("/v1/uploads/presigned", json=body, headers=headers).get_json()
+    state = app.extensions["cliptext"]
+    real_write = type(state.storage).write_stream
+
+    def purged_meanwhile(self, key, stream, limit):
+        Upload.update(expires_at=utcnow() - dt.timedelta(minutes=1)).execute()
+        assert purge_expired(state) == 1  # what `flask uploads purge-expired` runs
+        return real_write(self, key, stream, limit)  # the rest of the body arrives after it
+
+    monkeypatch.setattr(type(state.storage), "write_stream", purged_meanwhile)
+    response = client.put(local_path(presigned["url"]), data=b"abc")
+    assert response.status_code == 404, response.get_data(as_text=True)
+    assert "expired while its bytes were sent" in response.get_json()["error"]["message"]
+    with app.app_context():
+        assert Upload.select().count() == 0
+    assert stored_files(tmp_path) == []

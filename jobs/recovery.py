@@ -11,6 +11,9 @@ flushed, or failed over) and took the queues with it. `requeue_orphans` enqueues
 queued/processing transcription whose job has been missing for settings.job_orphan_grace seconds;
 the database is the truth, Redis only the work list. A job that was in fact still running is
 harmless to run twice (jobs.transcript_store: the newer run takes over, nothing is duplicated).
+
+`enqueue_missed_webhooks` enqueues the webhook of a transcription that ended without one (its worker
+died between storing the status and enqueueing the delivery, or Redis lost the delivery job).
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import logging
 from datetime import timedelta
 
 import redis
+from peewee import fn
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 from api.db import db
-from api.models import Transcription, TranscriptionStatus, utcnow
+from api.models import Transcription, TranscriptionStatus, WebhookDelivery, utcnow
 from api.queue import enqueue_transcription
 from cliptext.errors import ErrorCode
 from cliptext.settings import Settings
@@ -112,6 +116,51 @@ def requeue_orphans(connection: redis.Redis, settings: Settings, queue_name: str
         log.warning("transcription %s had no job (Redis lost it?): enqueued again", row.public_id)
         requeued.append(row.public_id)
     return requeued
+
+
+# a webhook missed for longer than this is not sent late any more
+MISSED_WEBHOOK_HORIZON = timedelta(hours=24)
+
+
+def enqueue_missed_webhooks(connection: redis.Redis, settings: Settings, queue_name: str) -> list[str]:
+    """Enqueue the webhook of every transcription that ended (completed or failed) without one.
+
+    The worker stores the final status, then enqueues the webhook: a worker killed between the two,
+    or a Redis that lost the queued delivery, left the receiver with nothing (docs/webhooks.md
+    promises at least once). A transcription counts as missed when it ended more than
+    settings.job_orphan_grace seconds ago (and less than MISSED_WEBHOOK_HORIZON), has a webhook URL,
+    no recorded delivery attempt, and no delivery job. `queue_name` is unused: a sweep's signature.
+    """
+    from jobs.transcribe import COMPLETED_EVENT, FAILED_EVENT
+    from jobs.webhooks import delivery_job_id, enqueue_webhook
+
+    now = utcnow()
+    events = {TranscriptionStatus.COMPLETED: COMPLETED_EVENT, TranscriptionStatus.FAILED: FAILED_EVENT}
+    with db.connection_context():
+        attempted = WebhookDelivery.select().where(WebhookDelivery.transcription == Transcription.id)
+        rows = list(
+            Transcription.select(Transcription.public_id, Transcription.status).where(
+                Transcription.status.in_(tuple(events))
+                & Transcription.webhook_url.is_null(False)
+                & (Transcription.completed_at < now - timedelta(seconds=settings.job_orphan_grace))
+                & (Transcription.completed_at > now - MISSED_WEBHOOK_HORIZON)
+                & ~fn.EXISTS(attempted)
+            )
+        )
+    enqueued: list[str] = []
+    for row in rows:
+        event = events[row.status]
+        job_id = delivery_job_id(row.public_id, event)
+        if connection.exists(Job.key_for(job_id)):
+            continue  # queued, or waiting for a retry
+        if not connection.set(
+            f"cliptext:missed-webhook:{job_id}", 1, nx=True, ex=max(1, settings.job_orphan_grace)
+        ):
+            continue  # another worker's sweep took it
+        enqueue_webhook(connection, settings, row.public_id, event)
+        log.warning("transcription %s ended without its webhook: %s enqueued", row.public_id, event)
+        enqueued.append(row.public_id)
+    return enqueued
 
 
 def _notify_failed(connection: redis.Redis, settings: Settings, public_id: str) -> None:

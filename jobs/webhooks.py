@@ -47,6 +47,11 @@ class DeliveryFailed(Exception):
     """The receiver did not answer 2xx in time; raised so that RQ retries the job."""
 
 
+def delivery_job_id(transcription_id: str, event: str) -> str:
+    """The RQ job id of one event's delivery: one job per transcription and event."""
+    return f"{transcription_id}-{event.replace('.', '-')}"
+
+
 def enqueue_webhook(connection: redis.Redis, settings: Settings, transcription_id: str, event: str) -> None:
     """Queue one delivery of `event` ("transcription.completed" / "transcription.failed")."""
     intervals = list(settings.webhook_retry_intervals) or [0]
@@ -55,7 +60,7 @@ def enqueue_webhook(connection: redis.Redis, settings: Settings, transcription_i
         JOB_FUNCTION,
         transcription_id,
         event,
-        job_id=f"{transcription_id}-{event.replace('.', '-')}",
+        job_id=delivery_job_id(transcription_id, event),
         retry=retry,
         job_timeout=int(settings.webhook_timeout * 3 + 30),
         result_ttl=3600,

@@ -31,7 +31,7 @@ from api.db import db, init_db
 from cliptext.jsonlog import configure_logging
 from cliptext.settings import Settings
 from jobs.metrics import forget_outcome, record_job, start_exporter
-from jobs.recovery import recover_abandoned, requeue_orphans
+from jobs.recovery import enqueue_missed_webhooks, recover_abandoned, requeue_orphans
 from jobs.webhooks import QUEUE_NAME as WEBHOOK_QUEUE
 
 TRANSCRIPTION_QUEUE = "transcriptions"
@@ -122,7 +122,7 @@ class CliptextWorker(Worker):
         for queue in self.queues:
             if queue.name == WEBHOOK_QUEUE:
                 continue
-            for sweep in (recover_abandoned, requeue_orphans):
+            for sweep in (recover_abandoned, requeue_orphans, enqueue_missed_webhooks):
                 try:
                     sweep(self.connection, self.settings, queue.name)
                 except StopRequested:  # SIGTERM arrived during the sweep: RQ's way of ending the loop

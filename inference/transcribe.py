@@ -26,6 +26,7 @@ from inference.types import MAX_TOKENS as MAX_LENGTH  # the decoder's context
 from inference.types import AudioError, OptionsError, Segment, TranscribeOptions, TranscriptionInfo, Word
 
 TIME_PRECISION = 0.02  # seconds per timestamp token
+SAMPLING_SEED = 0
 INPUT_STRIDE = 2  # mel frames per encoder position
 FRAMES_PER_SECOND = SAMPLING_RATE // HOP_LENGTH
 TIME_PER_FRAME = HOP_LENGTH / SAMPLING_RATE
@@ -261,7 +262,9 @@ class WhisperEngine:
         `window(seek, size)` gives the mel frames [seek, seek + size) of the whole-file features.
         """
         base = self._decoding_options(tokenizer, options)
-        decoder = WindowDecoder(self.model, self.ids)
+        # the temperature fallback samples: seeded per transcription, the same audio and options give the
+        # same transcript (a job run again after its worker died stores what the first run would have)
+        decoder = WindowDecoder(self.model, self.ids, rng=np.random.default_rng(SAMPLING_SEED))
         seek = 0
         all_tokens: list[int] = []
         prompt_reset_since = 0

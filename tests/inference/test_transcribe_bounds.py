@@ -71,3 +71,12 @@ def test_split_channels_count_every_channel_against_the_limit(tmp_path: Path) ->
     assert info.channels == 4 and {s.channel for s in segments} == {0, 1, 2, 3}
     mixed, _ = engine("fp32").transcribe(str(four), TranscribeOptions(beam_size=1), max_seconds=40)
     assert list(mixed)  # mixed, it is 11 s of audio
+
+
+def test_sampling_at_a_fallback_temperature_is_reproducible() -> None:
+    """A job run again (its worker died) must store what the first run would have: the sampler is
+    seeded per transcription."""
+    options = TranscribeOptions(temperatures=(1.0,), best_of=2, beam_size=1)
+    audio = decode_audio(str(JFK))
+    runs = [[s.tokens for s in engine("fp32").transcribe(audio, options)[0]] for _ in range(3)]
+    assert runs[0] and runs[0] == runs[1] == runs[2]

@@ -399,7 +399,10 @@ def _decode_frames(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(rate, float32 [C, n]) per decoded frame; bad packets skipped, truncation detected at the end."""
     packets = bad_packets = 0
-    seconds = 0.0
+    # whole samples at the current rate, and the seconds before it: a float sum of frame durations
+    # drifts past an exact limit (30.000 s of WAV summed to 30.00000000000002 and was refused)
+    seconds_before = 0.0
+    rate = samples = 0
     broken: str | None = None
     demuxed = container.demux(stream)
     while True:
@@ -421,10 +424,14 @@ def _decode_frames(
                 continue
             if frame.sample_rate < MIN_SAMPLE_RATE:
                 raise _rate_too_low(frame.sample_rate)
-            seconds += frame.samples / frame.sample_rate
-            if max_seconds is not None and seconds > max_seconds:
+            if frame.sample_rate != rate:
+                seconds_before += samples / rate if rate else 0.0
+                rate, samples = frame.sample_rate, 0
+            samples += frame.samples
+            if max_seconds is not None and seconds_before + samples / rate > max_seconds:
                 raise _too_long(max_seconds)
             yield frame.sample_rate, _frame_to_float(frame)
+    seconds = seconds_before + (samples / rate if rate else 0.0)
     if broken is None and seconds == 0.0 and bad_packets == 0:
         raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the audio track is empty (no samples)")
     if packets and bad_packets > _MAX_BAD_PACKET_RATIO * packets and bad_packets > 2:

@@ -38,8 +38,10 @@ class AudioFormat:
     def is_pcm(self) -> bool:
         return self.kind != "encoded"
 
-    def pcm_seconds(self, n_bytes: int) -> float:
-        return n_bytes / (bytes_per_frame(self.kind, self.channels) * self.sample_rate)
+    def pcm_seconds(self, n_bytes: int, split: bool = False) -> float:
+        """Seconds of PCM in `n_bytes`; split, of every channel together (each is transcribed)."""
+        seconds = n_bytes / (bytes_per_frame(self.kind, self.channels) * self.sample_rate)
+        return seconds * self.channels if split else seconds
 
 
 def too_large(message: str) -> EngineError:
@@ -52,22 +54,25 @@ def too_long(seconds: float, limits: AudioLimits) -> EngineError:
     )
 
 
-def check_announced(fmt: AudioFormat, limits: AudioLimits) -> None:
+def check_announced(fmt: AudioFormat, limits: AudioLimits, split: bool = False) -> None:
     """Refuse before receiving anything when the announced size is already over a limit."""
     if fmt.total_bytes > limits.max_bytes:
         raise too_large(f"announced {fmt.total_bytes} bytes, over the limit of {limits.max_bytes}")
-    if fmt.is_pcm and fmt.total_bytes and fmt.pcm_seconds(fmt.total_bytes) > limits.max_seconds:
-        raise too_long(fmt.pcm_seconds(fmt.total_bytes), limits)
+    if fmt.is_pcm and fmt.total_bytes and fmt.pcm_seconds(fmt.total_bytes, split) > limits.max_seconds:
+        raise too_long(fmt.pcm_seconds(fmt.total_bytes, split), limits)
 
 
-def _counted(chunks: Iterable[bytes], fmt: AudioFormat, limits: AudioLimits) -> Iterator[bytes]:
+def _counted(
+    chunks: Iterable[bytes], fmt: AudioFormat, limits: AudioLimits, split: bool = False
+) -> Iterator[bytes]:
+    """The chunks, within the limits (split PCM: the seconds of every channel count)."""
     received = 0
     for chunk in chunks:
         received += len(chunk)
         if received > limits.max_bytes:
             raise too_large(f"more than {limits.max_bytes} audio bytes")
-        if fmt.is_pcm and fmt.pcm_seconds(received) > limits.max_seconds:
-            raise too_long(fmt.pcm_seconds(received), limits)
+        if fmt.is_pcm and fmt.pcm_seconds(received, split) > limits.max_seconds:
+            raise too_long(fmt.pcm_seconds(received, split), limits)
         yield chunk
     if received == 0:
         raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "empty audio: no bytes received")
@@ -82,10 +87,10 @@ def received_audio(
     chunks: Iterable[bytes], fmt: AudioFormat, limits: AudioLimits, mix: bool
 ) -> Iterator[str | np.ndarray]:
     """Yield a temp file path (encoded) or a float32 16 kHz array (PCM) holding all the chunks."""
-    check_announced(fmt, limits)
+    check_announced(fmt, limits, split=not mix)
     if fmt.is_pcm:
         data = bytearray()
-        for chunk in _counted(chunks, fmt, limits):
+        for chunk in _counted(chunks, fmt, limits, split=not mix):
             data += chunk
         yield pcm_to_float32(data, fmt.kind, fmt.sample_rate, fmt.channels, mix=mix)
         return

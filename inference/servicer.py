@@ -161,6 +161,9 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
         except UploadIdle:  # cancelled by the watchdog: the client is not listening any more
             call.outcome = "UPLOAD_IDLE"
         except EngineError as error:
+            if not context.is_active():  # the client left mid-upload: its cut-off audio is not an error
+                call.outcome = _gone(context)
+                return
             call.outcome = error.code
             self._abort(context, error.code, error.message)
         except QueueFull as error:

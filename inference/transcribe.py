@@ -45,6 +45,20 @@ def _never() -> bool:
     return False
 
 
+def _too_many_channel_seconds(channels: int, seconds: float | None, max_seconds: float) -> AudioError:
+    length = f"{seconds:.0f} s" if seconds is not None else f"over {max_seconds / channels:.0f} s"
+    return AudioError(
+        ErrorCode.AUDIO_TOO_LONG,
+        f"{channels} channels of {length} to transcribe one by one, over the limit of {max_seconds:.0f} s",
+    )
+
+
+def _check_channel_seconds(channels: int, seconds: float, max_seconds: float) -> None:
+    """Split, the work and the memory are those of every channel's seconds together."""
+    if channels * seconds > max_seconds:
+        raise _too_many_channel_seconds(channels, seconds, max_seconds)
+
+
 class WhisperEngine:
     """Transcribes audio with an `OnnxWhisper` model the way faster-whisper's WhisperModel does."""
 
@@ -159,25 +173,33 @@ class WhisperEngine:
     def _load_audio(self, source: AudioSource, channels: str, max_seconds: float | None) -> np.ndarray:
         """The whole file in memory. Split, every channel is transcribed: `max_seconds` counts the
         seconds of all of them, as the work and the memory do (8 channels of 1 h held 4 GB)."""
-        if channels == "split" and max_seconds is not None and isinstance(source, (str, os.PathLike, bytes)):
-            # (a file object is not probed first: that would move its position)
-            probed = probe_media(source)
-            n_channels, declared = probed.channels or 1, probed.duration
-            if declared is not None and declared * n_channels > max_seconds:
-                raise AudioError(
-                    ErrorCode.AUDIO_TOO_LONG,
-                    f"{n_channels} channels of {declared:.0f} s are {declared * n_channels:.0f} s to "
-                    f"transcribe, over the limit of {max_seconds:.0f} s",
-                )
-            max_seconds = max_seconds / n_channels
         if isinstance(source, np.ndarray):
             audio = np.asarray(source, dtype=np.float32)
             if audio.ndim == 2 and channels == "mix":
                 audio = audio.mean(axis=0) if audio.shape[0] > 1 else audio[0]
             if audio.ndim not in (1, 2):
                 raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "audio array must be 1-D or [channels, n]")
+            if audio.ndim == 2 and max_seconds is not None:
+                _check_channel_seconds(audio.shape[0], audio.shape[1] / SAMPLING_RATE, max_seconds)
             return audio
-        return decode_audio(source, SAMPLING_RATE, channels=channels, max_seconds=max_seconds)
+        if channels != "split" or max_seconds is None:
+            return decode_audio(source, SAMPLING_RATE, channels=channels, max_seconds=max_seconds)
+        n_channels = 1
+        if isinstance(source, (str, os.PathLike, bytes)):  # a file object is not probed: its position
+            probed = probe_media(source)
+            n_channels = probed.channels or 1
+            if probed.duration is not None:
+                _check_channel_seconds(n_channels, probed.duration, max_seconds)
+        try:
+            audio = decode_audio(
+                source, SAMPLING_RATE, channels=channels, max_seconds=max_seconds / n_channels
+            )
+        except AudioError as error:
+            if error.code == ErrorCode.AUDIO_TOO_LONG and n_channels > 1:  # the headers under-stated it
+                raise _too_many_channel_seconds(n_channels, None, max_seconds) from error
+            raise
+        _check_channel_seconds(audio.shape[0], audio.shape[-1] / SAMPLING_RATE, max_seconds)
+        return audio
 
     def _language(self, first_source, options: TranscribeOptions):
         language, probability, all_probs = options.language, 1.0, None

@@ -99,8 +99,10 @@ class TranscribeOptions:
         _check_range("max_initial_timestamp", self.max_initial_timestamp, 0.0, 30.0)
         if self.max_new_tokens is not None and not 1 <= self.max_new_tokens <= MAX_TOKENS:
             raise OptionsError(f"max_new_tokens must be between 1 and {MAX_TOKENS}")
-        if any(t < -1 for t in self.suppress_tokens) or len(self.suppress_tokens) > MAX_SUPPRESSED:
-            raise OptionsError(f"suppress_tokens takes at most {MAX_SUPPRESSED} token ids (or -1)")
+        if any(t < -1 for t in self.suppress_tokens):
+            raise OptionsError("suppress_tokens takes token ids (>= 0) and -1 (the non-speech symbols)")
+        if len(self.suppress_tokens) > MAX_SUPPRESSED:
+            raise OptionsError(f"suppress_tokens takes at most {MAX_SUPPRESSED} token ids")
         if self.channels not in ("mix", "split"):
             raise OptionsError("channels must be 'mix' or 'split'")
 

@@ -80,3 +80,29 @@ def test_sampling_at_a_fallback_temperature_is_reproducible() -> None:
     audio = decode_audio(str(JFK))
     runs = [[s.tokens for s in engine("fp32").transcribe(audio, options)[0]] for _ in range(3)]
     assert runs[0] and runs[0] == runs[1] == runs[2]
+
+
+def test_audio_exactly_at_the_limit_is_accepted(tmp_path: Path) -> None:
+    """Frame durations summed as floats drifted past an exact limit (30 s of WAV was 30.00000000000002)."""
+    rng = np.random.default_rng(0)
+    for rate, frames in ((16000, 30 * 16000), (44100, 30 * 44100)):
+        path = tmp_path / f"exact-{rate}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(frames)).astype(np.float32), rate)
+        assert decode_audio(str(path), max_seconds=30.0).shape[0] == 30 * 16000
+        with pytest.raises(AudioError) as raised:
+            decode_audio(str(path), max_seconds=29.99)
+        assert raised.value.code == "AUDIO_TOO_LONG"
+    stereo = tmp_path / "stereo-15s.wav"
+    sf.write(stereo, (0.1 * rng.standard_normal((15 * 16000, 2))).astype(np.float32), 16000)
+    options = TranscribeOptions(channels="split", beam_size=1)
+    _, info = engine("fp32").transcribe(str(stereo), options, max_seconds=30.0)  # 2 x 15 s: exactly 30
+    assert info.channels == 2
+
+
+def test_split_arrays_count_every_channel_against_the_limit() -> None:
+    eight = np.zeros((8, 11 * 16000), dtype=np.float32)
+    with pytest.raises(AudioError) as raised:
+        engine("fp32").transcribe(eight, TranscribeOptions(channels="split"), max_seconds=30.0)
+    assert raised.value.code == "AUDIO_TOO_LONG" and "8 channels" in raised.value.message
+    _, info = engine("fp32").transcribe(eight, TranscribeOptions(), max_seconds=30.0)  # mixed: 11 s
+    assert info.duration == pytest.approx(11.0)

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
@@ -108,58 +109,104 @@ class Cancellable(Protocol):
     def cancel(self) -> None: ...
 
 
-class UploadWatchdog:
-    """Cancels a call whose client sent no message for `idle_seconds` while the server reads its stream.
+# below this average an upload is ended once it has run idle_seconds: a client trickling a byte per
+# message would hold its place for good (64 kbit/s; our client and workers send megabytes a second)
+MIN_UPLOAD_BYTES_PER_SECOND = 8 * 1024
 
-    An admitted stream that never sends its config or its audio would hold its place for good; one
-    thread checks every call's last message once a second (no timer per message: an upload may come
-    in thousands of small chunks).
+
+@dataclass
+class _Watched:
+    call: Cancellable
+    started: float
+    last: float
+    received: int = 0
+
+
+class UploadWatchdog:
+    """Cancels a call whose client sent no message for `idle_seconds`, or sends so slowly that, after
+    `idle_seconds`, it averages under `min_rate` bytes a second, while the server reads its stream.
+
+    An admitted stream that never sends its config or its audio, or trickles it, would hold its place
+    for good; one thread checks every call once a second (no timer per message: an upload may come in
+    thousands of small chunks).
     """
 
-    def __init__(self, idle_seconds: float, check_every: float = 1.0):
+    def __init__(
+        self,
+        idle_seconds: float,
+        check_every: float = 1.0,
+        min_rate: float = MIN_UPLOAD_BYTES_PER_SECOND,
+    ):
         self.idle_seconds = idle_seconds
+        self.min_rate = min_rate
         self._check_every = max(0.05, min(check_every, idle_seconds / 2))
         self._lock = threading.Lock()
-        self._last: dict[int, tuple[float, Cancellable]] = {}
+        self._watched: dict[int, _Watched] = {}
         self._ids = itertools.count()
-        self._expired: set[int] = set()
+        self._expired: dict[int, str] = {}
         self._thread: threading.Thread | None = None
 
-    def watch(self, messages: Iterator[T], call: Cancellable) -> Iterator[T]:
-        """`messages`, while each must come within idle_seconds of the one before (of the start)."""
+    def watch(
+        self, messages: Iterator[T], call: Cancellable, size: Callable[[T], int] = lambda _: 0
+    ) -> Iterator[T]:
+        """`messages`, while each comes within idle_seconds of the one before (of the start) and
+        their `size`s keep up with min_rate."""
         key = next(self._ids)
-        self._touch(key, call)
+        now = time.monotonic()
+        with self._lock:
+            self._watched[key] = _Watched(call, now, now)
+            self._start_thread()
         try:
             try:
                 for message in messages:
-                    self._touch(key, call)
+                    self._touch(key, size(message))
                     yield message
             except Exception:  # the stream broke off: by our cancel, or by the client's
                 if key not in self._expired:
                     raise
             if key in self._expired:
-                raise UploadIdle(f"no message from the client for {self.idle_seconds:g} s")
+                raise UploadIdle(self._expired[key])
         finally:
             with self._lock:
-                self._last.pop(key, None)
-                self._expired.discard(key)
+                self._watched.pop(key, None)
+                self._expired.pop(key, None)
 
-    def _touch(self, key: int, call: Cancellable) -> None:
+    def _touch(self, key: int, received: int) -> None:
         with self._lock:
-            self._last[key] = (time.monotonic(), call)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="upload-watchdog", daemon=True)
-                self._thread.start()
+            watched = self._watched.get(key)
+            if watched is not None:
+                watched.last = time.monotonic()
+                watched.received += received
+
+    def _start_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="upload-watchdog", daemon=True)
+            self._thread.start()
+
+    def _why_ended(self, watched: _Watched, now: float) -> str | None:
+        if now - watched.last > self.idle_seconds:
+            return f"no message from the client for {self.idle_seconds:g} s"
+        elapsed = now - watched.started
+        if elapsed > self.idle_seconds and watched.received < self.min_rate * elapsed:
+            return (
+                f"the upload averaged {watched.received / elapsed:.0f} bytes/s after {elapsed:.0f} s, "
+                f"under the minimum of {self.min_rate:.0f}"
+            )
+        return None
 
     def _run(self) -> None:
         while True:
             time.sleep(self._check_every)
             now = time.monotonic()
+            ended: list[Cancellable] = []
             with self._lock:
-                idle = [key for key, (last, _) in self._last.items() if now - last > self.idle_seconds]
-                calls = [self._last.pop(key)[1] for key in idle]
-                self._expired.update(idle)
-            for call in calls:
+                for key, watched in list(self._watched.items()):
+                    reason = self._why_ended(watched, now)
+                    if reason is not None:
+                        del self._watched[key]
+                        self._expired[key] = reason
+                        ended.append(watched.call)
+            for call in ended:
                 try:
                     call.cancel()
                 except Exception:  # this thread must outlive any one call

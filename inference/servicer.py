@@ -105,6 +105,10 @@ def add_transcriber(servicer: TranscriberServicer, server: grpc.Server) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
 
 
+def _message_bytes(request: pb2.TranscribeRequest | Malformed) -> int:
+    return len(request.audio) if isinstance(request, pb2.TranscribeRequest) else 0
+
+
 def _audio_chunks(requests: Iterator[pb2.TranscribeRequest]) -> Iterator[bytes]:
     for request in requests:
         if isinstance(request, Malformed):
@@ -155,7 +159,8 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
         call = _Call(peer=context.peer(), started=time.monotonic())
         metrics.IN_FLIGHT.inc()
         try:
-            yield from self._transcribe(self.watchdog.watch(iter(request_iterator), context), context, call)
+            requests = self.watchdog.watch(iter(request_iterator), context, _message_bytes)
+            yield from self._transcribe(requests, context, call)
             if not context.is_active():
                 call.outcome = _gone(context)
         except UploadIdle:  # cancelled by the watchdog: the client is not listening any more

@@ -218,3 +218,28 @@ def test_a_message_that_does_not_parse_is_invalid_argument(server: ServerProcess
         with pytest.raises(grpc.RpcError) as raised:
             describe(b"\xff\xff\xff\xff", timeout=10)
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_trickling_upload_is_ended_and_frees_its_place(single_slot_server: ServerProcess) -> None:
+    """A message every half second keeps the idle timer happy; 200 bytes a second is under the minimum
+    rate, so after --upload-idle-seconds (5) the call is ended all the same."""
+    stop = threading.Event()
+
+    def trickles() -> Iterator[pb2.TranscribeRequest]:
+        yield pb2.TranscribeRequest(config=pb2.TranscribeConfig(request_id="trickle"))
+        for offset in range(0, len(JFK), 100):
+            if stop.wait(0.5):
+                return
+            yield pb2.TranscribeRequest(audio=JFK[offset : offset + 100])
+
+    with grpc.insecure_channel(single_slot_server.addr) as channel:
+        stub = pb2_grpc.TranscriberStub(channel)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as raised:
+            list(stub.Transcribe(trickles(), timeout=60))
+        ended_after = time.monotonic() - started
+        stop.set()
+        assert raised.value.code() == grpc.StatusCode.CANCELLED
+        assert 4 < ended_after < 15, ended_after
+    line = single_slot_server.wait_for_log(r".*request_id=trickle .*").group(0)
+    assert "outcome=UPLOAD_IDLE" in line

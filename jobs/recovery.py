@@ -153,11 +153,8 @@ def enqueue_missed_webhooks(connection: redis.Redis, settings: Settings, queue_n
         job_id = delivery_job_id(row.public_id, event)
         if connection.exists(Job.key_for(job_id)):
             continue  # queued, or waiting for a retry
-        if not connection.set(
-            f"cliptext:missed-webhook:{job_id}", 1, nx=True, ex=max(1, settings.job_orphan_grace)
-        ):
-            continue  # another worker's sweep took it
-        enqueue_webhook(connection, settings, row.public_id, event)
+        if not enqueue_webhook(connection, settings, row.public_id, event):
+            continue  # queued meanwhile: by the worker that stored the result, or another sweep
         log.warning("transcription %s ended without its webhook: %s enqueued", row.public_id, event)
         enqueued.append(row.public_id)
     return enqueued

@@ -52,8 +52,15 @@ def delivery_job_id(transcription_id: str, event: str) -> str:
     return f"{transcription_id}-{event.replace('.', '-')}"
 
 
-def enqueue_webhook(connection: redis.Redis, settings: Settings, transcription_id: str, event: str) -> None:
-    """Queue one delivery of `event` ("transcription.completed" / "transcription.failed")."""
+def enqueue_webhook(connection: redis.Redis, settings: Settings, transcription_id: str, event: str) -> bool:
+    """Queue one delivery of `event` ("transcription.completed" / "transcription.failed"), unless it
+    was queued in the last job_orphan_grace seconds: the worker that stored the result and the
+    recovery sweep (jobs.recovery.enqueue_missed_webhooks) may both try, and only one may win.
+    False when it was already queued."""
+    claim = f"cliptext:webhook-queued:{delivery_job_id(transcription_id, event)}"
+    if not connection.set(claim, 1, nx=True, ex=max(1, settings.job_orphan_grace)):
+        log.info("webhook %s for %s: already queued", event, transcription_id)
+        return False
     intervals = list(settings.webhook_retry_intervals) or [0]
     retry = Retry(max=settings.webhook_retries, interval=intervals) if settings.webhook_retries > 0 else None
     Queue(QUEUE_NAME, connection=connection).enqueue(
@@ -68,6 +75,7 @@ def enqueue_webhook(connection: redis.Redis, settings: Settings, transcription_i
         description=f"webhook {event} {transcription_id}",
         meta={REQUEST_ID_META: request_id_var.get()} if request_id_var.get() else None,
     )
+    return True
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -130,6 +138,12 @@ def deliver_webhook(transcription_id: str, event: str) -> int | None:
         row = Transcription.get_or_none(Transcription.public_id == transcription_id)
         if row is None or not row.webhook_url:
             log.info("webhook %s for %s: nothing to deliver", event, transcription_id)
+            return None
+        delivered = WebhookDelivery.select().where(
+            (WebhookDelivery.transcription == row.id) & WebhookDelivery.status_code.between(200, 299)
+        )
+        if delivered.exists():  # a transcription ends once: its one event already reached the receiver
+            log.info("webhook %s for %s: already delivered", event, transcription_id)
             return None
         try:
             check_target(row.webhook_url, settings.webhook_allow_private)

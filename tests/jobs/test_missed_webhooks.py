@@ -17,7 +17,7 @@ from api.models import Transcription, TranscriptionStatus, WebhookDelivery, utcn
 from api.services.orgs import create_org
 from cliptext.settings import Settings
 from jobs.recovery import enqueue_missed_webhooks
-from jobs.webhooks import QUEUE_NAME, delivery_job_id
+from jobs.webhooks import QUEUE_NAME, deliver_webhook, delivery_job_id, enqueue_webhook
 from tests.api.postgres_admin import fresh_database
 from tests.seed import completed_upload
 
@@ -39,6 +39,7 @@ def settings(
 ) -> Iterator[Settings]:
     with fresh_database(request.param, tmp_path, "ct_hooks_") as url:
         monkeypatch.setenv("CLIPTEXT_DATA_DIR", str(tmp_path / "data"))
+        monkeypatch.setenv("DATABASE_URL", url)  # for deliver_webhook, which reads its own settings
         settings = dataclasses.replace(Settings.from_env(), database_url=url, job_orphan_grace=60)
         init_db(settings, migrate=True)
         yield settings
@@ -83,3 +84,32 @@ def test_a_webhook_missed_by_a_dead_worker_is_enqueued_once(
     # a second sweep (another worker, the next minute) finds the jobs there: nothing twice
     assert enqueue_missed_webhooks(connection, settings, "transcriptions") == []
     assert len(queue.job_ids) == 2
+
+
+def test_the_worker_and_the_sweep_queue_a_webhook_once(settings: Settings, connection: redis.Redis) -> None:
+    """A worker merely slow between storing the result and queueing its webhook, and the sweep, both
+    try: one job (the receiver had been called twice)."""
+    with db.connection_context():
+        org, _, _ = create_org("hooks", "hooks@example.com", "pro")
+        upload = completed_upload(org, "a.mp3")
+        slow = ended(org, upload, TranscriptionStatus.COMPLETED, 5)
+        first_then_sweep = ended(org, upload, TranscriptionStatus.COMPLETED, 5)
+    queue = Queue(QUEUE_NAME, connection=connection)
+    # the worker queued it, the job ran and its record expired: the sweep must not queue it again
+    assert enqueue_webhook(connection, settings, first_then_sweep.public_id, "transcription.completed")
+    queue.empty()
+    assert enqueue_missed_webhooks(connection, settings, "transcriptions") == [slow.public_id]
+    # the slow worker wakes and queues its webhook: already queued by the sweep
+    assert not enqueue_webhook(connection, settings, slow.public_id, "transcription.completed")
+    assert queue.job_ids == [delivery_job_id(slow.public_id, "transcription.completed")]
+
+
+def test_a_delivered_event_is_not_sent_again(settings: Settings, connection: redis.Redis) -> None:
+    with db.connection_context():
+        org, _, _ = create_org("hooks", "hooks@example.com", "pro")
+        row = ended(org, completed_upload(org, "a.mp3"), TranscriptionStatus.COMPLETED, 5)
+        WebhookDelivery.create(transcription=row, attempt=1, status_code=204)
+    # its target (example.com) is never called: the one 2xx on record is enough
+    assert deliver_webhook(row.public_id, "transcription.completed") is None
+    with db.connection_context():
+        assert WebhookDelivery.select().where(WebhookDelivery.transcription == row.id).count() == 1

@@ -8,9 +8,10 @@ import unicodedata
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import peewee as pw
 from itsdangerous import BadSignature, SignatureExpired
 
-from api.db import write_transaction
+from api.db import locked, write_transaction
 from api.errors import ApiError, NotFound
 from api.media import check_format, verify_media
 from api.models import Organization, Upload, UploadStatus, utcnow
@@ -172,6 +173,8 @@ def complete(state: AppState, org: Organization, upload_public_id: str) -> Uploa
     upload = get_upload(org, upload_public_id)
     if upload.status == UploadStatus.COMPLETED:
         return upload
+    if upload.expires_at < utcnow():  # the purge may remove it at any moment: its bytes too
+        raise _expired_meanwhile(upload)
     size = state.storage.size(upload.storage_key)
     if size is None:
         raise ApiError(
@@ -202,7 +205,18 @@ def complete(state: AppState, org: Organization, upload_public_id: str) -> Uploa
     Upload.update(
         status=UploadStatus.COMPLETED, received_size=size, duration=duration, completed_at=now
     ).where(Upload.id == upload.id).execute()
-    return Upload.get_by_id(upload.id)
+    current = Upload.get_or_none(Upload.id == upload.id)
+    if current is None:  # purged as it expired during the checks
+        raise _expired_meanwhile(upload)
+    return current
+
+
+def _expired_meanwhile(upload: Upload) -> ApiError:
+    return ApiError(
+        ErrorCode.NOT_FOUND,
+        "The upload expired before it was completed; start a new upload",
+        {"upload_id": upload.public_id},
+    )
 
 
 def create_from_file(
@@ -250,13 +264,22 @@ def delete_upload(state: AppState, upload: Upload) -> None:
     upload.delete_instance()
 
 
+def _expired(now: dt.datetime) -> pw.Expression:
+    return Upload.status.in_([UploadStatus.PENDING, UploadStatus.UPLOADED]) & (Upload.expires_at < now)
+
+
 def purge_expired(state: AppState) -> int:
-    """Remove uploads whose URL expired before they were completed (rows and any bytes received)."""
-    expired = Upload.select().where(
-        Upload.status.in_([UploadStatus.PENDING, UploadStatus.UPLOADED]) & (Upload.expires_at < utcnow())
-    )
+    """Remove uploads whose URL expired before they were completed (rows and any bytes received).
+
+    Each is locked and checked again before it goes: one completed meanwhile (and perhaps already
+    transcribed) had been deleted under its transcriptions.
+    """
+    now = utcnow()
     count = 0
-    for upload in expired:
-        delete_upload(state, upload)
-        count += 1
+    for (upload_id,) in Upload.select(Upload.id).where(_expired(now)).tuples():
+        with write_transaction():
+            upload = locked(Upload.select().where((Upload.id == upload_id) & _expired(now))).first()
+            if upload is not None:
+                delete_upload(state, upload)
+                count += 1
     return count

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import api.services.transcriptions as transcription_service
+import api.services.uploads as uploads_service
 from api.models import Transcription, Upload, utcnow
 from api.services.uploads import purge_expired
 from tests.api.helpers import JFK_MP3, local_path, upload_file
@@ -128,3 +129,50 @@ def test_an_upload_purged_while_its_bytes_come_in(app, new_org, tmp_path, monkey
     with app.app_context():
         assert Upload.select().count() == 0
     assert stored_files(tmp_path) == []
+
+
+def test_an_upload_purged_while_it_is_being_completed(app, new_org, tmp_path, monkeypatch):
+    """Its URL expired during complete's checks and the purge took it: 404, nothing left (it was a
+    500 from the row that vanished under the final read)."""
+    _, headers = new_org("pro")
+    client = app.test_client()
+    body = {"filename": "jfk.mp3", "content_type": "audio/mpeg", "size": JFK_MP3.stat().st_size}
+    presigned = client.post("/v1/uploads/presigned", json=body, headers=headers).get_json()
+    assert client.put(local_path(presigned["url"]), data=JFK_MP3.read_bytes()).status_code == 200
+    state = app.extensions["cliptext"]
+    real_verify = uploads_service.verify_media
+
+    def verify_while_purged(path, max_seconds):
+        duration = real_verify(path, max_seconds)
+        Upload.update(expires_at=utcnow() - dt.timedelta(minutes=1)).execute()
+        assert purge_expired(state) == 1
+        return duration
+
+    monkeypatch.setattr(uploads_service, "verify_media", verify_while_purged)
+    response = client.post("/v1/uploads/complete", json={"upload_id": presigned["id"]}, headers=headers)
+    assert response.status_code == 404, response.get_data(as_text=True)
+    assert "expired" in response.get_json()["error"]["message"]
+    with app.app_context():
+        assert Upload.select().count() == 0
+    assert stored_files(tmp_path) == []
+
+
+def test_the_purge_keeps_an_upload_completed_after_it_was_listed(app, new_org, tmp_path, monkeypatch):
+    """The purge lists the expired uploads, then removes them one by one: one completed (and
+    transcribed) in between stays, with its bytes (it had been deleted under its transcription)."""
+    _, headers = new_org("pro")
+    client = app.test_client()
+    upload_id = upload_file(client, headers, JFK_MP3)
+    with app.app_context():
+        Upload.update(status="uploaded", expires_at=utcnow() - dt.timedelta(minutes=1)).execute()
+    real_locked = uploads_service.locked
+
+    def completed_meanwhile(query):
+        Upload.update(status="completed").execute()  # complete's final write, between list and removal
+        return real_locked(query)
+
+    monkeypatch.setattr(uploads_service, "locked", completed_meanwhile)
+    assert purge_expired(app.extensions["cliptext"]) == 0
+    with app.app_context():
+        assert [u.public_id for u in Upload.select()] == [upload_id]
+    assert len(stored_files(tmp_path)) == 1

@@ -157,6 +157,17 @@ def test_health_answers_while_streams_hold_every_place(single_slot_server: Serve
             release.set()
 
 
+def ended_by_the_watchdog(stub, requests: Iterator[pb2.TranscribeRequest], release: threading.Event) -> None:
+    """The call is cancelled by the server within a few seconds of --upload-idle-seconds (5)."""
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as raised:
+        list(stub.Transcribe(requests, timeout=60))
+    ended_after = time.monotonic() - started
+    release.set()
+    assert raised.value.code() == grpc.StatusCode.CANCELLED
+    assert 4 < ended_after < 15, ended_after  # checked every second
+
+
 @pytest.mark.parametrize("sends_config", [False, True])
 def test_a_stream_that_stops_sending_is_ended_and_frees_its_place(
     single_slot_server: ServerProcess, sends_config: bool
@@ -172,13 +183,7 @@ def test_a_stream_that_stops_sending_is_ended_and_frees_its_place(
 
     with grpc.insecure_channel(single_slot_server.addr) as channel:
         stub = pb2_grpc.TranscriberStub(channel)
-        started = time.monotonic()
-        with pytest.raises(grpc.RpcError) as raised:
-            list(stub.Transcribe(stalls(), timeout=60))
-        ended_after = time.monotonic() - started
-        release.set()
-        assert raised.value.code() == grpc.StatusCode.CANCELLED
-        assert 4 < ended_after < 15, ended_after  # --upload-idle-seconds 5, checked every second
+        ended_by_the_watchdog(stub, stalls(), release)
         requests = [
             pb2.TranscribeRequest(config=pb2.TranscribeConfig(beam_size=1)),
             pb2.TranscribeRequest(audio=JFK),
@@ -233,13 +238,6 @@ def test_a_trickling_upload_is_ended_and_frees_its_place(single_slot_server: Ser
             yield pb2.TranscribeRequest(audio=JFK[offset : offset + 100])
 
     with grpc.insecure_channel(single_slot_server.addr) as channel:
-        stub = pb2_grpc.TranscriberStub(channel)
-        started = time.monotonic()
-        with pytest.raises(grpc.RpcError) as raised:
-            list(stub.Transcribe(trickles(), timeout=60))
-        ended_after = time.monotonic() - started
-        stop.set()
-        assert raised.value.code() == grpc.StatusCode.CANCELLED
-        assert 4 < ended_after < 15, ended_after
+        ended_by_the_watchdog(pb2_grpc.TranscriberStub(channel), trickles(), stop)
     line = single_slot_server.wait_for_log(r".*request_id=trickle .*").group(0)
     assert "outcome=UPLOAD_IDLE" in line

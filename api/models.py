@@ -150,7 +150,7 @@ class Transcription(BaseModel):
     webhook_url = pw.CharField(max_length=2000, null=True)
     created_at = pw.DateTimeField(default=utcnow, index=True)
     started_at = pw.DateTimeField(null=True)
-    completed_at = pw.DateTimeField(null=True)
+    completed_at = pw.DateTimeField(null=True, index=True)  # the missed-webhook sweep
 
 
 class Segment(BaseModel):

@@ -15,13 +15,16 @@ from tests.api.postgres_admin import pg_admin
 def test_fresh_database_is_migrated_once(database_url):
     database = make_database(database_url)
     db.initialize(database)
-    assert pending(database) == ["001_initial", "002_segment_decoding"]
-    assert upgrade(database) == ["001_initial", "002_segment_decoding"]
+    names = ["001_initial", "002_segment_decoding", "003_transcription_completed_at_index"]
+    assert pending(database) == names
+    assert upgrade(database) == names
     assert upgrade(database) == []
     with database.connection_context():
         tables = set(database.get_tables())
         assert {m._meta.table_name for m in ALL_MODELS} <= tables
         assert "migratehistory" in tables
+        indexed = {tuple(index.columns) for index in database.get_indexes("transcription")}
+        assert ("completed_at",) in indexed  # the missed-webhook sweep's filter
 
 
 def test_models_match_the_migrations(database_url):

@@ -19,6 +19,7 @@ from cliptext.settings import Settings
 from jobs.recovery import enqueue_missed_webhooks
 from jobs.webhooks import QUEUE_NAME, deliver_webhook, delivery_job_id, enqueue_webhook
 from tests.api.postgres_admin import fresh_database
+from tests.redis_db import flushed_redis
 from tests.seed import completed_upload
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -26,11 +27,8 @@ REDIS_URL = "redis://127.0.0.1:6379/14"
 
 @pytest.fixture
 def connection() -> Iterator[redis.Redis]:
-    conn = redis.Redis.from_url(REDIS_URL)
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
-    conn.close()
+    with flushed_redis(REDIS_URL) as conn:
+        yield conn
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

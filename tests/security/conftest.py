@@ -19,17 +19,15 @@ from api import create_app
 from api.db import db
 from api.services.orgs import create_org
 from tests.api.postgres_admin import fresh_database
+from tests.redis_db import flushed_redis
 
 REDIS_URL = os.environ.get("CLIPTEXT_SECURITY_REDIS", "redis://127.0.0.1:6379/8")
 
 
 @pytest.fixture
 def redis_conn() -> Iterator[redis.Redis]:
-    conn = redis.Redis.from_url(REDIS_URL)
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
-    conn.close()
+    with flushed_redis(REDIS_URL) as conn:
+        yield conn
 
 
 @pytest.fixture

@@ -107,6 +107,8 @@ def main() -> int:
                     python,
                     "-m",
                     "gunicorn",
+                    "--config",
+                    "python:api.gunicorn_conf",
                     "--bind",
                     f"{API_HOST}:{API_PORT}",
                     "--workers",

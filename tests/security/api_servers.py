@@ -28,14 +28,16 @@ def free_port() -> int:
 def gunicorn_servers(
     count: int, env: dict[str, str], log_dir: Path, threads: int = 25
 ) -> Iterator[list[str]]:
-    """`count` separate gunicorn processes (one gthread worker each) sharing `env`; yields base URLs."""
+    """`count` separate gunicorn processes (one gthread worker each, production's gunicorn config) sharing
+    `env`; yields base URLs."""
     processes, urls = [], []
     try:
         for i in range(count):
             port = free_port()
             log = open(log_dir / f"gunicorn-{i}.log", "wb")  # noqa: SIM115  (closed with the process)
             command = [
-                sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                sys.executable, "-m", "gunicorn", "--config", "python:api.gunicorn_conf",
+                "--bind", f"127.0.0.1:{port}", "--workers", "1",
                 "--worker-class", "gthread", "--threads", str(threads), "--timeout", "60", "api:create_app()",
             ]  # fmt: skip
             process = subprocess.Popen(

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import peewee as pw
 import pytest
+import requests
 from api_servers import gunicorn_servers
 
 from api.http_hooks import MAX_JSON_BYTES
@@ -260,3 +261,43 @@ def test_malformed_chunked_bodies_under_gunicorn_are_400(env, new_org, tmp_path:
                     body = json.loads(answer.partition(b"\r\n\r\n")[2])
                     assert set(body) == {"error"} and body["error"]["message"], answer
                     assert b"Traceback" not in answer and b"/work/" not in answer
+
+
+# What gunicorn refuses before the app runs, and the status it gives (its own message is kept)
+REFUSED_BY_GUNICORN = [
+    (b"GARBAGE\r\n\r\n", 400),  # no method, path and version
+    (b"GET /v1/orgs HTTP/9.9\r\nHost: x\r\n\r\n", 400),  # unknown HTTP version
+    (b"G@T /v1/orgs HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # not a method token
+    (b"GET /v1/orgs HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400),
+    (b"GET /v1/orgs HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n", 400),
+    (b"GET /v1/orgs HTTP/1.1\r\nHost: x\r\n folded: y\r\n\r\n", 400),
+    (b"GET /v1/" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (
+        b"GET /v1/orgs HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(120)) + b"\r\n",
+        431,
+    ),
+    (b"GET /v1/orgs HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", 431),
+    (b"POST /v1/orgs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: bogus\r\n\r\n", 501),
+]
+
+
+def test_requests_gunicorn_refuses_itself_answer_in_the_envelope(env, tmp_path: Path):
+    """gunicorn answers these before the app sees them; with production's config the answer is the
+    JSON envelope with the API's security headers, not gunicorn's HTML page."""
+    with gunicorn_servers(1, env, tmp_path, threads=2) as (url,):
+        for request, status in REFUSED_BY_GUNICORN:
+            answer = raw_request(url, request)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            assert int(lines[0].split()[1]) == status, (request[:80], answer[:300])
+            headers = {
+                k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines[1:])
+            }
+            assert headers[b"content-type"] == b"application/json", answer[:300]
+            assert headers[b"x-content-type-options"] == b"nosniff"
+            assert headers[b"cache-control"] == b"no-store"
+            error = json.loads(body)["error"]
+            assert set(error) == {"code", "message", "details"} and error["message"], body
+            assert error["code"] == ("PAYLOAD_TOO_LARGE" if status in (414, 431) else "VALIDATION_ERROR")
+            assert len(error["message"]) <= 200 and b"<html" not in answer.lower()
+        assert requests.get(f"{url}/v1/health", timeout=5).status_code == 200  # the worker stayed up

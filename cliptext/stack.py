@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from urllib.error import URLError
 from urllib.request import urlopen
@@ -97,8 +98,13 @@ def main() -> int:
     settings = Settings.from_env()
     python = sys.executable
     processes: dict[str, subprocess.Popen] = {}
-    with local_services.redis(settings.redis_url) as redis_url:
+    with (
+        local_services.redis(settings.redis_url) as redis_url,
+        tempfile.TemporaryDirectory(prefix="cliptext-metrics-") as metrics_dir,
+    ):
         env = dict(os.environ, REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
+        # the API's /metrics adds up both gunicorn processes (api.gunicorn_conf), not whichever answered
+        api_env = {"PROMETHEUS_MULTIPROC_DIR": metrics_dir, **env}
         try:
             processes["inference"] = _start("inference server", [python, "-m", "inference.server"], env)
             processes["api"] = _start(
@@ -117,7 +123,7 @@ def main() -> int:
                     "4",
                     "api:create_app()",
                 ],
-                env,
+                api_env,
             )
             _wait_for_http(f"http://{API_HOST}:{API_PORT}/v1/health", processes, timeout=60)
             processes["worker"] = _start("worker", [python, "-m", "jobs.worker"], env)

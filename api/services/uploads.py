@@ -191,12 +191,13 @@ def complete(state: AppState, org: Organization, upload_public_id: str) -> Uploa
             )
         with state.storage.local_copy(upload.storage_key) as path:
             if not path.exists():  # gone since it was sized: missing, not unreadable media
-                raise ApiError(
-                    ErrorCode.UPLOAD_MISSING,
-                    "The uploaded bytes are no longer in storage; start a new upload",
-                    {"upload_id": upload.public_id},
-                )
-            duration = verify_media(path, state.settings.max_audio_seconds)
+                raise _gone_meanwhile(upload)
+            try:
+                duration = verify_media(path, state.settings.max_audio_seconds)
+            except ApiError as refused:
+                if not path.exists():  # removed while it was probed (the purge, at its expiry)
+                    raise _gone_meanwhile(upload) from refused
+                raise
     except ApiError:
         # a refused upload can never become usable (its URL takes one PUT): free its slot under the cap
         delete_upload(state, upload)
@@ -209,6 +210,18 @@ def complete(state: AppState, org: Organization, upload_public_id: str) -> Uploa
     if current is None:  # purged as it expired during the checks
         raise _expired_meanwhile(upload)
     return current
+
+
+def _gone_meanwhile(upload: Upload) -> ApiError:
+    """Its bytes vanished during complete's checks: purged as it expired (the row is gone too), or
+    removed from storage by someone else."""
+    if not Upload.select().where(Upload.id == upload.id).exists():
+        return _expired_meanwhile(upload)
+    return ApiError(
+        ErrorCode.UPLOAD_MISSING,
+        "The uploaded bytes are no longer in storage; start a new upload",
+        {"upload_id": upload.public_id},
+    )
 
 
 def _expired_meanwhile(upload: Upload) -> ApiError:

@@ -157,6 +157,31 @@ def test_an_upload_purged_while_it_is_being_completed(app, new_org, tmp_path, mo
     assert stored_files(tmp_path) == []
 
 
+def test_an_upload_purged_just_before_its_probe_is_not_called_unreadable(app, new_org, tmp_path, monkeypatch):
+    """The purge removed the bytes after complete had found them and before the probe opened them: the
+    answer is the expired upload's 404, not UNSUPPORTED_MEDIA for a file that was fine."""
+    _, headers = new_org("pro")
+    client = app.test_client()
+    body = {"filename": "jfk.mp3", "content_type": "audio/mpeg", "size": JFK_MP3.stat().st_size}
+    presigned = client.post("/v1/uploads/presigned", json=body, headers=headers).get_json()
+    assert client.put(local_path(presigned["url"]), data=JFK_MP3.read_bytes()).status_code == 200
+    state = app.extensions["cliptext"]
+    real_verify = uploads_service.verify_media
+
+    def purged_then_verify(path, max_seconds):
+        Upload.update(expires_at=utcnow() - dt.timedelta(minutes=1)).execute()
+        assert purge_expired(state) == 1
+        return real_verify(path, max_seconds)
+
+    monkeypatch.setattr(uploads_service, "verify_media", purged_then_verify)
+    response = client.post("/v1/uploads/complete", json={"upload_id": presigned["id"]}, headers=headers)
+    assert response.status_code == 404, response.get_data(as_text=True)
+    assert "expired" in response.get_json()["error"]["message"]
+    with app.app_context():
+        assert Upload.select().count() == 0
+    assert stored_files(tmp_path) == []
+
+
 def test_the_purge_keeps_an_upload_completed_after_it_was_listed(app, new_org, tmp_path, monkeypatch):
     """The purge lists the expired uploads, then removes them one by one: one completed (and
     transcribed) in between stays, with its bytes (it had been deleted under its transcription)."""

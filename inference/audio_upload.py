@@ -1,22 +1,35 @@
 """Receives the audio of one call into what the engine reads, enforcing the byte and duration limits.
 
-Encoded audio is spooled to a temporary file (the engine then decodes it window by window);
-raw PCM is gathered in memory and converted to float32 16 kHz.
+Encoded audio is spooled to a temporary file (the engine then decodes it window by window). Short raw PCM
+is gathered in memory and converted to float32 16 kHz whole; longer PCM is converted piece by piece into a
+float32 16 kHz WAV file, which the engine then streams like an encoded file (4 h of PCM held whole in
+memory took over 1 GB).
 """
 
 from __future__ import annotations
 
+import struct
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import IO
 
 import numpy as np
 
 from cliptext.errors import ErrorCode
 from inference.audio import probe_media
-from inference.pcm import bytes_per_frame, pcm_to_float32
+from inference.pcm import SAMPLE_RATE, PcmStream, bytes_per_frame, pcm_to_float32
 from inference.types import AudioError, EngineError
+
+# PCM up to this long (and this large) is converted whole in memory, as it always was: the engine decodes
+# files up to inference.transcribe.STREAM_MIN_SECONDS whole anyway, and short calls skip the file.
+IN_MEMORY_PCM_SECONDS = 120.0
+IN_MEMORY_PCM_BYTES = 16 * 1024 * 1024
+_PIECE_BYTES = 1 << 20
+_WAV_HEADER_BYTES = 44
+_WAV_FLOAT = 3  # WAVE_FORMAT_IEEE_FLOAT
+_WAV_UNKNOWN_SIZE = 0xFFFFFFFF  # over 4 GB: FFmpeg then reads the data chunk to the end of the file
 
 
 @dataclass(frozen=True)
@@ -86,13 +99,24 @@ def _counted(
 def received_audio(
     chunks: Iterable[bytes], fmt: AudioFormat, limits: AudioLimits, mix: bool
 ) -> Iterator[str | np.ndarray]:
-    """Yield a temp file path (encoded) or a float32 16 kHz array (PCM) holding all the chunks."""
+    """Yield a temp file path (encoded, long PCM) or a float32 16 kHz array (short PCM) of all the chunks.
+
+    Short PCM is converted whole (the same samples as ever, no file); longer PCM is converted while it is
+    received into a float32 16 kHz WAV file, so neither its bytes nor its samples are ever held whole.
+    """
     check_announced(fmt, limits, split=not mix)
     if fmt.is_pcm:
-        data = bytearray()
-        for chunk in _counted(chunks, fmt, limits, split=not mix):
-            data += chunk
-        yield pcm_to_float32(data, fmt.kind, fmt.sample_rate, fmt.channels, mix=mix)
+        received = _counted(chunks, fmt, limits, split=not mix)
+        head, complete = _short_head(received, fmt)
+        if complete:
+            yield pcm_to_float32(head, fmt.kind, fmt.sample_rate, fmt.channels, mix=mix)
+            return
+        with tempfile.NamedTemporaryFile(prefix="cliptext-pcm-", suffix=".wav") as spool:
+            _write_float_wav(
+                spool, head, received, PcmStream(fmt.kind, fmt.sample_rate, fmt.channels, mix=mix)
+            )
+            del head
+            yield spool.name
         return
     with tempfile.NamedTemporaryFile(prefix="cliptext-audio-", suffix=".bin") as spool:
         for chunk in _counted(chunks, fmt, limits):
@@ -102,3 +126,41 @@ def received_audio(
         if declared is not None and declared > limits.max_seconds:
             raise too_long(declared, limits)
         yield spool.name
+
+
+def _short_head(received: Iterator[bytes], fmt: AudioFormat) -> tuple[bytearray, bool]:
+    """(the bytes, True) when all of the PCM is short enough to convert whole; else (the first bytes, False),
+    the rest still in `received`."""
+    head = bytearray()
+    for chunk in received:
+        head += chunk
+        if len(head) > IN_MEMORY_PCM_BYTES or fmt.pcm_seconds(len(head)) > IN_MEMORY_PCM_SECONDS:
+            return head, False
+    return head, True
+
+
+def _write_float_wav(spool: IO[bytes], head: bytearray, rest: Iterator[bytes], stream: PcmStream) -> None:
+    """Convert `head` then every chunk of `rest` into `spool`, a float32 16 kHz WAV file."""
+    spool.write(bytes(_WAV_HEADER_BYTES))  # filled in once the size is known
+    for start in range(0, len(head), _PIECE_BYTES):  # in pieces: the float32 of 16 MiB is 32 MiB or more
+        _write_samples(spool, stream.push(memoryview(head)[start : start + _PIECE_BYTES]))
+    for chunk in rest:
+        _write_samples(spool, stream.push(chunk))
+    _write_samples(spool, stream.finish())
+    size = spool.tell() - _WAV_HEADER_BYTES
+    spool.seek(0)
+    spool.write(_float_wav_header(size, stream.out_channels))
+    spool.flush()
+
+
+def _write_samples(spool: IO[bytes], samples: np.ndarray) -> None:
+    spool.write(np.ascontiguousarray(samples, dtype="<f4").data)
+
+
+def _float_wav_header(data_bytes: int, channels: int) -> bytes:
+    """A canonical 44-byte header for float32 16 kHz samples (a size over 4 GB is written as unknown)."""
+    block = 4 * channels
+    fits = data_bytes + 36 < _WAV_UNKNOWN_SIZE
+    data, riff = (data_bytes, data_bytes + 36) if fits else (_WAV_UNKNOWN_SIZE, _WAV_UNKNOWN_SIZE)
+    layout = (_WAV_FLOAT, channels, SAMPLE_RATE, SAMPLE_RATE * block, block, 32)
+    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", riff, b"WAVE", b"fmt ", 16, *layout, b"data", data)

@@ -46,6 +46,40 @@ def check_sample_values(samples: np.ndarray, what: str) -> None:
         )
 
 
+def check_pcm_format(sample_format: str, sample_rate: int, channels: int) -> None:
+    """Refuse a format, rate or channel count that no conversion below can take (AUDIO_DECODE_ERROR)."""
+    if sample_format not in _DTYPES:
+        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"unknown PCM format {sample_format!r}")
+    if not 1000 <= sample_rate <= 384000:
+        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"PCM sample_rate {sample_rate} out of range")
+    if not 1 <= channels <= 32:
+        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"PCM channels {channels} out of range")
+
+
+def _not_whole_frames(n_bytes: int, frame: int) -> AudioError:
+    return AudioError(
+        ErrorCode.AUDIO_DECODE_ERROR, f"PCM byte count {n_bytes} is not a whole number of {frame}-byte frames"
+    )
+
+
+def _frames_to_float(
+    data: bytes | bytearray | memoryview, sample_format: str, channels: int, mix: bool
+) -> np.ndarray:
+    """Whole frames to float32 at their own rate: [n] mixed (or mono), else [n, channels].
+
+    Each frame is mixed on its own (a mean over its row), so converting in pieces gives the same samples.
+    """
+    samples = np.frombuffer(data, dtype=_DTYPES[sample_format]).reshape(-1, channels)
+    if sample_format == "s16le":
+        audio = samples.astype(np.float32) / 32768.0
+    else:
+        audio = samples.astype(np.float32)
+        check_sample_values(audio, "PCM f32le")
+    if mix or channels == 1:
+        audio = audio.mean(axis=1, dtype=np.float32)
+    return audio
+
+
 def pcm_to_float32(
     data: bytes | bytearray | memoryview,
     sample_format: str,
@@ -59,30 +93,60 @@ def pcm_to_float32(
     a byte count that is not whole frames, no samples at all, or f32le samples that are NaN, infinite
     or far outside [-1, 1].
     """
-    if sample_format not in _DTYPES:
-        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"unknown PCM format {sample_format!r}")
-    if not 1000 <= sample_rate <= 384000:
-        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"PCM sample_rate {sample_rate} out of range")
-    if not 1 <= channels <= 32:
-        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"PCM channels {channels} out of range")
+    check_pcm_format(sample_format, sample_rate, channels)
     frame = bytes_per_frame(sample_format, channels)
     if len(data) == 0:
         raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "empty audio: no PCM samples received")
     if len(data) % frame:
-        raise AudioError(
-            ErrorCode.AUDIO_DECODE_ERROR,
-            f"PCM byte count {len(data)} is not a whole number of {frame}-byte frames",
-        )
-    samples = np.frombuffer(data, dtype=_DTYPES[sample_format]).reshape(-1, channels)
-    if sample_format == "s16le":
-        audio = samples.astype(np.float32) / 32768.0
-    else:
-        audio = samples.astype(np.float32)
-        check_sample_values(audio, "PCM f32le")
-    if mix or channels == 1:
-        audio = audio.mean(axis=1, dtype=np.float32)
+        raise _not_whole_frames(len(data), frame)
+    audio = _frames_to_float(data, sample_format, channels, mix)
     if sample_rate != SAMPLE_RATE:
         audio = soxr.resample(audio, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
     if audio.ndim == 2:
         audio = np.ascontiguousarray(audio.T)
     return audio
+
+
+class PcmStream:
+    """`pcm_to_float32` piece by piece, for PCM too long to hold: bytes in, float32 16 kHz out.
+
+    Output is interleaved ([n] mixed or mono, else [n, channels]) so it can be written to a file as is.
+    Frames are mixed one by one and soxr's streaming resampler gives what its one-shot call does, so the
+    samples match the whole-array conversion; only a partial frame's bytes are kept between pieces.
+    """
+
+    def __init__(self, sample_format: str, sample_rate: int, channels: int, mix: bool = True):
+        check_pcm_format(sample_format, sample_rate, channels)
+        self._format, self._channels, self._mix = sample_format, channels, mix
+        self._frame = bytes_per_frame(sample_format, channels)
+        self.out_channels = 1 if mix else channels
+        self._pending = b""
+        self._received = 0
+        self._resampler = None
+        if sample_rate != SAMPLE_RATE:
+            self._resampler = soxr.ResampleStream(
+                sample_rate, SAMPLE_RATE, self.out_channels, dtype="float32", quality="HQ"
+            )
+
+    def push(self, data: bytes | bytearray | memoryview) -> np.ndarray:
+        """The samples of every whole frame received so far that were not returned yet."""
+        self._received += len(data)
+        if self._pending:
+            data = self._pending + bytes(data)
+        whole = len(data) - len(data) % self._frame
+        self._pending = bytes(data[whole:])
+        audio = _frames_to_float(memoryview(data)[:whole], self._format, self._channels, self._mix)
+        if self._resampler is not None:
+            audio = self._resampler.resample_chunk(audio)
+        return audio
+
+    def finish(self) -> np.ndarray:
+        """The resampler's last samples; refuses empty input and a byte count that is not whole frames."""
+        if self._received == 0:
+            raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "empty audio: no PCM samples received")
+        if self._pending:
+            raise _not_whole_frames(self._received, self._frame)
+        empty = np.zeros((0,) if self.out_channels == 1 else (0, self.out_channels), np.float32)
+        if self._resampler is None:
+            return empty
+        return self._resampler.resample_chunk(empty, last=True)

@@ -98,12 +98,7 @@ class WhisperEngine:
         self.check_options(options)
         audio = self._short_audio(source, options, max_seconds)
         if audio is None:
-            # bounded memory: two passes over the file, features computed window by window
-            def open_chunks() -> Iterator[np.ndarray]:
-                return iter_audio_chunks(source, SAMPLING_RATE, STREAM_CHUNK_SECONDS, max_seconds=max_seconds)
-
-            stream, content_frames, n_samples = open_stream(self.feature_extractor, open_chunks)
-            sources = [lambda: (stream.window, content_frames)]
+            sources, n_samples = self._streamed(source, options.channels, max_seconds)
         else:
             channels = [audio] if audio.ndim == 1 else list(audio)
             n_samples = channels[0].shape[0]
@@ -153,18 +148,51 @@ class WhisperEngine:
         longer than STREAM_MIN_SECONDS by its headers or, when they do not tell (a FLAC without its
         sample count, a browser's WebM), once that much of it was decoded. Short audio keeps the
         whole-file features bit for bit (the stream's differ by an ulp here and there)."""
-        if options.channels == "mix" and isinstance(source, (str, os.PathLike)):
-            duration = probe_media(source).duration
-            if duration is not None and duration > STREAM_MIN_SECONDS:
+        if isinstance(source, (str, os.PathLike)):
+            probed = probe_media(source)
+            split = options.channels == "split"
+            n_channels = (probed.channels or 1) if split else 1
+            if split and max_seconds is not None and probed.duration is not None:
+                _check_channel_seconds(n_channels, probed.duration, max_seconds)
+            if probed.duration is not None and probed.duration > STREAM_MIN_SECONDS:
                 return None
-            if duration is None and (max_seconds is None or max_seconds > STREAM_MIN_SECONDS):
+            whole_limit = STREAM_MIN_SECONDS * n_channels  # every channel up to STREAM_MIN_SECONDS
+            if probed.duration is None and (max_seconds is None or max_seconds > whole_limit):
                 try:
-                    return self._load_audio(source, "mix", STREAM_MIN_SECONDS)
+                    return self._load_audio(source, options.channels, whole_limit)
                 except AudioError as error:
                     if error.code != ErrorCode.AUDIO_TOO_LONG:
                         raise
                     return None
         return self._load_audio(source, options.channels, max_seconds)
+
+    def _streamed(
+        self, path: str | os.PathLike, channels: str, max_seconds: float | None
+    ) -> tuple[list, int]:
+        """(window sources, samples) of a long file read window by window: two passes over the file per
+        channel (split: each pass decodes every channel and keeps one), so only a few windows of samples
+        and features are held, whatever its length and channel count."""
+        n_channels = 1
+        if channels == "split":  # as the headers say, else as the first chunk holds
+            n_channels = (
+                probe_media(path).channels or next(iter_audio_chunks(path, channels="split")).shape[0]
+            )
+        # split, the seconds of every channel count (as for audio decoded whole)
+        per_channel = None if max_seconds is None else max_seconds / n_channels
+
+        def open_chunks(channel: int | None) -> Iterator[np.ndarray]:
+            chunks = iter_audio_chunks(path, SAMPLING_RATE, STREAM_CHUNK_SECONDS, channels, per_channel)
+            return chunks if channel is None else _channel_of(chunks, channel, n_channels)
+
+        def opened(channel: int | None) -> tuple[tuple[Callable[[int, int], np.ndarray], int], int]:
+            stream, content_frames, n_samples = open_stream(
+                self.feature_extractor, lambda: open_chunks(channel)
+            )
+            return (stream.window, content_frames), n_samples
+
+        first, n_samples = opened(0 if channels == "split" else None)  # its first pass gives the length
+        later = [lambda c=c: opened(c)[0] for c in range(1, n_channels)]  # opened when their turn comes
+        return [lambda: first, *later], n_samples
 
     def _in_memory(self, audio: np.ndarray) -> tuple[Callable[[int, int], np.ndarray], int]:
         features = self.feature_extractor(audio)
@@ -475,6 +503,17 @@ class WhisperEngine:
             )
             seek += segment_size
         return segments, seek, single_timestamp_ending
+
+
+def _channel_of(chunks: Iterator[np.ndarray], channel: int, n_channels: int) -> Iterator[np.ndarray]:
+    """Row `channel` of each [C, n] chunk; C must be what the headers said."""
+    for chunk in chunks:
+        if chunk.shape[0] != n_channels:
+            raise AudioError(
+                ErrorCode.AUDIO_DECODE_ERROR,
+                f"the file declares {n_channels} audio channels but holds {chunk.shape[0]}",
+            )
+        yield chunk[channel]
 
 
 def _last_word_end(segments: list[dict]) -> float | None:

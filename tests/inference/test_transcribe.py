@@ -115,6 +115,23 @@ def test_streamed_windows_equal_whole_file_features() -> None:
         np.testing.assert_allclose(stream.window(seek, size), full[:, seek : seek + size], atol=1e-6)
 
 
+def test_long_split_files_are_streamed_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = AUDIO / "jfk.flac"  # two channels
+    options = TranscribeOptions(beam_size=1, channels="split")
+    in_memory, _ = engine("fp32").transcribe(decode_audio(path, channels="split"), options)
+    expected = [(s.channel, s.tokens) for s in in_memory]
+    monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", 5.0)
+    monkeypatch.setattr(transcribe_module, "STREAM_CHUNK_SECONDS", 3.0)
+
+    def decoded_whole(*args, **kwargs):
+        raise AssertionError("a long file was decoded whole")
+
+    monkeypatch.setattr(transcribe_module, "decode_audio", decoded_whole)
+    streamed, info = engine("fp32").transcribe(str(path), options)
+    assert [(s.channel, s.tokens) for s in streamed] == expected
+    assert info.channels == 2 and {channel for channel, _ in expected} == {0, 1}
+
+
 def test_long_files_are_streamed_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
     path = AUDIO / "multilingual.mp3"
     options = TranscribeOptions(beam_size=1)

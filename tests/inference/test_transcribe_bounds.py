@@ -59,7 +59,13 @@ def test_a_file_of_unknown_length_is_decoded_whole_while_short_then_streamed(
     assert raised.value.code == "AUDIO_TOO_LONG"
 
 
-def test_split_channels_count_every_channel_against_the_limit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("streamed", [False, True])
+def test_split_channels_count_every_channel_against_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    if streamed:  # the same limits hold when the channels are read window by window
+        monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", 5.0)
+        monkeypatch.setattr(transcribe_module, "STREAM_CHUNK_SECONDS", 3.0)
     speech = decode_audio(str(JFK))  # 11 s
     four = tmp_path / "four.wav"
     sf.write(four, np.stack([speech] * 4, axis=1), 16000)
@@ -106,3 +112,36 @@ def test_split_arrays_count_every_channel_against_the_limit() -> None:
     assert raised.value.code == "AUDIO_TOO_LONG" and "8 channels" in raised.value.message
     _, info = engine("fp32").transcribe(eight, TranscribeOptions(), max_seconds=30.0)  # mixed: 11 s
     assert info.duration == pytest.approx(11.0)
+
+
+def _speech_then_silence(path: Path, minutes: float) -> None:
+    """jfk's two channels, then silence up to `minutes`, written block by block (small on disk)."""
+    speech = decode_audio(str(JFK), channels="split").T
+    block = np.zeros((16000 * 60, 2), np.float32)
+    with sf.SoundFile(path, "w", 16000, 2, "PCM_16", format="FLAC") as out:
+        out.write(speech)
+        for _ in range(int(minutes)):
+            out.write(block)
+
+
+def test_long_split_audio_is_streamed_channel_by_channel(tmp_path: Path) -> None:
+    """Split, a long file was decoded whole: every channel's samples, then every channel's features
+    (30 min of stereo: over 300 MB). Each channel is now read window by window, as mixed audio is."""
+    import tracemalloc
+
+    long = tmp_path / "long-stereo.flac"
+    _speech_then_silence(long, minutes=30)
+    options = TranscribeOptions(beam_size=1, channels="split")
+    expected = [s.text for s in engine("fp32").transcribe(str(JFK), options)[0] if s.channel == 0]
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc
+    try:
+        segments, info = engine("fp32").transcribe(str(long), options)
+        first = next(segments)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    segments.close()
+    print(f"\n30 min of stereo, split: {peak / 2**20:.1f} MiB traced up to the first segment")
+    assert info.channels == 2 and info.duration == pytest.approx(30 * 60 + 11, abs=1)
+    assert first.channel == 0 and first.text == expected[0]  # (its end differs: silence follows)
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MiB traced"  # whole, it was 458 MiB

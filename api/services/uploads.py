@@ -213,9 +213,9 @@ def complete(state: AppState, org: Organization, upload_public_id: str) -> Uploa
 
 
 def _gone_meanwhile(upload: Upload) -> ApiError:
-    """Its bytes vanished during complete's checks: purged as it expired (the row is gone too), or
-    removed from storage by someone else."""
-    if not Upload.select().where(Upload.id == upload.id).exists():
+    """Its bytes vanished during complete's checks: purged as it expired (the purge may not have
+    committed the row's removal yet, so the expiry decides), or removed from storage by someone else."""
+    if upload.expires_at < utcnow() or not Upload.select().where(Upload.id == upload.id).exists():
         return _expired_meanwhile(upload)
     return ApiError(
         ErrorCode.UPLOAD_MISSING,

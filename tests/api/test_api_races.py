@@ -167,6 +167,51 @@ def test_an_upload_purged_while_it_is_being_completed(app, new_org, tmp_path, mo
     assert stored_files(tmp_path) == []
 
 
+def test_complete_sees_the_bytes_gone_before_the_purge_commits(app, make_app, new_org, tmp_path, monkeypatch):
+    """The purge (another process) has removed the bytes of an upload that expired during complete's
+    checks, and not yet committed the row's removal, when the probe finds them gone: still the expired
+    upload's 404 (the uncommitted row made it UPLOAD_MISSING; helper-28)."""
+    _, headers = new_org("pro")
+    other = make_app()
+    client = app.test_client()
+    body = {"filename": "jfk.mp3", "content_type": "audio/mpeg", "size": JFK_MP3.stat().st_size}
+    presigned = client.post("/v1/uploads/presigned", json=body, headers=headers).get_json()
+    assert client.put(local_path(presigned["url"]), data=JFK_MP3.read_bytes()).status_code == 200
+    state = app.extensions["cliptext"]
+    real_delete, real_verify = type(state.storage).delete, uploads_service.verify_media
+    bytes_gone = threading.Event()
+
+    def delete_then_pause(self, key):
+        real_delete(self, key)
+        if threading.current_thread().name == "purge":
+            bytes_gone.set()
+            threading.Event().wait(PAUSE)  # then the row, then the commit
+
+    def purge_when_expired() -> None:
+        threading.Event().wait(2 * PAUSE)  # past the expiry, natural this time
+        with other.app_context():
+            assert purge_expired(other.extensions["cliptext"]) == 1
+
+    purge = threading.Thread(target=purge_when_expired, name="purge")
+
+    def verify_once_the_bytes_are_gone(path, max_seconds):
+        purge.start()
+        assert bytes_gone.wait(10)
+        return real_verify(path, max_seconds)
+
+    monkeypatch.setattr(type(state.storage), "delete", delete_then_pause)
+    monkeypatch.setattr(uploads_service, "verify_media", verify_once_the_bytes_are_gone)
+    with app.app_context():  # valid when complete starts, expired when the purge runs
+        Upload.update(expires_at=utcnow() + dt.timedelta(seconds=PAUSE)).execute()
+    response = client.post("/v1/uploads/complete", json={"upload_id": presigned["id"]}, headers=headers)
+    purge.join(10)
+    assert response.status_code == 404, response.get_data(as_text=True)
+    assert "expired" in response.get_json()["error"]["message"]
+    with app.app_context():
+        assert Upload.select().count() == 0
+    assert stored_files(tmp_path) == []
+
+
 def test_the_purge_keeps_an_upload_completed_after_it_was_listed(app, new_org, tmp_path, monkeypatch):
     """The purge lists the expired uploads, then removes them one by one: one completed (and
     transcribed) in between stays, with its bytes (it had been deleted under its transcription)."""

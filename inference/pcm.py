@@ -137,7 +137,7 @@ class PcmStream:
         self._pending = bytes(data[whole:])
         audio = _frames_to_float(memoryview(data)[:whole], self._format, self._channels, self._mix)
         if self._resampler is not None:
-            audio = self._resampler.resample_chunk(audio)
+            audio = _within_checked_range(self._resampler.resample_chunk(audio))
         return audio
 
     def finish(self) -> np.ndarray:
@@ -149,4 +149,11 @@ class PcmStream:
         empty = np.zeros((0,) if self.out_channels == 1 else (0, self.out_channels), np.float32)
         if self._resampler is None:
             return empty
-        return self._resampler.resample_chunk(empty, last=True)
+        return _within_checked_range(self._resampler.resample_chunk(empty, last=True))
+
+
+def _within_checked_range(resampled: np.ndarray) -> np.ndarray:
+    """The samples were checked at their own rate; the resampler may overshoot absurd ones (a square wave
+    near MAX_SAMPLE_MAGNITUDE rings 30% past it), which the decoder would refuse when it reads the spooled
+    file back, though the same audio sent short is accepted. Valid audio never comes near the bound."""
+    return np.clip(resampled, -MAX_SAMPLE_MAGNITUDE, MAX_SAMPLE_MAGNITUDE, out=resampled)

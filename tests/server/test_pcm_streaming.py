@@ -110,3 +110,15 @@ def test_streamed_pcm_keeps_the_checks(
     ):
         pass
     assert raised.value.code == "AUDIO_DECODE_ERROR"
+
+
+def test_streamed_pcm_accepts_what_the_whole_array_path_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Values are checked at the sender's rate: a square wave just under the bound passes, though
+    resampling rings 30% past it, which the decoder refused when it read the spooled file back."""
+    monkeypatch.setattr(audio_upload, "IN_MEMORY_PCM_SECONDS", 1.0)
+    t = np.arange(8000 * 3)
+    data = (np.sign(np.sin(2 * np.pi * 440 * t / 8000)) * 990).astype("<f4").tobytes()
+    assert np.abs(pcm_to_float32(data, "f32le", 8000, 1)).max() > 1e3  # accepted whole, overshoot and all
+    with received_audio(_chunks(data), AudioFormat("f32le", 8000, 1, len(data)), LIMITS, mix=True) as path:
+        streamed = decode_audio(path)
+    assert streamed.shape[0] == 3 * 16000 and np.abs(streamed).max() <= 1e3

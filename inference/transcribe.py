@@ -7,10 +7,12 @@ the engine changes during a call: several threads may transcribe with one engine
 from __future__ import annotations
 
 import os
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -97,13 +99,18 @@ class WhisperEngine:
         options = options or TranscribeOptions()
         self.check_options(options)
         audio = self._short_audio(source, options, max_seconds)
+        spools: list[IO[bytes]] = []
         if audio is None:
-            sources, n_samples = self._streamed(source, options.channels, max_seconds)
+            sources, n_samples, spools = self._streamed(source, options.channels, max_seconds)
         else:
             channels = [audio] if audio.ndim == 1 else list(audio)
             n_samples = channels[0].shape[0]
             sources = [lambda a=a: self._in_memory(a) for a in channels]
-        tokenizer_for, language, probability, all_probs = self._language(sources[0], options)
+        try:
+            tokenizer_for, language, probability, all_probs = self._language(sources[0], options)
+        except BaseException:
+            _close_all(spools)
+            raise
         info = TranscriptionInfo(
             language=language,
             language_probability=probability,
@@ -112,7 +119,8 @@ class WhisperEngine:
             channels=len(sources),
             all_language_probs=all_probs,
         )
-        return self._segments(sources, tokenizer_for, options, stop or _never), info
+        segments = self._segments(sources, tokenizer_for, options, stop or _never)
+        return (_closing(segments, spools) if spools else segments), info
 
     def check_options(self, options: TranscribeOptions) -> None:
         """What only this model can tell about `options` (its languages, its vocabulary); callers that
@@ -168,31 +176,29 @@ class WhisperEngine:
 
     def _streamed(
         self, path: str | os.PathLike, channels: str, max_seconds: float | None
-    ) -> tuple[list, int]:
-        """(window sources, samples) of a long file read window by window: two passes over the file per
-        channel (split: each pass decodes every channel and keeps one), so only a few windows of samples
-        and features are held, whatever its length and channel count."""
-        n_channels = 1
-        if channels == "split":  # as the headers say, else as the first chunk holds
-            n_channels = (
-                probe_media(path).channels or next(iter_audio_chunks(path, channels="split")).shape[0]
+    ) -> tuple[list, int, list[IO[bytes]]]:
+        """(window sources, samples, temporary files to close) of a long file read in two passes, window
+        by window, so only a few windows of samples and features are held whatever its length. Split, one
+        decoding pass first writes each channel to a temporary file, which its two passes then read:
+        decoding the file twice per channel would cost passes in the square of the channel count."""
+        if channels != "split":
+            mixed, n_samples = self._opened(
+                lambda: iter_audio_chunks(path, SAMPLING_RATE, STREAM_CHUNK_SECONDS, max_seconds=max_seconds)
             )
-        # split, the seconds of every channel count (as for audio decoded whole)
-        per_channel = None if max_seconds is None else max_seconds / n_channels
+            return [lambda: mixed], n_samples, []
+        spools = _channels_to_files(path, max_seconds)
+        try:
+            first, n_samples = self._opened(lambda: _spooled_chunks(spools[0]))
+        except BaseException:
+            _close_all(spools)
+            raise
+        later = [lambda f=f: self._opened(lambda: _spooled_chunks(f))[0] for f in spools[1:]]
+        return [lambda: first, *later], n_samples, spools
 
-        def open_chunks(channel: int | None) -> Iterator[np.ndarray]:
-            chunks = iter_audio_chunks(path, SAMPLING_RATE, STREAM_CHUNK_SECONDS, channels, per_channel)
-            return chunks if channel is None else _channel_of(chunks, channel, n_channels)
-
-        def opened(channel: int | None) -> tuple[tuple[Callable[[int, int], np.ndarray], int], int]:
-            stream, content_frames, n_samples = open_stream(
-                self.feature_extractor, lambda: open_chunks(channel)
-            )
-            return (stream.window, content_frames), n_samples
-
-        first, n_samples = opened(0 if channels == "split" else None)  # its first pass gives the length
-        later = [lambda c=c: opened(c)[0] for c in range(1, n_channels)]  # opened when their turn comes
-        return [lambda: first, *later], n_samples
+    def _opened(self, open_chunks: Callable[[], Iterator[np.ndarray]]) -> tuple[tuple, int]:
+        """((window, content frames), samples) of one stream; its first pass runs now."""
+        stream, content_frames, n_samples = open_stream(self.feature_extractor, open_chunks)
+        return (stream.window, content_frames), n_samples
 
     def _in_memory(self, audio: np.ndarray) -> tuple[Callable[[int, int], np.ndarray], int]:
         features = self.feature_extractor(audio)
@@ -505,15 +511,54 @@ class WhisperEngine:
         return segments, seek, single_timestamp_ending
 
 
-def _channel_of(chunks: Iterator[np.ndarray], channel: int, n_channels: int) -> Iterator[np.ndarray]:
-    """Row `channel` of each [C, n] chunk; C must be what the headers said."""
-    for chunk in chunks:
-        if chunk.shape[0] != n_channels:
-            raise AudioError(
-                ErrorCode.AUDIO_DECODE_ERROR,
-                f"the file declares {n_channels} audio channels but holds {chunk.shape[0]}",
-            )
-        yield chunk[channel]
+def _channels_to_files(path: str | os.PathLike, max_seconds: float | None) -> list[IO[bytes]]:
+    """Each channel of `path` at 16 kHz as float32 in its own anonymous temporary file (removed when
+    closed or collected), in one decoding pass; every channel's seconds count against `max_seconds`."""
+    n_channels = probe_media(path).channels or 1
+    per_channel = None if max_seconds is None else max_seconds / n_channels
+    spools: list[IO[bytes]] = []
+    n_samples = 0
+    try:
+        for chunk in iter_audio_chunks(path, SAMPLING_RATE, STREAM_CHUNK_SECONDS, "split", per_channel):
+            if not spools:  # the decoder's count: the headers may not give it
+                spools = [_anonymous_file() for _ in range(chunk.shape[0])]
+            for spool, row in zip(spools, chunk, strict=True):
+                spool.write(np.ascontiguousarray(row, dtype=np.float32).data)
+            n_samples += chunk.shape[-1]
+        if not spools:
+            raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "no audio could be decoded")
+        if max_seconds is not None:
+            _check_channel_seconds(len(spools), n_samples / SAMPLING_RATE, max_seconds)
+    except BaseException as error:
+        _close_all(spools)
+        if isinstance(error, AudioError) and error.code == ErrorCode.AUDIO_TOO_LONG and n_channels > 1:
+            raise _too_many_channel_seconds(n_channels, None, max_seconds) from error
+        raise
+    return spools
+
+
+def _anonymous_file() -> IO[bytes]:
+    # outlives this call: closed (and its space freed) by _closing when the segments end or are closed
+    return tempfile.TemporaryFile(prefix="cliptext-channel-")  # noqa: SIM115
+
+
+def _close_all(files: list[IO[bytes]]) -> None:
+    for file in files:
+        file.close()
+
+
+def _closing(segments: Iterator[Segment], files: list[IO[bytes]]) -> Iterator[Segment]:
+    """`segments`; `files` are closed when they end, fail, or the caller closes the generator."""
+    try:
+        yield from segments
+    finally:
+        _close_all(files)
+
+
+def _spooled_chunks(spool: IO[bytes]) -> Iterator[np.ndarray]:
+    spool.seek(0)
+    while block := spool.read(int(STREAM_CHUNK_SECONDS * SAMPLING_RATE) * 4):
+        yield np.frombuffer(block, np.float32)
 
 
 def _last_word_end(segments: list[dict]) -> float | None:

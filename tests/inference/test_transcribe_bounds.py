@@ -69,10 +69,16 @@ def test_split_channels_count_every_channel_against_the_limit(
     speech = decode_audio(str(JFK))  # 11 s
     four = tmp_path / "four.wav"
     sf.write(four, np.stack([speech] * 4, axis=1), 16000)
+    flac = tmp_path / "four.flac"
+    sf.write(flac, np.stack([speech] * 4, axis=1), 16000)
+    unknown = tmp_path / "four-unknown-length.flac"  # found over the limit while decoding
+    unknown.write_bytes(without_sample_count(flac.read_bytes()))
     options = TranscribeOptions(channels="split", beam_size=1)
-    with pytest.raises(AudioError) as raised:
-        engine("fp32").transcribe(str(four), options, max_seconds=40)  # 4 x 11 s = 44 s
-    assert raised.value.code == "AUDIO_TOO_LONG" and "4 channels" in raised.value.message
+    for path in (four, unknown):
+        with pytest.raises(AudioError) as raised:
+            engine("fp32").transcribe(str(path), options, max_seconds=40)  # 4 x 11 s = 44 s
+        error = raised.value
+        assert error.code == "AUDIO_TOO_LONG" and "4 channels" in error.message and "40 s" in error.message
     segments, info = engine("fp32").transcribe(str(four), options, max_seconds=50)
     assert info.channels == 4 and {s.channel for s in segments} == {0, 1, 2, 3}
     mixed, _ = engine("fp32").transcribe(str(four), TranscribeOptions(beam_size=1), max_seconds=40)

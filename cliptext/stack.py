@@ -104,7 +104,7 @@ def main() -> int:
     ):
         env = dict(os.environ, REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
         # the API's /metrics adds up both gunicorn processes (api.gunicorn_conf), not whichever answered
-        api_env = {"PROMETHEUS_MULTIPROC_DIR": metrics_dir, **env}
+        api_env = {**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}  # a stale inherited folder must not win
         try:
             processes["inference"] = _start("inference server", [python, "-m", "inference.server"], env)
             processes["api"] = _start(

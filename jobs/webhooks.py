@@ -4,7 +4,9 @@ The body is signed with HMAC-SHA256 over f"{timestamp}.{body}" using the organiz
 secret (headers `Cliptext-Timestamp` and `Cliptext-Signature: v1=<hex>`; see docs/webhooks.md).
 A non-2xx answer or a network error raises, and RQ retries the job with backoff (enqueue_webhook
 sets the Retry); every attempt is recorded as a WebhookDelivery. Targets that resolve to private,
-loopback or link-local addresses are refused unless settings.webhook_allow_private.
+loopback or link-local addresses are refused unless settings.webhook_allow_private: checked once by
+name (a clear refusal, not retried), and again where the connection is opened, to the very address
+that was checked (ssrfguard), since a name can resolve elsewhere a moment later (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from urllib.parse import urlsplit
 import redis
 import requests
 from rq import Queue, Retry, get_current_job
+from ssrfguard import Policy, SSRFGuardError
+from ssrfguard.requests import Session as PinnedSession
 
 from api.db import db, write_transaction
 from api.models import Organization, Transcription, WebhookDelivery
@@ -37,6 +41,10 @@ SIGNATURE_HEADER = "Cliptext-Signature"
 TIMESTAMP_HEADER = "Cliptext-Timestamp"
 EVENT_HEADER = "Cliptext-Event"
 USER_AGENT = "Cliptext-Webhooks/1"
+
+
+# Receivers listen on the ports their owners choose: what is refused is the address, not the port
+PUBLIC_ONLY = Policy(allowed_ports=frozenset(range(1, 65536)))
 
 
 class WebhookRefused(Exception):
@@ -104,6 +112,21 @@ def check_target(url: str, allow_private: bool) -> None:
             raise WebhookRefused(f"{parts.hostname} resolves to a non-public address ({address})")
 
 
+def send_event(
+    url: str, body: bytes, headers: dict[str, str], timeout: float, allow_private: bool
+) -> requests.Response:
+    """POST `body`; unless `allow_private`, over a connection to an address the policy let through,
+    resolved once (no proxy: a proxy would resolve the name itself). Raises SSRFGuardError when the
+    name now resolves to a refused address, requests.RequestException when the call fails."""
+    if allow_private:
+        session = requests.Session()
+    else:
+        session = PinnedSession(policy=PUBLIC_ONLY)
+        session.trust_env = False
+    with session:
+        return session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
+
+
 def event_body(settings: Settings, row: Transcription, event: str) -> bytes:
     """The JSON body: event type, transcription id and status, error, and where to fetch the result."""
     error = {"code": row.error_code, "message": row.error_message} if row.error_code else None
@@ -162,13 +185,13 @@ def deliver_webhook(transcription_id: str, event: str) -> int | None:
             SIGNATURE_HEADER: sign(secret, timestamp, body),
         }
         try:
-            response = requests.post(
-                row.webhook_url,
-                data=body,
-                headers=headers,
-                timeout=settings.webhook_timeout,
-                allow_redirects=False,
+            response = send_event(
+                row.webhook_url, body, headers, settings.webhook_timeout, settings.webhook_allow_private
             )
+        except SSRFGuardError as refused:  # resolved to a public address when checked, not now
+            _record(row, None, f"refused: {refused}"[:1000])
+            log.warning("webhook for %s refused: %s", transcription_id, refused)
+            return None
         except requests.RequestException as error:
             _record(row, None, f"{type(error).__name__}: {error}"[:1000])
             raise DeliveryFailed(f"webhook for {transcription_id}: {error}") from None

@@ -120,7 +120,7 @@ class WhisperEngine:
             all_language_probs=all_probs,
         )
         segments = self._segments(sources, tokenizer_for, options, stop or _never)
-        return (_closing(segments, spools) if spools else segments), info
+        return (_Closing(segments, spools) if spools else segments), info
 
     def check_options(self, options: TranscribeOptions) -> None:
         """What only this model can tell about `options` (its languages, its vocabulary); callers that
@@ -525,10 +525,10 @@ def _channels_to_files(path: str | os.PathLike, max_seconds: float | None) -> li
             for spool, row in zip(spools, chunk, strict=True):
                 spool.write(np.ascontiguousarray(row, dtype=np.float32).data)
             n_samples += chunk.shape[-1]
+            if max_seconds is not None:  # by the decoded count too: the headers may under-state it
+                _check_channel_seconds(len(spools), n_samples / SAMPLING_RATE, max_seconds)
         if not spools:
             raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "no audio could be decoded")
-        if max_seconds is not None:
-            _check_channel_seconds(len(spools), n_samples / SAMPLING_RATE, max_seconds)
     except BaseException as error:
         _close_all(spools)
         if isinstance(error, AudioError) and error.code == ErrorCode.AUDIO_TOO_LONG and n_channels > 1:
@@ -538,7 +538,7 @@ def _channels_to_files(path: str | os.PathLike, max_seconds: float | None) -> li
 
 
 def _anonymous_file() -> IO[bytes]:
-    # outlives this call: closed (and its space freed) by _closing when the segments end or are closed
+    # outlives this call: closed (and its space freed) by _Closing when the segments end or are closed
     return tempfile.TemporaryFile(prefix="cliptext-channel-")  # noqa: SIM115
 
 
@@ -547,12 +547,26 @@ def _close_all(files: list[IO[bytes]]) -> None:
         file.close()
 
 
-def _closing(segments: Iterator[Segment], files: list[IO[bytes]]) -> Iterator[Segment]:
-    """`segments`; `files` are closed when they end, fail, or the caller closes the generator."""
-    try:
-        yield from segments
-    finally:
-        _close_all(files)
+class _Closing:
+    """`segments`, whose `files` are closed when they end or fail, or when the caller closes them, even
+    before the first (a generator closed before it starts never runs its own clean-up)."""
+
+    def __init__(self, segments: Iterator[Segment], files: list[IO[bytes]]):
+        self._segments, self._files = segments, files
+
+    def __iter__(self) -> _Closing:
+        return self
+
+    def __next__(self) -> Segment:
+        try:
+            return next(self._segments)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._segments.close()
+        _close_all(self._files)
 
 
 def _spooled_chunks(spool: IO[bytes]) -> Iterator[np.ndarray]:

@@ -16,6 +16,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import socket
 import time
 from urllib.parse import urlsplit
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 import redis
 import requests
 from rq import Queue, Retry, get_current_job
-from ssrfguard import Policy, SSRFGuardError
+from ssrfguard import SSRFGuardError
 from ssrfguard.requests import Session as PinnedSession
 
 from api.db import db, write_transaction
@@ -31,6 +32,7 @@ from api.models import Organization, Transcription, WebhookDelivery
 from api.queue import REQUEST_ID_META
 from cliptext.jsonlog import request_id_var
 from cliptext.settings import Settings
+from cliptext.webhook_targets import PUBLIC_ONLY, without_credentials
 from jobs.transcript_store import ensure_db
 
 log = logging.getLogger(__name__)
@@ -41,10 +43,6 @@ SIGNATURE_HEADER = "Cliptext-Signature"
 TIMESTAMP_HEADER = "Cliptext-Timestamp"
 EVENT_HEADER = "Cliptext-Event"
 USER_AGENT = "Cliptext-Webhooks/1"
-
-
-# Receivers listen on the ports their owners choose: what is refused is the address, not the port
-PUBLIC_ONLY = Policy(allowed_ports=frozenset(range(1, 65536)))
 
 
 class WebhookRefused(Exception):
@@ -122,7 +120,8 @@ def send_event(
         session = requests.Session()
     else:
         session = PinnedSession(policy=PUBLIC_ONLY)
-        session.trust_env = False
+        session.trust_env = False  # no proxy; the CA bundle the environment names still counts
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     with session:
         return session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
 
@@ -188,7 +187,8 @@ def deliver_webhook(transcription_id: str, event: str) -> int | None:
             response = send_event(
                 row.webhook_url, body, headers, settings.webhook_timeout, settings.webhook_allow_private
             )
-        except SSRFGuardError as refused:  # resolved to a public address when checked, not now
+        except SSRFGuardError as error:  # resolved to a public address when checked, not now
+            refused = without_credentials(str(error), row.webhook_url)
             _record(row, None, f"refused: {refused}"[:1000])
             log.warning("webhook for %s refused: %s", transcription_id, refused)
             return None

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import peewee as pw
+from ssrfguard import SSRFGuardError
 
 from api.db import locked, prepared, write_transaction
 from api.errors import ApiError, NotFound
@@ -26,6 +27,7 @@ from api.queue import cancel_transcription, enqueue_transcription
 from api.services.uploads import delete_upload
 from api.state import AppState
 from cliptext.errors import ErrorCode
+from cliptext.webhook_targets import PUBLIC_ONLY, without_credentials
 from jobs.timeouts import job_timeout
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,14 @@ def check_webhook_url(url: str | None, allow_private: bool) -> None:
             "webhook_url must be a public http(s) address",
             {"field": "webhook_url"},
         )
+    try:  # what the worker's connection would refuse by the URL alone (a host of digits and dots, say)
+        PUBLIC_ONLY.check_url(url)
+    except SSRFGuardError as refused:
+        raise ApiError(
+            ErrorCode.VALIDATION_ERROR,
+            without_credentials(f"webhook_url is refused: {refused}", url),
+            {"field": "webhook_url"},
+        ) from None
 
 
 def create(

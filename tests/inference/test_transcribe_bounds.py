@@ -3,6 +3,7 @@ a length the headers do not tell, and many channels transcribed one by one."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,22 @@ def test_long_split_audio_is_streamed_channel_by_channel(tmp_path: Path) -> None
     assert info.channels == 2 and info.duration == pytest.approx(30 * 60 + 11, abs=1)
     assert first.channel == 0 and first.text == expected[0]  # (its end differs: silence follows)
     assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MiB traced"  # whole, it was 458 MiB
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_split_channel_files_are_closed_with_the_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long split file is spooled to one temporary file per channel; closing the segments closes them,
+    even before the first segment was asked for (the server does, when its call ends early)."""
+    monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", 5.0)
+    options = TranscribeOptions(channels="split", beam_size=1)
+    before = _open_descriptors()
+    segments, info = engine("fp32").transcribe(str(JFK), options)
+    assert info.channels == 2 and _open_descriptors() == before + 2  # one file per channel
+    segments.close()
+    assert _open_descriptors() == before
+    segments, _ = engine("fp32").transcribe(str(JFK), options)
+    assert {s.channel for s in segments} == {0, 1}  # read to the end
+    assert _open_descriptors() == before

@@ -44,8 +44,9 @@ def receiver() -> Iterator[Receiver]:
     receiver.close()
 
 
+@pytest.mark.parametrize("userinfo", ["", "alice:s3cret@"])
 def test_a_target_rebinding_to_loopback_after_the_check_is_never_called(
-    settings: Settings, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, userinfo: str
 ) -> None:
     lookups: list[str] = []
     real_getaddrinfo = socket.getaddrinfo
@@ -64,7 +65,7 @@ def test_a_target_rebinding_to_loopback_after_the_check_is_never_called(
             organization=org,
             upload=completed_upload(org, "a.mp3"),
             status=TranscriptionStatus.COMPLETED,
-            webhook_url=f"http://{REBINDING_NAME}:{port}/hook",
+            webhook_url=f"http://{userinfo}{REBINDING_NAME}:{port}/hook",
             completed_at=utcnow(),
         )
     assert deliver_webhook(row.public_id, "transcription.completed") is None
@@ -73,4 +74,4 @@ def test_a_target_rebinding_to_loopback_after_the_check_is_never_called(
     with db.connection_context():
         [delivery] = WebhookDelivery.select().where(WebhookDelivery.transcription == row.id)
         assert delivery.status_code is None and delivery.error.startswith("refused")
-        assert "127.0.0.1" in delivery.error
+        assert "127.0.0.1" in delivery.error and "s3cret" not in delivery.error

@@ -175,14 +175,39 @@ def test_private_webhook_targets_refused_by_default(client, completed_upload, ta
     assert "webhook_url" in json.dumps(error["details"])
 
 
-def test_public_webhook_target_accepted(client, completed_upload):
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://hooks.example.com/cliptext",
+        "https://hooks.example.com:8443/cliptext",  # any port
+        "https://alice:s3cret@hooks.example.com/cliptext",  # Basic credentials, sent by the worker
+    ],
+)
+def test_public_webhook_target_accepted(client, completed_upload, target):
     upload_id, key = completed_upload
     response = client.post(
-        "/v1/transcriptions",
-        json={"upload_id": upload_id, "webhook_url": "https://hooks.example.com/cliptext"},
-        headers=key,
+        "/v1/transcriptions", json={"upload_id": upload_id, "webhook_url": target}, headers=key
     )
     assert response.status_code == 202, response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://1572395790/hook",  # a public address as one number: which address is meant is unclear
+        "http://93.184.14/hook",  # shorthand
+        "https://alice:s3cret@93.184.14/hook",
+    ],
+)
+def test_webhook_targets_the_worker_would_refuse_are_refused_when_submitted(client, completed_upload, target):
+    """The worker connects through ssrfguard, which refuses these hosts: they are a 422 now, not a
+    transcription whose webhook is dropped later. Credentials never reach the message."""
+    upload_id, key = completed_upload
+    response = client.post(
+        "/v1/transcriptions", json={"upload_id": upload_id, "webhook_url": target}, headers=key
+    )
+    error = assert_envelope(response, 422, "VALIDATION_ERROR")
+    assert error["details"] == {"field": "webhook_url"} and "s3cret" not in error["message"]
 
 
 def _nested(depth: int, kind: str) -> str:

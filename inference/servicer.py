@@ -27,7 +27,7 @@ from inference.proto_convert import (
     spec_to_format,
 )
 from inference.stubs import SERVICE_NAME, pb2, pb2_grpc
-from inference.types import EngineError
+from inference.types import EngineError, Stopped
 
 log = logging.getLogger("inference.server")
 
@@ -174,7 +174,7 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
         except QueueFull as error:
             call.outcome = "QUEUE_FULL"
             self._abort(context, ErrorCode.SERVICE_UNAVAILABLE, f"server busy: {error}")
-        except (Abandoned, grpc.RpcError):  # left while waiting, or while sending the audio
+        except (Abandoned, Stopped, grpc.RpcError):  # left while waiting, sending, or the first pass
             call.outcome = _gone(context)
         except GeneratorExit:
             call.outcome = _gone(context)

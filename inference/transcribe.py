@@ -6,6 +6,7 @@ the engine changes during a call: several threads may transcribe with one engine
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import zlib
@@ -25,7 +26,15 @@ from inference.mel_stream import open_stream
 from inference.model import CrossKV, OnnxWhisper
 from inference.tokenizer import SpecialTokens, Tokenizer
 from inference.types import MAX_TOKENS as MAX_LENGTH  # the decoder's context
-from inference.types import AudioError, OptionsError, Segment, TranscribeOptions, TranscriptionInfo, Word
+from inference.types import (
+    AudioError,
+    OptionsError,
+    Segment,
+    Stopped,
+    TranscribeOptions,
+    TranscriptionInfo,
+    Word,
+)
 
 TIME_PRECISION = 0.02  # seconds per timestamp token
 SAMPLING_SEED = 0
@@ -101,7 +110,7 @@ class WhisperEngine:
         audio = self._short_audio(source, options, max_seconds)
         spools: list[IO[bytes]] = []
         if audio is None:
-            sources, n_samples, spools = self._streamed(source, options.channels, max_seconds)
+            sources, n_samples, spools = self._streamed(source, options.channels, max_seconds, stop or _never)
         else:
             channels = [audio] if audio.ndim == 1 else list(audio)
             n_samples = channels[0].shape[0]
@@ -175,24 +184,30 @@ class WhisperEngine:
         return self._load_audio(source, options.channels, max_seconds)
 
     def _streamed(
-        self, path: str | os.PathLike, channels: str, max_seconds: float | None
+        self, path: str | os.PathLike, channels: str, max_seconds: float | None, stop: Callable[[], bool]
     ) -> tuple[list, int, list[IO[bytes]]]:
         """(window sources, samples, temporary files to close) of a long file read in two passes, window
         by window, so only a few windows of samples and features are held whatever its length. Split, one
         decoding pass first writes each channel to a temporary file, which its two passes then read:
-        decoding the file twice per channel would cost passes in the square of the channel count."""
+        decoding the file twice per channel would cost passes in the square of the channel count.
+        Raises Stopped when `stop()` turns true between two chunks of a pass that yields no segment."""
         if channels != "split":
             mixed, n_samples = self._opened(
-                lambda: iter_audio_chunks(path, SAMPLING_RATE, STREAM_CHUNK_SECONDS, max_seconds=max_seconds)
+                lambda: _until_stopped(
+                    iter_audio_chunks(path, SAMPLING_RATE, STREAM_CHUNK_SECONDS, max_seconds=max_seconds),
+                    stop,
+                )
             )
             return [lambda: mixed], n_samples, []
-        spools = _channels_to_files(path, max_seconds)
+        spools = _channels_to_files(path, max_seconds, stop)
         try:
-            first, n_samples = self._opened(lambda: _spooled_chunks(spools[0]))
+            first, n_samples = self._opened(lambda: _until_stopped(_spooled_chunks(spools[0]), stop))
         except BaseException:
             _close_all(spools)
             raise
-        later = [lambda f=f: self._opened(lambda: _spooled_chunks(f))[0] for f in spools[1:]]
+        later = [
+            lambda f=f: self._opened(lambda: _until_stopped(_spooled_chunks(f), stop))[0] for f in spools[1:]
+        ]
         return [lambda: first, *later], n_samples, spools
 
     def _opened(self, open_chunks: Callable[[], Iterator[np.ndarray]]) -> tuple[tuple, int]:
@@ -259,10 +274,13 @@ class WhisperEngine:
         for index, source in enumerate(sources):
             if stop():
                 return
-            window, content_frames = source()
-            for segment in self._generate_segments(window, content_frames, tokenizer, options, stop):
-                yield replace(segment, id=next_id, channel=index)
-                next_id += 1
+            try:  # a stream's chunks raise Stopped too (a later channel's first pass has no other check)
+                window, content_frames = source()
+                for segment in self._generate_segments(window, content_frames, tokenizer, options, stop):
+                    yield replace(segment, id=next_id, channel=index)
+                    next_id += 1
+            except Stopped:
+                return
 
     def _decoding_options(self, tokenizer: Tokenizer, options: TranscribeOptions) -> DecodingOptions:
         suppress: tuple[int, ...] = ()
@@ -511,7 +529,9 @@ class WhisperEngine:
         return segments, seek, single_timestamp_ending
 
 
-def _channels_to_files(path: str | os.PathLike, max_seconds: float | None) -> list[IO[bytes]]:
+def _channels_to_files(
+    path: str | os.PathLike, max_seconds: float | None, stop: Callable[[], bool]
+) -> list[IO[bytes]]:
     """Each channel of `path` at 16 kHz as float32 in its own anonymous temporary file (removed when
     closed or collected), in one decoding pass; every channel's seconds count against `max_seconds`."""
     n_channels = probe_media(path).channels or 1
@@ -519,7 +539,8 @@ def _channels_to_files(path: str | os.PathLike, max_seconds: float | None) -> li
     spools: list[IO[bytes]] = []
     n_samples = 0
     try:
-        for chunk in iter_audio_chunks(path, SAMPLING_RATE, STREAM_CHUNK_SECONDS, "split", per_channel):
+        chunks = iter_audio_chunks(path, SAMPLING_RATE, STREAM_CHUNK_SECONDS, "split", per_channel)
+        for chunk in _until_stopped(chunks, stop):
             if not spools:  # the decoder's count: the headers may not give it
                 spools = [_anonymous_file() for _ in range(chunk.shape[0])]
             for spool, row in zip(spools, chunk, strict=True):
@@ -535,6 +556,16 @@ def _channels_to_files(path: str | os.PathLike, max_seconds: float | None) -> li
             raise _too_many_channel_seconds(n_channels, None, max_seconds) from error
         raise
     return spools
+
+
+def _until_stopped(chunks: Iterator[np.ndarray], stop: Callable[[], bool]) -> Iterator[np.ndarray]:
+    """`chunks`, raising Stopped between two of them once `stop()` is true: the first pass over hours of
+    audio comes before any window, where the decoding loop checks it."""
+    with contextlib.closing(chunks):
+        for chunk in chunks:
+            if stop():
+                raise Stopped("the caller has gone")
+            yield chunk
 
 
 def _anonymous_file() -> IO[bytes]:

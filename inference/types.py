@@ -27,6 +27,10 @@ class AudioError(EngineError):
     """Audio that cannot be decoded: empty, not audio, truncated, no audio stream, too long."""
 
 
+class Stopped(Exception):
+    """`stop()` said the caller has gone while a long file was being read, before any segment."""
+
+
 class OptionsError(EngineError, ValueError):
     """An option outside its allowed values."""
 

@@ -7,6 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ from grpc_health.v1 import health_pb2
 
 from inference.stubs import SERVICE_NAME, pb2, pb2_grpc
 from tests.media import clip_path
+from tests.reliability.long_media import repeated_speech
 from tests.server.conftest import ServerProcess, health_status
 
 JFK = clip_path("jfk.flac").read_bytes()
@@ -241,3 +243,22 @@ def test_a_trickling_upload_is_ended_and_frees_its_place(single_slot_server: Ser
         ended_by_the_watchdog(pb2_grpc.TranscriberStub(channel), trickles(), stop)
     line = single_slot_server.wait_for_log(r".*request_id=trickle .*").group(0)
     assert "outcome=UPLOAD_IDLE" in line
+
+
+def test_a_call_gone_during_the_first_pass_over_a_long_file_stops_it(launch, tmp_path: Path) -> None:
+    """A long file is read once whole (its features' clamp) before its first window, where the decoding
+    loop checks for a caller gone: 2 h took about 12 s here. A deadline there must stop that pass."""
+    server = launch("--max-concurrent", "1", "--max-audio-seconds", str(3 * 3600))
+    long = repeated_speech(tmp_path / "two-hours.opus", 2 * 3600)
+    config = pb2.TranscribeConfig(request_id="first-pass", beam_size=1)
+    with grpc.insecure_channel(server.addr) as channel:
+        stub = pb2_grpc.TranscriberStub(channel)
+        data = long.read_bytes()
+        chunks = (pb2.TranscribeRequest(audio=data[i : i + 2**20]) for i in range(0, len(data), 2**20))
+        with pytest.raises(grpc.RpcError) as raised:
+            list(stub.Transcribe(iter([pb2.TranscribeRequest(config=config), *chunks]), timeout=3))
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    line = server.wait_for_log(r".*request_id=first-pass .*", timeout=60).group(0)
+    assert "outcome=DEADLINE_EXCEEDED" in line
+    stopped_after = float(line.split("processing_seconds=")[1].split()[0])
+    assert stopped_after < 6, line  # the deadline, plus one chunk of the pass

@@ -103,7 +103,8 @@ class WhisperEngine:
         `max_seconds` refuses longer audio (AudioError AUDIO_TOO_LONG) while decoding it, whatever its
         header claims, so a file that lies about its length is never decoded whole. `stop()` true (the
         caller has gone) ends the segments at the next window or temperature fallback, even where no
-        segment comes out for a long time (silence, noise that fails every temperature).
+        segment comes out for a long time (silence, noise that fails every temperature); turning true
+        during a long file's first pass, before this returns, it raises Stopped.
         """
         options = options or TranscribeOptions()
         self.check_options(options)

@@ -12,7 +12,7 @@ import soundfile as sf
 
 import inference.transcribe as transcribe_module
 from inference.audio import decode_audio, probe_media
-from inference.types import AudioError, TranscribeOptions
+from inference.types import AudioError, Stopped, TranscribeOptions
 from tests.inference.reference_runs import AUDIO, engine
 
 JFK = AUDIO / "jfk.flac"
@@ -171,3 +171,25 @@ def test_split_channel_files_are_closed_with_the_segments(monkeypatch: pytest.Mo
     segments, _ = engine("fp32").transcribe(str(JFK), options)
     assert {s.channel for s in segments} == {0, 1}  # read to the end
     assert _open_descriptors() == before
+
+
+@pytest.mark.parametrize("stop_at_check", [1, 6])
+def test_a_stop_during_the_passes_before_any_window_ends_them(
+    monkeypatch: pytest.MonkeyPatch, stop_at_check: int
+) -> None:
+    """Split and long: the spooling pass (4 chunks here, stopped at its first) and channel 0's first
+    pass (stopped at its second chunk) run before any window; a stop there ends them, and the channel
+    files close."""
+    monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", 5.0)
+    monkeypatch.setattr(transcribe_module, "STREAM_CHUNK_SECONDS", 3.0)
+    checks = 0
+
+    def stop() -> bool:
+        nonlocal checks
+        checks += 1
+        return checks >= stop_at_check
+
+    before = _open_descriptors()
+    with pytest.raises(Stopped):
+        engine("fp32").transcribe(str(JFK), TranscribeOptions(channels="split", beam_size=1), stop=stop)
+    assert checks == stop_at_check and _open_descriptors() == before

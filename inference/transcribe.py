@@ -44,6 +44,9 @@ TIME_PER_FRAME = HOP_LENGTH / SAMPLING_RATE
 # files longer than this are read twice in chunks instead of being held in memory
 STREAM_MIN_SECONDS = 120.0
 STREAM_CHUNK_SECONDS = 30.0
+# channels="split" transcribes each channel on its own (a long one from its own temporary file): as many
+# as raw PCM may carry
+MAX_SPLIT_CHANNELS = 32
 
 
 def compression_ratio(text: str) -> float:
@@ -62,6 +65,14 @@ def _too_many_channel_seconds(channels: int, seconds: float | None, max_seconds:
         ErrorCode.AUDIO_TOO_LONG,
         f"{channels} channels of {length} to transcribe one by one, over the limit of {max_seconds:.0f} s",
     )
+
+
+def _check_split_channels(channels: int) -> None:
+    if channels > MAX_SPLIT_CHANNELS:
+        raise OptionsError(
+            f"channels=split transcribes each channel on its own: at most {MAX_SPLIT_CHANNELS} channels,"
+            f" this audio has {channels}"
+        )
 
 
 def _check_channel_seconds(channels: int, seconds: float, max_seconds: float) -> None:
@@ -109,6 +120,8 @@ class WhisperEngine:
         options = options or TranscribeOptions()
         self.check_options(options)
         audio = self._short_audio(source, options, max_seconds)
+        if audio is not None and audio.ndim == 2:
+            _check_split_channels(audio.shape[0])
         spools: list[IO[bytes]] = []
         if audio is None:
             sources, n_samples, spools = self._streamed(source, options.channels, max_seconds, stop or _never)
@@ -170,6 +183,7 @@ class WhisperEngine:
             probed = probe_media(source)
             split = options.channels == "split"
             n_channels = (probed.channels or 1) if split else 1
+            _check_split_channels(n_channels)
             if split and max_seconds is not None and probed.duration is not None:
                 _check_channel_seconds(n_channels, probed.duration, max_seconds)
             if probed.duration is not None and probed.duration > STREAM_MIN_SECONDS:
@@ -543,6 +557,7 @@ def _channels_to_files(
         chunks = iter_audio_chunks(path, SAMPLING_RATE, STREAM_CHUNK_SECONDS, "split", per_channel)
         for chunk in _until_stopped(chunks, stop):
             if not spools:  # the decoder's count: the headers may not give it
+                _check_split_channels(chunk.shape[0])
                 spools = [_anonymous_file() for _ in range(chunk.shape[0])]
             for spool, row in zip(spools, chunk, strict=True):
                 spool.write(np.ascontiguousarray(row, dtype=np.float32).data)

@@ -12,7 +12,7 @@ import soundfile as sf
 
 import inference.transcribe as transcribe_module
 from inference.audio import decode_audio, probe_media
-from inference.types import AudioError, Stopped, TranscribeOptions
+from inference.types import AudioError, OptionsError, Stopped, TranscribeOptions
 from tests.inference.reference_runs import AUDIO, engine
 
 JFK = AUDIO / "jfk.flac"
@@ -193,3 +193,19 @@ def test_a_stop_during_the_passes_before_any_window_ends_them(
     with pytest.raises(Stopped):
         engine("fp32").transcribe(str(JFK), TranscribeOptions(channels="split", beam_size=1), stop=stop)
     assert checks == stop_at_check and _open_descriptors() == before
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_split_takes_at_most_32_channels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, long: bool) -> None:
+    """Split, each channel is a transcription (a long one a temporary file): 40 are refused before any
+    is transcribed, as raw PCM refuses them; mixed, the same file is one transcription."""
+    if long:
+        monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", 0.5)
+    many = tmp_path / "forty.wav"
+    sf.write(many, np.zeros((16000, 40), np.float32), 16000, subtype="PCM_16")
+    for source in (str(many), decode_audio(str(many), channels="split")):
+        with pytest.raises(OptionsError) as raised:
+            engine("fp32").transcribe(source, TranscribeOptions(channels="split", beam_size=1))
+        assert raised.value.code == "VALIDATION_ERROR" and "at most 32 channels" in raised.value.message
+    segments, info = engine("fp32").transcribe(str(many), TranscribeOptions(beam_size=1))
+    assert info.channels == 1 and list(segments) == []  # silence, mixed

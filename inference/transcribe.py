@@ -19,7 +19,7 @@ import numpy as np
 
 from cliptext.errors import ErrorCode
 from inference.alignment import add_word_timestamps
-from inference.audio import AudioSource, decode_audio, iter_audio_chunks, probe_media
+from inference.audio import AudioSource, MediaInfo, decode_audio, iter_audio_chunks, probe_media
 from inference.decoding import DecodingOptions, DecodingResult, SpecialIds, WindowDecoder, log_softmax
 from inference.features import HOP_LENGTH, N_FRAMES, SAMPLING_RATE, FeatureExtractor, pad_or_trim
 from inference.mel_stream import open_stream
@@ -119,12 +119,16 @@ class WhisperEngine:
         """
         options = options or TranscribeOptions()
         self.check_options(options)
-        audio = self._short_audio(source, options, max_seconds)
+        probed = probe_media(source) if isinstance(source, (str, os.PathLike)) else None  # once per call
+        audio = self._short_audio(source, options, max_seconds, probed)
         if audio is not None and audio.ndim == 2:
             _check_split_channels(audio.shape[0])
         spools: list[IO[bytes]] = []
         if audio is None:
-            sources, n_samples, spools = self._streamed(source, options.channels, max_seconds, stop or _never)
+            declared_channels = probed.channels if probed is not None else None
+            sources, n_samples, spools = self._streamed(
+                source, options.channels, max_seconds, stop or _never, declared_channels
+            )
         else:
             channels = [audio] if audio.ndim == 1 else list(audio)
             n_samples = channels[0].shape[0]
@@ -173,33 +177,42 @@ class WhisperEngine:
     # -- steps --------------------------------------------------------------------------------------
 
     def _short_audio(
-        self, source: AudioSource, options: TranscribeOptions, max_seconds: float | None
+        self,
+        source: AudioSource,
+        options: TranscribeOptions,
+        max_seconds: float | None,
+        probed: MediaInfo | None,
     ) -> np.ndarray | None:
         """The audio decoded whole, or None where it is streamed window by window (bounded memory):
         longer than STREAM_MIN_SECONDS by its headers or, when they do not tell (a FLAC without its
         sample count, a browser's WebM), once that much of it was decoded. Short audio keeps the
-        whole-file features bit for bit (the stream's differ by an ulp here and there)."""
-        if isinstance(source, (str, os.PathLike)):
-            probed = probe_media(source)
+        whole-file features bit for bit (the stream's differ by an ulp here and there). `probed`: the
+        headers of a path (None for other sources)."""
+        if probed is not None:
             split = options.channels == "split"
             n_channels = (probed.channels or 1) if split else 1
             _check_split_channels(n_channels)
-            if split and max_seconds is not None and probed.duration is not None:
-                _check_channel_seconds(n_channels, probed.duration, max_seconds)
             if probed.duration is not None and probed.duration > STREAM_MIN_SECONDS:
+                if split and max_seconds is not None:  # (_load_audio checks what it decodes)
+                    _check_channel_seconds(n_channels, probed.duration, max_seconds)
                 return None
             whole_limit = STREAM_MIN_SECONDS * n_channels  # every channel up to STREAM_MIN_SECONDS
             if probed.duration is None and (max_seconds is None or max_seconds > whole_limit):
                 try:
-                    return self._load_audio(source, options.channels, whole_limit)
+                    return self._load_audio(source, options.channels, whole_limit, probed)
                 except AudioError as error:
                     if error.code != ErrorCode.AUDIO_TOO_LONG:
                         raise
                     return None
-        return self._load_audio(source, options.channels, max_seconds)
+        return self._load_audio(source, options.channels, max_seconds, probed)
 
     def _streamed(
-        self, path: str | os.PathLike, channels: str, max_seconds: float | None, stop: Callable[[], bool]
+        self,
+        path: str | os.PathLike,
+        channels: str,
+        max_seconds: float | None,
+        stop: Callable[[], bool],
+        declared_channels: int | None,
     ) -> tuple[list, int, list[IO[bytes]]]:
         """(window sources, samples, temporary files to close) of a long file read in two passes, window
         by window, so only a few windows of samples and features are held whatever its length. Split, one
@@ -214,7 +227,7 @@ class WhisperEngine:
                 )
             )
             return [lambda: mixed], n_samples, []
-        spools = _channels_to_files(path, max_seconds, stop)
+        spools = _channels_to_files(path, declared_channels or 1, max_seconds, stop)
         try:
             first, n_samples = self._opened(lambda: _until_stopped(_spooled_chunks(spools[0]), stop))
         except BaseException:
@@ -234,9 +247,12 @@ class WhisperEngine:
         features = self.feature_extractor(audio)
         return (lambda seek, size: features[:, seek : seek + size]), features.shape[-1] - 1
 
-    def _load_audio(self, source: AudioSource, channels: str, max_seconds: float | None) -> np.ndarray:
+    def _load_audio(
+        self, source: AudioSource, channels: str, max_seconds: float | None, probed: MediaInfo | None = None
+    ) -> np.ndarray:
         """The whole file in memory. Split, every channel is transcribed: `max_seconds` counts the
-        seconds of all of them, as the work and the memory do (8 channels of 1 h held 4 GB)."""
+        seconds of all of them, as the work and the memory do (8 channels of 1 h held 4 GB). `probed`:
+        its headers when the caller read them already."""
         if isinstance(source, np.ndarray):
             audio = np.asarray(source, dtype=np.float32)
             if audio.ndim == 2 and channels == "mix":
@@ -248,12 +264,13 @@ class WhisperEngine:
             return audio
         if channels != "split" or max_seconds is None:
             return decode_audio(source, SAMPLING_RATE, channels=channels, max_seconds=max_seconds)
-        n_channels = 1
-        if isinstance(source, (str, os.PathLike, bytes)):  # a file object is not probed: its position
+        if probed is None and isinstance(
+            source, (str, os.PathLike, bytes)
+        ):  # not a file object: its position
             probed = probe_media(source)
-            n_channels = probed.channels or 1
-            if probed.duration is not None:
-                _check_channel_seconds(n_channels, probed.duration, max_seconds)
+        n_channels = (probed.channels if probed is not None else None) or 1
+        if probed is not None and probed.duration is not None:
+            _check_channel_seconds(n_channels, probed.duration, max_seconds)
         try:
             audio = decode_audio(
                 source, SAMPLING_RATE, channels=channels, max_seconds=max_seconds / n_channels
@@ -545,11 +562,11 @@ class WhisperEngine:
 
 
 def _channels_to_files(
-    path: str | os.PathLike, max_seconds: float | None, stop: Callable[[], bool]
+    path: str | os.PathLike, n_channels: int, max_seconds: float | None, stop: Callable[[], bool]
 ) -> list[IO[bytes]]:
     """Each channel of `path` at 16 kHz as float32 in its own anonymous temporary file (removed when
-    closed or collected), in one decoding pass; every channel's seconds count against `max_seconds`."""
-    n_channels = probe_media(path).channels or 1
+    closed or collected), in one decoding pass; every channel's seconds count against `max_seconds`
+    (`n_channels`: as the headers say, to bound each channel's decoding; the decoder's count decides)."""
     per_channel = None if max_seconds is None else max_seconds / n_channels
     spools: list[IO[bytes]] = []
     n_samples = 0

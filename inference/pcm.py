@@ -14,6 +14,9 @@ from cliptext.errors import ErrorCode
 from inference.types import AudioError
 
 SAMPLE_RATE = 16000
+# what raw PCM may declare (the gRPC contract); MAX_CHANNELS is also the most channels="split" transcribes
+MIN_PCM_RATE, MAX_PCM_RATE = 1000, 384000
+MAX_CHANNELS = 32
 _DTYPES = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 # Decoded audio lives in [-1, 1]; lossy decoders overshoot by a few percent and float files mixed
 # "hot" may peak at +24 dBFS (16), so 1e3 (+60 dBFS) is never reached by real audio and is far below
@@ -50,9 +53,9 @@ def check_pcm_format(sample_format: str, sample_rate: int, channels: int) -> Non
     """Refuse a format, rate or channel count that no conversion below can take (AUDIO_DECODE_ERROR)."""
     if sample_format not in _DTYPES:
         raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"unknown PCM format {sample_format!r}")
-    if not 1000 <= sample_rate <= 384000:
+    if not MIN_PCM_RATE <= sample_rate <= MAX_PCM_RATE:
         raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"PCM sample_rate {sample_rate} out of range")
-    if not 1 <= channels <= 32:
+    if not 1 <= channels <= MAX_CHANNELS:
         raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"PCM channels {channels} out of range")
 
 

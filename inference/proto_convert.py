@@ -8,6 +8,7 @@ from __future__ import annotations
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from inference.audio_upload import AudioFormat
+from inference.pcm import MAX_CHANNELS, MAX_PCM_RATE, MIN_PCM_RATE
 from inference.stubs import pb2
 from inference.types import OptionsError, Segment, TranscribeOptions, Word
 
@@ -171,10 +172,13 @@ def spec_to_format(spec: pb2.AudioSpec) -> AudioFormat:
     kind = _FORMATS[spec.format]
     if kind == "encoded":
         return AudioFormat(kind, total_bytes=spec.total_bytes)
-    if not 1000 <= spec.sample_rate <= 384000:
-        raise OptionsError(f"raw PCM needs audio.sample_rate between 1000 and 384000, not {spec.sample_rate}")
-    if not 1 <= spec.channels <= 32:
-        raise OptionsError(f"raw PCM needs audio.channels between 1 and 32, not {spec.channels}")
+    if not MIN_PCM_RATE <= spec.sample_rate <= MAX_PCM_RATE:
+        raise OptionsError(
+            f"raw PCM needs audio.sample_rate between {MIN_PCM_RATE} and {MAX_PCM_RATE},"
+            f" not {spec.sample_rate}"
+        )
+    if not 1 <= spec.channels <= MAX_CHANNELS:
+        raise OptionsError(f"raw PCM needs audio.channels between 1 and {MAX_CHANNELS}, not {spec.channels}")
     return AudioFormat(kind, spec.sample_rate, spec.channels, spec.total_bytes)
 
 

@@ -24,6 +24,7 @@ from inference.decoding import DecodingOptions, DecodingResult, SpecialIds, Wind
 from inference.features import HOP_LENGTH, N_FRAMES, SAMPLING_RATE, FeatureExtractor, pad_or_trim
 from inference.mel_stream import open_stream
 from inference.model import CrossKV, OnnxWhisper
+from inference.pcm import MAX_CHANNELS
 from inference.tokenizer import SpecialTokens, Tokenizer
 from inference.types import MAX_TOKENS as MAX_LENGTH  # the decoder's context
 from inference.types import (
@@ -46,7 +47,7 @@ STREAM_MIN_SECONDS = 120.0
 STREAM_CHUNK_SECONDS = 30.0
 # channels="split" transcribes each channel on its own (a long one from its own temporary file): as many
 # as raw PCM may carry
-MAX_SPLIT_CHANNELS = 32
+MAX_SPLIT_CHANNELS = MAX_CHANNELS
 
 
 def compression_ratio(text: str) -> float:

@@ -150,6 +150,14 @@ def _record(row: Transcription, status_code: int | None, error: str | None) -> N
         WebhookDelivery.create(transcription=row.id, attempt=attempt, status_code=status_code, error=error)
 
 
+def _refused(row: Transcription, reason: str) -> None:
+    """Record and log a delivery that may not be made (not retried: the URL will not become
+    acceptable), the URL's credentials masked."""
+    reason = without_credentials(reason, row.webhook_url)
+    _record(row, None, f"refused: {reason}"[:1000])
+    log.warning("webhook for %s refused: %s", row.public_id, reason)
+
+
 def deliver_webhook(transcription_id: str, event: str) -> int | None:
     """POST the signed event to the transcription's webhook_url; returns the receiver's status code."""
     settings = Settings.from_env()
@@ -170,9 +178,8 @@ def deliver_webhook(transcription_id: str, event: str) -> int | None:
         try:
             check_target(row.webhook_url, settings.webhook_allow_private)
         except WebhookRefused as refused:
-            _record(row, None, f"refused: {refused}")
-            log.warning("webhook for %s refused: %s", transcription_id, refused)
-            return None  # not retried: the URL will not become acceptable
+            _refused(row, str(refused))
+            return None
         secret = Organization.get_by_id(row.organization_id).webhook_secret
         body = event_body(settings, row, event)
         timestamp = int(time.time())
@@ -187,10 +194,8 @@ def deliver_webhook(transcription_id: str, event: str) -> int | None:
             response = send_event(
                 row.webhook_url, body, headers, settings.webhook_timeout, settings.webhook_allow_private
             )
-        except SSRFGuardError as error:  # resolved to a public address when checked, not now
-            refused = without_credentials(str(error), row.webhook_url)
-            _record(row, None, f"refused: {refused}"[:1000])
-            log.warning("webhook for %s refused: %s", transcription_id, refused)
+        except SSRFGuardError as refused:  # resolved to a public address when checked, not now
+            _refused(row, str(refused))
             return None
         except requests.RequestException as error:
             _record(row, None, f"{type(error).__name__}: {error}"[:1000])

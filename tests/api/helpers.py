@@ -13,6 +13,14 @@ JFK_MP3 = AUDIO_DIR / "jfk.mp3"
 
 def upload_file(client, headers: dict[str, str], path: Path, filename: str | None = None) -> str:
     """Presign, PUT and complete a real file; returns the upload id."""
+    upload_id = put_file(client, headers, path, filename)
+    done = client.post("/v1/uploads/complete", json={"upload_id": upload_id}, headers=headers)
+    assert done.status_code == 200, done.get_json()
+    return upload_id
+
+
+def put_file(client, headers: dict[str, str], path: Path, filename: str | None = None) -> str:
+    """Presign and PUT a real file, not completed yet; returns the upload id."""
     data = path.read_bytes()
     name = filename or path.name
     response = client.post(
@@ -24,8 +32,6 @@ def upload_file(client, headers: dict[str, str], path: Path, filename: str | Non
     body = response.get_json()
     put = client.put(local_path(body["url"]), data=data, headers=body["headers"])
     assert put.status_code == 200, put.get_json()
-    done = client.post("/v1/uploads/complete", json={"upload_id": body["id"]}, headers=headers)
-    assert done.status_code == 200, done.get_json()
     return body["id"]
 
 

@@ -17,7 +17,7 @@ import api.services.transcriptions as transcription_service
 import api.services.uploads as uploads_service
 from api.models import Transcription, Upload, utcnow
 from api.services.uploads import purge_expired
-from tests.api.helpers import JFK_MP3, local_path, upload_file
+from tests.api.helpers import JFK_MP3, local_path, put_file, upload_file
 
 PAUSE = 0.5
 
@@ -140,9 +140,7 @@ def test_an_upload_purged_while_it_is_being_completed(app, new_org, tmp_path, mo
     probe opening them, UNSUPPORTED_MEDIA for a file that was fine."""
     _, headers = new_org("pro")
     client = app.test_client()
-    body = {"filename": "jfk.mp3", "content_type": "audio/mpeg", "size": JFK_MP3.stat().st_size}
-    presigned = client.post("/v1/uploads/presigned", json=body, headers=headers).get_json()
-    assert client.put(local_path(presigned["url"]), data=JFK_MP3.read_bytes()).status_code == 200
+    upload_id = put_file(client, headers, JFK_MP3)
     state = app.extensions["cliptext"]
     real_verify = uploads_service.verify_media
 
@@ -159,7 +157,7 @@ def test_an_upload_purged_while_it_is_being_completed(app, new_org, tmp_path, mo
         return duration
 
     monkeypatch.setattr(uploads_service, "verify_media", verify_while_purged)
-    response = client.post("/v1/uploads/complete", json={"upload_id": presigned["id"]}, headers=headers)
+    response = client.post("/v1/uploads/complete", json={"upload_id": upload_id}, headers=headers)
     assert response.status_code == 404, response.get_data(as_text=True)
     assert "expired" in response.get_json()["error"]["message"]
     with app.app_context():
@@ -174,9 +172,7 @@ def test_complete_sees_the_bytes_gone_before_the_purge_commits(app, make_app, ne
     _, headers = new_org("pro")
     other = make_app()
     client = app.test_client()
-    body = {"filename": "jfk.mp3", "content_type": "audio/mpeg", "size": JFK_MP3.stat().st_size}
-    presigned = client.post("/v1/uploads/presigned", json=body, headers=headers).get_json()
-    assert client.put(local_path(presigned["url"]), data=JFK_MP3.read_bytes()).status_code == 200
+    upload_id = put_file(client, headers, JFK_MP3)
     state = app.extensions["cliptext"]
     real_delete, real_verify = type(state.storage).delete, uploads_service.verify_media
     bytes_gone = threading.Event()
@@ -203,7 +199,7 @@ def test_complete_sees_the_bytes_gone_before_the_purge_commits(app, make_app, ne
     monkeypatch.setattr(uploads_service, "verify_media", verify_once_the_bytes_are_gone)
     with app.app_context():  # valid when complete starts, expired when the purge runs
         Upload.update(expires_at=utcnow() + dt.timedelta(seconds=PAUSE)).execute()
-    response = client.post("/v1/uploads/complete", json={"upload_id": presigned["id"]}, headers=headers)
+    response = client.post("/v1/uploads/complete", json={"upload_id": upload_id}, headers=headers)
     purge.join(10)
     assert response.status_code == 404, response.get_data(as_text=True)
     assert "expired" in response.get_json()["error"]["message"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import jiwer
 import numpy as np
 
+import inference.transcribe as transcribe_module
 from inference.audio import decode_audio
 from inference.transcribe import WhisperEngine
 from inference.types import TranscribeOptions
@@ -30,6 +31,14 @@ TRANSCRIPTS = json.loads((AUDIO / "transcripts.json").read_text())
 CLIPS = ("jfk.flac", "jfk.mp3", "stereo_diarization.wav", "multilingual.mp3", "hotwords.mp3")
 _WORK = Path(tempfile.mkdtemp(prefix="engine-ref-"))
 atexit.register(shutil.rmtree, _WORK, True)
+
+
+def stream_longer_than(monkeypatch, seconds: float, chunk_seconds: float | None = None) -> None:
+    """Make the engine stream files longer than `seconds` (in chunks of `chunk_seconds`), so the shared
+    clips of a few seconds take the path of hours of audio."""
+    monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", seconds)
+    if chunk_seconds is not None:
+        monkeypatch.setattr(transcribe_module, "STREAM_CHUNK_SECONDS", chunk_seconds)
 
 
 def normalize(text: str) -> str:

@@ -13,7 +13,17 @@ import inference.transcribe as transcribe_module
 from inference.audio import decode_audio, iter_audio_chunks
 from inference.mel_stream import open_stream
 from inference.types import TranscribeOptions
-from tests.inference.reference_runs import AUDIO, ROOT, TRANSCRIPTS, engine, normalize, ours, reference, wer
+from tests.inference.reference_runs import (
+    AUDIO,
+    ROOT,
+    TRANSCRIPTS,
+    engine,
+    normalize,
+    ours,
+    reference,
+    stream_longer_than,
+    wer,
+)
 
 
 def _text(segments) -> str:
@@ -120,8 +130,7 @@ def test_long_split_files_are_streamed_with_the_same_result(monkeypatch: pytest.
     options = TranscribeOptions(beam_size=1, channels="split")
     in_memory, _ = engine("fp32").transcribe(decode_audio(path, channels="split"), options)
     expected = [(s.channel, s.tokens) for s in in_memory]
-    monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", 5.0)
-    monkeypatch.setattr(transcribe_module, "STREAM_CHUNK_SECONDS", 3.0)
+    stream_longer_than(monkeypatch, 5.0, 3.0)
 
     def decoded_whole(*args, **kwargs):
         raise AssertionError("a long file was decoded whole")
@@ -136,8 +145,7 @@ def test_long_files_are_streamed_with_the_same_result(monkeypatch: pytest.Monkey
     path = AUDIO / "multilingual.mp3"
     options = TranscribeOptions(beam_size=1)
     in_memory, _ = engine("fp32").transcribe(decode_audio(path), options)
-    monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", 10.0)
-    monkeypatch.setattr(transcribe_module, "STREAM_CHUNK_SECONDS", 7.0)
+    stream_longer_than(monkeypatch, 10.0, 7.0)
     streamed, info = engine("fp32").transcribe(str(path), options)
     assert [s.tokens for s in streamed] == [s.tokens for s in in_memory]
     assert info.duration == pytest.approx(60.0, abs=0.5)

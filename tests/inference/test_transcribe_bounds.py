@@ -13,7 +13,7 @@ import soundfile as sf
 import inference.transcribe as transcribe_module
 from inference.audio import decode_audio, probe_media
 from inference.types import AudioError, OptionsError, Stopped, TranscribeOptions
-from tests.inference.reference_runs import AUDIO, engine
+from tests.inference.reference_runs import AUDIO, engine, stream_longer_than
 
 JFK = AUDIO / "jfk.flac"
 STREAMINFO = 8  # "fLaC", then the 4-byte header of the STREAMINFO block
@@ -49,8 +49,7 @@ def test_a_file_of_unknown_length_is_decoded_whole_while_short_then_streamed(
             streamed_chunks.append(chunk.shape[0])
             yield chunk
 
-    monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", 5.0)
-    monkeypatch.setattr(transcribe_module, "STREAM_CHUNK_SECONDS", 3.0)
+    stream_longer_than(monkeypatch, 5.0, 3.0)
     monkeypatch.setattr(transcribe_module, "iter_audio_chunks", counting_chunks)
     segments, info = engine("fp32").transcribe(str(unknown), options)
     assert [s.tokens for s in segments] == expected
@@ -65,8 +64,7 @@ def test_split_channels_count_every_channel_against_the_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
 ) -> None:
     if streamed:  # the same limits hold when the channels are read window by window
-        monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", 5.0)
-        monkeypatch.setattr(transcribe_module, "STREAM_CHUNK_SECONDS", 3.0)
+        stream_longer_than(monkeypatch, 5.0, 3.0)
     speech = decode_audio(str(JFK))  # 11 s
     four = tmp_path / "four.wav"
     sf.write(four, np.stack([speech] * 4, axis=1), 16000)
@@ -161,7 +159,7 @@ def _open_descriptors() -> int:
 def test_split_channel_files_are_closed_with_the_segments(monkeypatch: pytest.MonkeyPatch) -> None:
     """A long split file is spooled to one temporary file per channel; closing the segments closes them,
     even before the first segment was asked for (the server does, when its call ends early)."""
-    monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", 5.0)
+    stream_longer_than(monkeypatch, 5.0)
     options = TranscribeOptions(channels="split", beam_size=1)
     before = _open_descriptors()
     segments, info = engine("fp32").transcribe(str(JFK), options)
@@ -180,8 +178,7 @@ def test_a_stop_during_the_passes_before_any_window_ends_them(
     """Split and long: the spooling pass (4 chunks here, stopped at its first) and channel 0's first
     pass (stopped at its second chunk) run before any window; a stop there ends them, and the channel
     files close."""
-    monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", 5.0)
-    monkeypatch.setattr(transcribe_module, "STREAM_CHUNK_SECONDS", 3.0)
+    stream_longer_than(monkeypatch, 5.0, 3.0)
     checks = 0
 
     def stop() -> bool:
@@ -200,7 +197,7 @@ def test_split_takes_at_most_32_channels(tmp_path: Path, monkeypatch: pytest.Mon
     """Split, each channel is a transcription (a long one a temporary file): 40 are refused before any
     is transcribed, as raw PCM refuses them; mixed, the same file is one transcription."""
     if long:
-        monkeypatch.setattr(transcribe_module, "STREAM_MIN_SECONDS", 0.5)
+        stream_longer_than(monkeypatch, 0.5)
     many = tmp_path / "forty.wav"
     sf.write(many, np.zeros((16000, 40), np.float32), 16000, subtype="PCM_16")
     for source in (str(many), decode_audio(str(many), channels="split")):

@@ -155,6 +155,12 @@ class WhisperEngine:
         receive audio afterwards (the gRPC server) ask before reading it."""
         if options.language is not None and options.language not in self.config.language_codes:
             raise OptionsError(f"unknown language {options.language!r}")
+        if options.language not in (None, "en") and not self.config.is_multilingual:
+            # faster-whisper quietly transcribes English; a caller who named another language would
+            # get an English rendering of speech the model cannot hear as what it is
+            raise OptionsError(
+                f"language {options.language!r}: this model is English-only (give 'en' or no language)"
+            )
         if options.task == "translate" and not self.config.is_multilingual:
             raise OptionsError("translate needs a multilingual model")
         if any(t >= self.config.n_vocab for t in options.suppress_tokens):
@@ -286,7 +292,7 @@ class WhisperEngine:
     def _language(self, first_source, options: TranscribeOptions):
         language, probability, all_probs = options.language, 1.0, None
         if not self.config.is_multilingual:
-            language = "en"  # as faster-whisper: an English-only model transcribes English
+            language = "en"  # check_options refused any other
         elif language is None:
             window, content_frames = first_source()
             mel = window(0, min(N_FRAMES, content_frames + 1))

@@ -149,3 +149,18 @@ def test_long_files_are_streamed_with_the_same_result(monkeypatch: pytest.Monkey
     streamed, info = engine("fp32").transcribe(str(path), options)
     assert [s.tokens for s in streamed] == [s.tokens for s in in_memory]
     assert info.duration == pytest.approx(60.0, abs=0.5)
+
+
+@pytest.mark.parametrize("language", ["en", None])
+def test_english_or_no_language_is_what_an_english_only_model_takes(language: str | None) -> None:
+    segments, info = engine("fp32").transcribe(str(AUDIO / "jfk.flac"), TranscribeOptions(language=language))
+    assert normalize(_text(segments)) == normalize(TRANSCRIPTS["jfk.flac"]["text"])
+    assert info.language == "en"
+
+
+def test_another_language_is_refused_by_an_english_only_model() -> None:
+    """faster-whisper would transcribe German speech as English words; the caller is told instead."""
+    from inference.types import OptionsError
+
+    with pytest.raises(OptionsError, match="English-only"):
+        engine("fp32").transcribe(str(AUDIO / "multilingual.mp3"), TranscribeOptions(language="de"))

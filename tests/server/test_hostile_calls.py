@@ -52,6 +52,7 @@ BAD_OPTIONS = [
     (pb2.TranscribeConfig(suppress_tokens=pb2.TokenIds(ids=list(range(51864)))), "suppress_tokens"),
     (pb2.TranscribeConfig(language="xx"), "language"),
     (pb2.TranscribeConfig(language="en\n"), "language"),
+    (pb2.TranscribeConfig(language="de"), "English-only"),  # the shipped model is tiny.en
 ]
 
 

@@ -41,8 +41,12 @@ def negotiate(format_param: str | None, accept: MIMEAccept) -> str:
     """The format asked for: `format` if given, else the best Accept match, else json."""
     if format_param:
         return format_param
-    best = accept.best_match(list(_ACCEPTED)) if accept else None
-    return _ACCEPTED.get(best or "", "json")
+    if not accept:
+        return "json"
+    # parameters other than q name no other format ("text/vtt; charset=utf-8" is what we send back);
+    # werkzeug matches them exactly, so an offer without them would never be chosen
+    bare = MIMEAccept([(value.partition(";")[0].strip(), quality) for value, quality in accept])
+    return _ACCEPTED.get(bare.best_match(list(_ACCEPTED)) or "", "json")
 
 
 def content_type(fmt: str) -> str:

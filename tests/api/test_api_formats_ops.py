@@ -86,6 +86,16 @@ def test_formats_by_parameter_and_by_accept_header(client, app, new_org):
     assert vtt.mimetype == "text/vtt"
     assert re.match(r"WEBVTT\n\n00:00:00\.000 --> 00:00:04\.000\n", vtt.get_data(as_text=True))
 
+    # a media type's parameters name no other format: what the API sends back may be asked for
+    for accept, mimetype in [
+        ("text/vtt; charset=utf-8", "text/vtt"),
+        ("application/x-subrip;charset=UTF-8", "application/x-subrip"),
+        ("text/plain; format=flowed, application/json;q=0.5", "text/plain"),
+        ("text/vtt; charset=utf-8; q=0.2, application/json", "application/json"),
+    ]:
+        answer = client.get(url, headers={**headers, "Accept": accept})
+        assert (answer.status_code, answer.mimetype) == (200, mimetype), accept
+
     # the parameter wins over Accept; json is the resource itself
     resource = client.get(f"{url}?format=json", headers={**headers, "Accept": "text/vtt"})
     assert resource.mimetype == "application/json" and resource.get_json()["id"] == txn_id

@@ -104,7 +104,8 @@ class Transcriptions(MethodView):
         row = service.create(app_state, org, upload, body, request_id=g.get("request_id"))
         return _with_segments(row)
 
-    @blp.arguments(ListQuerySchema(), location="query")  # an instance: a class is instantiated per request
+    # an instance (a class is instantiated per request); unknown parameters refused, as in bodies
+    @blp.arguments(ListQuerySchema(), location="query", unknown=ma.RAISE)
     @blp.response(200, TranscriptionListSchema)
     @errors(blp, 422)
     def get(self, query):
@@ -153,7 +154,7 @@ def _render(row, fmt: str, granularities: list[str]):
 
 @blp.route("/<string:transcription_id>")
 class TranscriptionById(MethodView):
-    @blp.arguments(FormatQuerySchema(), location="query", as_kwargs=True)
+    @blp.arguments(FormatQuerySchema(), location="query", as_kwargs=True, unknown=ma.RAISE)
     @blp.doc(responses=_FORMAT_RESPONSES)
     @errors(blp, 404, 409, 422)
     def get(self, transcription_id, format=None, timestamp_granularities=("segment",)):  # noqa: A002

@@ -160,6 +160,25 @@ def test_list_newest_first_with_cursor_and_filter(client, app, new_org):
         assert response.status_code == 422, query
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "field"),
+    [
+        ("/v1/transcriptions", "ending_before=txn_x", "ending_before"),
+        ("/v1/transcriptions", "Limit=1", "Limit"),
+        ("/v1/transcriptions", "limit=1&state=failed", "state"),
+        ("/v1/transcriptions/{id}", "fromat=srt", "fromat"),
+    ],
+)
+def test_an_unknown_query_parameter_is_refused_not_ignored(client, new_org, path, query, field):
+    """A misspelt filter answered as if absent would hand back a page the caller did not ask for."""
+    _, headers = new_org("pro")
+    txn_id = create(client, headers, upload_file(client, headers, JFK_MP3)).get_json()["id"]
+    response = client.get(f"{path.format(id=txn_id)}?{query}", headers=headers)
+    assert response.status_code == 422, response.get_json()
+    error = response.get_json()["error"]
+    assert error["code"] == "VALIDATION_ERROR" and field in error["details"]["fields"]
+
+
 def test_delete_removes_everything_and_cancels_job(client, app, new_org, redis_conn, tmp_path, test_ns):
     _, headers = new_org("pro")
     upload_id = upload_file(client, headers, JFK_MP3)

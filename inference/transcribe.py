@@ -346,11 +346,7 @@ class WhisperEngine:
     def _prompt(
         self, tokenizer: Tokenizer, previous: list[int], options: TranscribeOptions, prefix: str | None
     ) -> list[int]:
-        prompt: list[int] = []
-        if previous:
-            prompt.append(tokenizer.sot_prev)
-            prompt.extend(previous[-(MAX_LENGTH // 2 - 1) :])
-        prompt.extend(tokenizer.sot_sequence)
+        prompt = list(tokenizer.sot_sequence)
         if options.without_timestamps:
             prompt.append(tokenizer.no_timestamps)
         if prefix:
@@ -360,6 +356,11 @@ class WhisperEngine:
             if not options.without_timestamps:
                 prompt.append(tokenizer.timestamp_begin)
             prompt.extend(prefix_tokens)
+        if previous:
+            # faster-whisper's 223 tokens of context, fewer when a long prefix would otherwise push the
+            # prompt past the decoder's last position (its oldest tokens go first)
+            room = min(MAX_LENGTH // 2 - 1, MAX_LENGTH - 1 - len(prompt))
+            prompt[:0] = [tokenizer.sot_prev, *previous[max(0, len(previous) - room) :]]
         return prompt
 
     def _generate_segments(

@@ -164,3 +164,13 @@ def test_another_language_is_refused_by_an_english_only_model() -> None:
 
     with pytest.raises(OptionsError, match="English-only"):
         engine("fp32").transcribe(str(AUDIO / "multilingual.mp3"), TranscribeOptions(language="de"))
+
+
+@pytest.mark.parametrize("beam_size", [1, 5])
+def test_a_long_prompt_and_a_long_prefix_fit_the_decoder_together(beam_size: int) -> None:
+    """Each alone is cut to faster-whisper's 223 tokens; together they made a 449-token prompt, one past
+    the decoder's last position, and ONNX Runtime failed the call. The context now gives way."""
+    words = " ".join(f"word{i}" for i in range(400))
+    options = TranscribeOptions(beam_size=beam_size, initial_prompt=words, prefix=words)
+    segments = list(engine("fp32").transcribe(str(AUDIO / "jfk.flac"), options)[0])
+    assert segments and segments[0].text.startswith(" word0 word1 word2")

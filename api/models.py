@@ -174,6 +174,21 @@ class Segment(BaseModel):
         indexes = ((("transcription", "index"), True),)
 
 
+class DeletedTranscription(BaseModel):
+    """Where a deleted transcription stood in its organization's list, and nothing else: a client
+    paging with `starting_after` set to it (deleted meanwhile, by itself or another) gets the next
+    page. Kept `DELETED_CURSOR_DAYS`; no transcript, audio or options."""
+
+    public_id = pw.CharField(max_length=40, unique=True)
+    organization = pw.ForeignKeyField(Organization, on_delete="CASCADE")
+    created_at = pw.DateTimeField()
+    row_id = pw.IntegerField()  # the transcription's id: ties on created_at are ordered by it
+    deleted_at = pw.DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "deleted_transcription"
+
+
 class WebhookDelivery(BaseModel):
     transcription = pw.ForeignKeyField(Transcription, backref="webhook_deliveries", on_delete="CASCADE")
     attempt = pw.IntegerField()
@@ -194,4 +209,5 @@ ALL_MODELS: list[type[BaseModel]] = [
     Transcription,
     Segment,
     WebhookDelivery,
+    DeletedTranscription,
 ]

@@ -84,7 +84,14 @@ class TranscriptionSchema(ResponseSchema):
 
 class ListQuerySchema(StrictSchema):
     limit = ma.fields.Integer(load_default=20, validate=ma.validate.Range(min=1, max=100))
-    starting_after = ma.fields.String(load_default=None, validate=ma.validate.Length(max=40))
+    starting_after = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.Length(max=40),
+        metadata={
+            "description": "The id of the last item of the previous page; still the page's place for "
+            "7 days after that transcription is deleted"
+        },
+    )
     status = ma.fields.String(load_default=None, validate=ma.validate.OneOf(TranscriptionStatus.ALL))
 
 

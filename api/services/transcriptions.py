@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ from ssrfguard import SSRFGuardError
 from api.db import locked, prepared, write_transaction
 from api.errors import ApiError, NotFound
 from api.models import (
+    DeletedTranscription,
     Organization,
     Segment,
     Transcription,
@@ -22,6 +24,7 @@ from api.models import (
     Upload,
     UploadStatus,
     db,
+    utcnow,
 )
 from api.queue import cancel_transcription, enqueue_transcription
 from api.services.uploads import delete_upload
@@ -215,7 +218,10 @@ def create(
     return row
 
 
-_PAGE_SENTINELS = {-1: "org", "?status": "status", "?after": "after", -2: "limit"}
+_PAGE_SENTINELS = {-1: "org", "?status": "status", "?created": "created", -3: "after", -2: "limit"}
+
+# how long a deleted transcription still works as a cursor: longer than anyone pages through a list
+DELETED_CURSOR_DAYS = 7
 
 
 def _page_query(with_status: bool, with_cursor: bool) -> pw.Query:
@@ -224,42 +230,48 @@ def _page_query(with_status: bool, with_cursor: bool) -> pw.Query:
     if with_status:
         query = query.where(Transcription.status == "?status")
     if with_cursor:
-        cursor = Transcription.alias("cursor")
-        position = cursor.select(cursor.created_at, cursor.id).where(
-            (cursor.public_id == "?after") & (cursor.organization == -1)
-        )
-        query = query.where(pw.Tuple(Transcription.created_at, Transcription.id) < position)
+        query = query.where(pw.Tuple(Transcription.created_at, Transcription.id) < pw.Tuple("?created", -3))
     return query.order_by(Transcription.created_at.desc(), Transcription.id.desc()).limit(-2)
+
+
+def _cursor_query() -> pw.Query:
+    """(created_at, id) of the cursor: a transcription of the organization, or one it deleted."""
+    live = Transcription.select(Transcription.created_at, Transcription.id).where(
+        (Transcription.public_id == "?after") & (Transcription.organization == -1)
+    )
+    deleted = DeletedTranscription.select(DeletedTranscription.created_at, DeletedTranscription.row_id).where(
+        (DeletedTranscription.public_id == "?after") & (DeletedTranscription.organization == -1)
+    )
+    return live.union_all(deleted)  # at most one row: a public id is either live or deleted
 
 
 def list_page(
     org: Organization, limit: int, starting_after: str | None = None, status: str | None = None
 ) -> Page:
-    """Newest first; `starting_after` is the id of the last item of the previous page."""
+    """Newest first; `starting_after` is the id of the last item of the previous page (deleted since or
+    not: the page goes on from where it stood)."""
+    position = None
     if starting_after:
         sql, params = prepared(
-            "page-cursor",
-            lambda: Transcription.select(Transcription.id).where(
-                (Transcription.public_id == "?after") & (Transcription.organization == -1)
-            ),
-            _PAGE_SENTINELS,
-            after=starting_after,
-            org=org.id,
+            "page-cursor", _cursor_query, {"?after": "after", -1: "org"}, after=starting_after, org=org.id
         )
-        if db.execute_sql(sql, params).fetchone() is None:
+        position = db.execute_sql(sql, params).fetchone()
+        if position is None:
             raise ApiError(
                 ErrorCode.VALIDATION_ERROR,
                 "starting_after does not name one of your transcriptions",
                 {"field": "starting_after"},
             )
-    shape = (bool(status), bool(starting_after))
+    shape = (bool(status), position is not None)
+    created, after = position or (None, None)
     sql, params = prepared(
         ("page", *shape),
         lambda: _page_query(*shape),
         _PAGE_SENTINELS,
         org=org.id,
         status=status,
-        after=starting_after,
+        created=created,
+        after=after,
         limit=limit + 1,
     )
     rows = [TranscriptionRow(values) for values in db.execute_sql(sql, params).fetchall()]
@@ -276,9 +288,24 @@ def delete(state: AppState, transcription: Transcription) -> None:
         upload = None
         if transcription.upload_id:
             upload = locked(Upload.select().where(Upload.id == transcription.upload_id)).first()
+        _remember_position(transcription)
         transcription.delete_instance(recursive=True)
         if upload is not None and not upload.transcriptions.exists():
             delete_upload(state, upload)  # a storage that fails rolls the rows back: retry the DELETE
+
+
+def _remember_position(transcription: Transcription) -> None:
+    """Keep where `transcription` stood in the list (a cursor may name it), and forget positions older
+    than DELETED_CURSOR_DAYS: the table stays as small as a week of deletes."""
+    DeletedTranscription.delete().where(
+        DeletedTranscription.deleted_at < utcnow() - timedelta(days=DELETED_CURSOR_DAYS)
+    ).execute()
+    DeletedTranscription.insert(
+        public_id=transcription.public_id,
+        organization=transcription.organization_id,
+        created_at=transcription.created_at,
+        row_id=transcription.id,
+    ).on_conflict_ignore().execute()
 
 
 def upload_for(org: Organization, upload_public_id: str) -> Upload:

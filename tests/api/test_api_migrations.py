@@ -15,7 +15,12 @@ from tests.api.postgres_admin import pg_admin
 def test_fresh_database_is_migrated_once(database_url):
     database = make_database(database_url)
     db.initialize(database)
-    names = ["001_initial", "002_segment_decoding", "003_transcription_completed_at_index"]
+    names = [
+        "001_initial",
+        "002_segment_decoding",
+        "003_transcription_completed_at_index",
+        "004_deleted_transcription",
+    ]
     assert pending(database) == names
     assert upgrade(database) == names
     assert upgrade(database) == []

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from rq import Queue
 from rq.job import Job
 
-from api.models import Segment, Transcription, TranscriptionStatus, Upload, utcnow
+from api.models import DeletedTranscription, Segment, Transcription, TranscriptionStatus, Upload, utcnow
 from api.queue import JOB_FUNCTION
 from tests.api.helpers import JFK_MP3, upload_file
 
@@ -158,6 +159,43 @@ def test_list_newest_first_with_cursor_and_filter(client, app, new_org):
     for query in ("limit=0", "limit=101", "status=bogus", "starting_after=txn_unknown"):
         response = client.get(f"/v1/transcriptions?{query}", headers=headers)
         assert response.status_code == 422, query
+
+
+def test_paging_goes_on_past_a_cursor_deleted_meanwhile(client, app, new_org):
+    """Deleting each page's items as it comes (or another client deleting the last one seen) must not
+    end the walk: the cursor names a transcription that no longer exists."""
+    _, headers = new_org("enterprise", custom_rate_limit=1000)
+    upload_id = upload_file(client, headers, JFK_MP3)
+    ids = [create(client, headers, upload_id).get_json()["id"] for _ in range(5)]
+    seen, cursor = [], None
+    while True:
+        query = "limit=2" + (f"&starting_after={cursor}" if cursor else "")
+        page = client.get(f"/v1/transcriptions?{query}", headers=headers)
+        assert page.status_code == 200, page.get_json()
+        items = [item["id"] for item in page.get_json()["data"]]
+        seen += items
+        for txn_id in items:
+            assert client.delete(f"/v1/transcriptions/{txn_id}", headers=headers).status_code == 204
+        if not page.get_json()["has_more"]:
+            break
+        cursor = items[-1]
+    assert seen == ids[::-1]
+    assert client.get("/v1/transcriptions", headers=headers).get_json()["data"] == []
+
+    # a position is kept a week, then forgotten; another organization never sees it
+    other_headers = new_org("pro")[1]
+    stranger = client.get(f"/v1/transcriptions?starting_after={ids[0]}", headers=other_headers)
+    assert stranger.status_code == 422
+    with app.app_context():
+        DeletedTranscription.update(deleted_at=utcnow() - timedelta(days=8)).execute()
+    last = create(client, headers, upload_file(client, headers, JFK_MP3)).get_json()[
+        "id"
+    ]  # the first went with its last transcription
+    assert client.delete(f"/v1/transcriptions/{last}", headers=headers).status_code == 204
+    with app.app_context():
+        assert [row.public_id for row in DeletedTranscription.select()] == [last]
+    stale = client.get(f"/v1/transcriptions?starting_after={ids[0]}", headers=headers)
+    assert stale.status_code == 422 and stale.get_json()["error"]["details"] == {"field": "starting_after"}
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from api.admin import mount_admin
 from api.auth import load_principal
+from api.blueprints.uploads import hold_upload_slot, release_upload_slot
 from api.db import init_db
 from api.errors import ErrorSchema, register_error_handlers
 from api.http_hooks import install_request_hooks, refuse_unstorable_input
@@ -120,6 +121,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     install_metrics(app, settings)  # before the auth hook: refused requests are counted and timed too
     app.before_request(load_principal)  # before the rate limiter's hook: it counts per organization
     init_rate_limits(app, settings.redis_url, app.config["REDIS_KEY_PREFIX"])
+    app.before_request(hold_upload_slot)  # a multipart upload's slot, taken before its body is read
+    app.teardown_request(release_upload_slot)
     app.before_request(refuse_unstorable_input)  # the body is read only for a caller let in
 
     api = CliptextApi(app)

@@ -156,13 +156,17 @@ def handle_api_error(error: ApiError) -> Response:
     return error_response(error.code, error.message, error.details, error.status, error.headers)
 
 
+# the Retry-After of every 503: a backing service down, an upload reservation busy
+RETRY_UNAVAILABLE = {"Retry-After": "5"}
+
+
 def handle_service_unavailable(error: Exception) -> Response:
     log.error("backing service unavailable (request %s): %r", g.get("request_id"), error)
     return error_response(
         ErrorCode.SERVICE_UNAVAILABLE,
         "A backing service is unavailable; retry later",
         {"request_id": g.get("request_id")},
-        headers={"Retry-After": "5"},
+        headers=RETRY_UNAVAILABLE,
     )
 
 

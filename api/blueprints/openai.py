@@ -17,7 +17,8 @@ from flask.views import MethodView
 
 from api import formats
 from api.auth import current_principal
-from api.blueprints import Blueprint
+from api.blueprints import HEADERS_BY_STATUS, Blueprint
+from api.blueprints.uploads import held_upload_slot
 from api.errors import ApiError
 from api.models import TranscriptionStatus
 from api.openai_errors import install_openai_errors, openai_error
@@ -63,7 +64,12 @@ _FORM_DOC = {
 def _openai_errors(*statuses: int):
     def decorator(func: Any) -> Any:
         for status in statuses:
-            func = blp.alt_response(status, schema=OpenAIErrorSchema, description="OpenAI-style error")(func)
+            func = blp.alt_response(
+                status,
+                schema=OpenAIErrorSchema,
+                description="OpenAI-style error",
+                headers=HEADERS_BY_STATUS.get(status),
+            )(func)
         return func
 
     return decorator
@@ -118,6 +124,8 @@ def _failed(row) -> Response:
 
 @blp.route("/audio/transcriptions")
 class AudioTranscriptions(MethodView):
+    takes_file = True  # holds a concurrent-upload slot while its body comes in (api.blueprints.uploads)
+
     @blp.doc(
         requestBody={"required": True, "content": {"multipart/form-data": {"schema": _FORM_DOC}}},
         responses={
@@ -142,7 +150,8 @@ class AudioTranscriptions(MethodView):
 
         Creates an ordinary transcription (listed by GET /v1/transcriptions) and waits for it; a
         `word` granularity creates it with word timestamps. `model` and `temperature` are accepted
-        for compatibility: the loaded model decodes with its temperature fallback.
+        for compatibility: the loaded model decodes with its temperature fallback. The upload counts
+        against the plan's concurrent uploads until it is stored (429 with Retry-After at the cap).
         """
         app_state = state()
         org = current_principal().org
@@ -154,13 +163,16 @@ class AudioTranscriptions(MethodView):
         file = request.files.get("file")
         if file is None or not file.filename:
             raise _invalid("The `file` part is required", "file")
-        upload = upload_service.create_from_file(app_state, org, file.filename, file.mimetype, file.stream)
         options = {
             "language": form["language"],
             "prompt": form["prompt"],
             "word_timestamps": "word" in form["timestamp_granularities"],
         }
-        row = service.create(app_state, org, upload, options, request_id=g.get("request_id"))
+        upload = upload_service.create_from_file(
+            app_state, held_upload_slot(), file.filename, file.mimetype, file.stream
+        )
+        with upload_service.removed_unless_transcribed(app_state, upload):
+            row = service.create(app_state, org, upload, options, request_id=g.get("request_id"))
         row = wait_until_final(app_state, org, row.public_id, app_state.settings.openai_wait_seconds)
         if row.status == TranscriptionStatus.COMPLETED:
             return _answer(row, form)

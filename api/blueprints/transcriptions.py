@@ -12,6 +12,7 @@ from werkzeug.exceptions import UnprocessableEntity
 from api import formats
 from api.auth import current_principal
 from api.blueprints import Blueprint, errors
+from api.blueprints.uploads import held_upload_slot
 from api.errors import ApiError
 from api.schemas.openai import VerboseTranscriptionSchema
 from api.schemas.transcriptions import (
@@ -64,6 +65,8 @@ def _with_segments(row):
 
 @blp.route("")
 class Transcriptions(MethodView):
+    takes_file = True  # a multipart POST holds a concurrent-upload slot (api.blueprints.uploads)
+
     @idempotent
     @blp.doc(
         requestBody={
@@ -80,20 +83,29 @@ class Transcriptions(MethodView):
     @blp.response(202, TranscriptionSchema)
     @errors(blp, 400, 404, 409, 413, 415, 422)
     def post(self):
-        """Create a transcription (status `queued`); the work happens in a background job"""
+        """Create a transcription (status `queued`); the work happens in a background job
+
+        A multipart upload counts against the plan's concurrent uploads while its body is received, as
+        a presigned one does (429 CONCURRENT_UPLOAD_LIMIT with Retry-After at the cap).
+        """
         app_state = state()
         org = current_principal().org
         if request.mimetype == "application/json":
             body = _load(_CREATE, request.get_json(silent=False), "json")
             upload = service.upload_for(org, body["upload_id"])
+            row = service.create(app_state, org, upload, body, request_id=g.get("request_id"))
         elif request.mimetype == "multipart/form-data":
             body = _load(_CREATE_FORM, request.form.to_dict(), "form")
             file = request.files.get("file")
             if file is None or not file.filename:
                 raise ApiError(ErrorCode.VALIDATION_ERROR, "The `file` part is required", {"field": "file"})
+            # refused before the file is stored, as create would refuse it after
+            service.check_webhook_url(body.get("webhook_url"), app_state.settings.webhook_allow_private)
             upload = upload_service.create_from_file(
-                app_state, org, file.filename, file.mimetype, file.stream
+                app_state, held_upload_slot(), file.filename, file.mimetype, file.stream
             )
+            with upload_service.removed_unless_transcribed(app_state, upload):
+                row = service.create(app_state, org, upload, body, request_id=g.get("request_id"))
         else:
             raise ApiError(
                 ErrorCode.UNSUPPORTED_MEDIA,
@@ -101,7 +113,6 @@ class Transcriptions(MethodView):
                 {"allowed": ["application/json", "multipart/form-data"]},
                 status=415,
             )
-        row = service.create(app_state, org, upload, body, request_id=g.get("request_id"))
         return _with_segments(row)
 
     # an instance (a class is instantiated per request); unknown parameters refused, as in bodies

@@ -1,12 +1,17 @@
-"""/v1/uploads: presigned URL, the signed local PUT (local storage), completion."""
+"""/v1/uploads: presigned URL, the signed local PUT (local storage), completion; and the concurrent-upload
+slot that a multipart upload to another endpoint (a view class with `takes_file = True`) holds."""
 
 from __future__ import annotations
 
-from flask import request
+import logging
+
+from flask import current_app, g, request
 from flask.views import MethodView
 
 from api.auth import current_principal
-from api.blueprints import Blueprint, errors
+from api.blueprints import HEADERS_BY_STATUS, Blueprint, errors
+from api.errors import ErrorSchema
+from api.models import Upload
 from api.schemas.uploads import (
     CompleteRequestSchema,
     PresignRequestSchema,
@@ -16,19 +21,57 @@ from api.schemas.uploads import (
 from api.services import uploads as service
 from api.state import state
 
+log = logging.getLogger(__name__)
+
 blp = Blueprint("uploads", __name__, url_prefix="/v1/uploads", description="Upload audio/video files")
+
+# every 503 carries Retry-After; presign's own (its reservation lock busy) is documented here
+_RETRY_AFTER_503 = {"Retry-After": HEADERS_BY_STATUS[429]["Retry-After"]}
+
+
+def hold_upload_slot() -> None:
+    """before_request hook (create_app), after authentication and the rate limit and before anything
+    reads the body (refuse_unstorable_input parses the form): a multipart upload holds one of the plan's
+    concurrent-upload slots while its body comes in, as a presigned one does; at the cap it is refused
+    with the body unread."""
+    if request.method != "POST" or request.mimetype != "multipart/form-data":
+        return
+    view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(getattr(view, "view_class", None), "takes_file", False):
+        g.upload_slot = service.reserve_file_slot(state(), current_principal().org)
+
+
+def release_upload_slot(_error: BaseException | None) -> None:
+    """teardown_request hook (create_app): the slot goes back whatever the outcome (left to expire if
+    this fails)."""
+    slot = g.pop("upload_slot", None)
+    if slot is None:
+        return
+    try:
+        service.release_file_slot(state(), slot)
+    except Exception:
+        log.exception("could not release upload slot %s (request %s)", slot.public_id, g.get("request_id"))
+
+
+def held_upload_slot() -> Upload:
+    """The slot this multipart request holds (for a `takes_file` view)."""
+    return g.upload_slot
 
 
 @blp.route("/presigned")
 class Presigned(MethodView):
     @blp.arguments(PresignRequestSchema())
     @blp.response(201, PresignResponseSchema)
+    @blp.alt_response(503, schema=ErrorSchema, headers=_RETRY_AFTER_503)
     @errors(blp, 400, 413, 422)
     def post(self, body):
         """Get a presigned upload URL
 
         One PUT of exactly `size` bytes to `url` with `headers`, before `expires_at`; then call
-        POST /v1/uploads/complete. Counts against the plan's concurrent uploads until completed or expired.
+        POST /v1/uploads/complete. `content_type` is an audio/* or video/* media type (or
+        application/octet-stream, application/ogg, application/mp4). Counts against the plan's concurrent
+        uploads until completed or expired: at the cap, 429 CONCURRENT_UPLOAD_LIMIT with Retry-After, the
+        seconds until the oldest upload in progress expires.
         """
         app_state = state()
         presigned = service.presign(

@@ -1,10 +1,13 @@
-"""Uploads: presigned URLs under the plan's concurrent-upload cap, the signed local PUT, completion checks."""
+"""Uploads: presigned URLs and multipart files under the plan's concurrent-upload cap, the signed local
+PUT, completion checks."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -12,8 +15,8 @@ import peewee as pw
 from itsdangerous import BadSignature, SignatureExpired
 
 from api.db import locked, write_transaction
-from api.errors import ApiError, NotFound
-from api.media import check_format, verify_media
+from api.errors import RETRY_UNAVAILABLE, ApiError, NotFound
+from api.media import check_content_type, check_format, verify_media
 from api.models import Organization, Upload, UploadStatus, utcnow
 from api.services.plans import limits_for
 from api.state import AppState
@@ -53,45 +56,60 @@ def _in_flight(org: Organization):
     )
 
 
+def _reserve(state: AppState, org: Organization, upload: Upload) -> Upload:
+    """Insert `upload` (pending or uploaded: it holds a slot) if the plan's concurrent-upload cap allows.
+
+    The count-then-insert runs under a per-organization Redis lock, so concurrent calls from any number
+    of API processes cannot exceed the cap.
+    """
+    cap = limits_for(org).concurrent_uploads
+    lock = state.redis.lock(state.key("lock", "uploads", org.public_id), timeout=LOCK_TIMEOUT_S)
+    if not lock.acquire(blocking_timeout=LOCK_TIMEOUT_S):
+        busy = "Upload reservation is busy; retry"
+        raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, busy, headers=dict(RETRY_UNAVAILABLE))
+    try:
+        with write_transaction():
+            upload.expires_at = utcnow() + URL_TTL
+            active, oldest = (
+                _in_flight(org).select(pw.fn.COUNT(Upload.id), pw.fn.MIN(Upload.expires_at)).tuples().get()
+            )
+            if active >= cap:
+                raise _cap_reached(org, cap, active, oldest)
+            upload.save(force_insert=True)
+    finally:
+        lock.release()
+    return upload
+
+
+def _cap_reached(org: Organization, cap: int, active: int, oldest: dt.datetime | None) -> ApiError:
+    """429 whose Retry-After is the time until the oldest reservation expires: its slot is free then at
+    the latest (sooner when that upload is completed or refused, which no one can foretell)."""
+    wait = math.ceil((oldest - utcnow()).total_seconds()) if oldest is not None else 1
+    return ApiError(
+        ErrorCode.CONCURRENT_UPLOAD_LIMIT,
+        f"At most {cap} concurrent upload(s) on the {org.plan} plan",
+        {"limit": cap, "in_progress": active, "plan": org.plan},
+        headers={"Retry-After": str(max(1, wait))},
+    )
+
+
 def presign(
     state: AppState, org: Organization, filename: str, content_type: str, size: int, base_url: str
 ) -> PresignedUpload:
-    """Reserve an upload slot and return where to PUT the bytes.
-
-    The count-then-insert runs under a per-organization Redis lock, so concurrent calls from any number
-    of API processes cannot exceed the plan's concurrent-upload cap.
-    """
+    """Reserve an upload slot and return where to PUT the bytes."""
     check_format(filename)
+    check_content_type(content_type)
     if size > state.settings.max_upload_bytes:
         raise ApiError(
             ErrorCode.PAYLOAD_TOO_LARGE,
             "Declared size exceeds the maximum upload size",
             {"field": "size", "max_bytes": state.settings.max_upload_bytes},
         )
-    cap = limits_for(org).concurrent_uploads
-    lock = state.redis.lock(state.key("lock", "uploads", org.public_id), timeout=LOCK_TIMEOUT_S)
-    if not lock.acquire(blocking_timeout=LOCK_TIMEOUT_S):
-        raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, "Upload reservation is busy; retry")
-    try:
-        with write_transaction():
-            active = _in_flight(org).count()
-            if active >= cap:
-                raise ApiError(
-                    ErrorCode.CONCURRENT_UPLOAD_LIMIT,
-                    f"At most {cap} concurrent upload(s) on the {org.plan} plan",
-                    {"limit": cap, "in_progress": active, "plan": org.plan},
-                )
-            upload = Upload(
-                organization=org,
-                filename=sanitize_filename(filename),
-                content_type=content_type,
-                declared_size=size,
-                expires_at=utcnow() + URL_TTL,
-            )
-            upload.storage_key = storage_key(org, upload.public_id)
-            upload.save(force_insert=True)
-    finally:
-        lock.release()
+    upload = Upload(
+        organization=org, filename=sanitize_filename(filename), content_type=content_type, declared_size=size
+    )
+    upload.storage_key = storage_key(org, upload.public_id)
+    _reserve(state, org, upload)
     expires_in = int(URL_TTL.total_seconds())
     if state.storage.is_local:
         token = state.signer.dumps({"u": upload.public_id}, salt=_SIGNER_SALT)
@@ -232,22 +250,31 @@ def _expired_meanwhile(upload: Upload) -> ApiError:
     )
 
 
-def create_from_file(
-    state: AppState, org: Organization, filename: str, content_type: str, stream: BinaryIO
-) -> Upload:
-    """A multipart upload: stored, probed and completed in one step."""
-    check_format(filename, field="file")
+def reserve_file_slot(state: AppState, org: Organization) -> Upload:
+    """Hold a concurrent-upload slot for a multipart upload before its body is read (429 at the cap).
+
+    The slot is a row counted as a presigned upload's is, filled in by create_from_file; whatever becomes
+    of the request, release_file_slot frees it (a crashed process's slot expires as a presigned one does).
+    """
     upload = Upload(
         organization=org,
-        filename=sanitize_filename(filename),
-        content_type=content_type or "application/octet-stream",
+        filename="upload",
+        content_type="application/octet-stream",
         declared_size=0,
-        status=UploadStatus.UPLOADED,
-        expires_at=utcnow() + URL_TTL,
+        status=UploadStatus.UPLOADED,  # its bytes come in this request; no URL is ever signed for it
     )
     upload.storage_key = storage_key(org, upload.public_id)
+    return _reserve(state, org, upload)
+
+
+def create_from_file(
+    state: AppState, slot: Upload, filename: str, content_type: str, stream: BinaryIO
+) -> Upload:
+    """A multipart upload in its reserved slot: stored, probed and completed in one step (which frees the
+    slot); refused, its bytes go at once and its row with release_file_slot."""
+    check_format(filename, field="file")
     try:
-        size = state.storage.write_stream(upload.storage_key, stream, state.settings.max_upload_bytes)
+        size = state.storage.write_stream(slot.storage_key, stream, state.settings.max_upload_bytes)
     except TooLarge as error:
         raise ApiError(
             ErrorCode.PAYLOAD_TOO_LARGE,
@@ -255,20 +282,55 @@ def create_from_file(
             {"max_bytes": state.settings.max_upload_bytes},
         ) from error
     try:
-        with state.storage.local_copy(upload.storage_key) as path:
+        with state.storage.local_copy(slot.storage_key) as path:
             duration = verify_media(path, state.settings.max_audio_seconds)
-        upload.declared_size = upload.received_size = size
-        upload.duration = duration
-        upload.status = UploadStatus.COMPLETED
-        upload.completed_at = utcnow()
-        upload.save(force_insert=True)
+        values = {
+            "filename": sanitize_filename(filename),
+            "content_type": content_type or "application/octet-stream",
+            "declared_size": size,
+            "received_size": size,
+            "duration": duration,
+            "status": UploadStatus.COMPLETED,
+            "completed_at": utcnow(),
+        }
+        stored = (
+            Upload.update(**values)
+            .where((Upload.id == slot.id) & (Upload.status == UploadStatus.UPLOADED))
+            .execute()
+        )
+        if not stored:  # purged as its reservation expired while the body came in
+            raise _expired_meanwhile(slot)
     except BaseException:
-        # not media, or the row could not be written (database down): no row would ever point at these
-        # bytes, so purge_expired could never remove them
+        # not media, or the row could not be written (database down): no completed row would ever point
+        # at these bytes
         with contextlib.suppress(Exception):
-            state.storage.delete(upload.storage_key)
+            state.storage.delete(slot.storage_key)
         raise
-    return upload
+    for name, value in values.items():
+        setattr(slot, name, value)
+    return slot
+
+
+def release_file_slot(state: AppState, slot: Upload) -> None:
+    """The end of a multipart request: a slot not completed (refused, failed, the client gone) goes, with
+    any bytes it received; a completed one is no longer counted and stays for its transcription."""
+    if Upload.select().where((Upload.id == slot.id) & (Upload.status != UploadStatus.COMPLETED)).exists():
+        state.storage.delete(slot.storage_key)
+        Upload.delete().where((Upload.id == slot.id) & (Upload.status != UploadStatus.COMPLETED)).execute()
+
+
+@contextlib.contextmanager
+def removed_unless_transcribed(state: AppState, upload: Upload) -> Iterator[None]:
+    """Around creating a multipart upload's transcription: should that fail (refused, enqueue failed), no
+    one ever learns the upload's id and the purge keeps completed uploads, so it goes now."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception), write_transaction():
+            current = locked(Upload.select().where(Upload.id == upload.id)).first()
+            if current is not None and not current.transcriptions.exists():
+                delete_upload(state, current)
+        raise
 
 
 def delete_upload(state: AppState, upload: Upload) -> None:

@@ -174,6 +174,25 @@ def refuse_unstorable_input() -> None:
         for name, file in request.files.items(multi=True):
             if file.mimetype and unstorable(file.mimetype):  # its name is sanitised, its type stored
                 raise _refuse(name, "The part's Content-Type must not contain NUL characters")
+    elif _carries_body() and not takes_file():
+        # webargs reads only JSON: a form or text body would be answered "missing data for required
+        # field", naming fields the caller did send
+        raise ApiError(
+            ErrorCode.UNSUPPORTED_MEDIA,
+            "The body must be JSON (Content-Type: application/json)",
+            {"allowed": ["application/json"]},
+            status=415,
+        )
+
+
+def _carries_body() -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+def takes_file() -> bool:
+    """Views that take a multipart file (`takes_file`) answer other bodies themselves."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    return getattr(getattr(view, "view_class", None), "takes_file", False)
 
 
 def _close_db(_exc: BaseException | None) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app, g, request
+from flask import g, request
 from flask.views import MethodView
 
 from api.auth import current_principal
 from api.blueprints import HEADERS_BY_STATUS, Blueprint, errors
 from api.errors import ErrorSchema
+from api.http_hooks import takes_file
 from api.models import Upload
 from api.schemas.uploads import (
     CompleteRequestSchema,
@@ -36,8 +37,7 @@ def hold_upload_slot() -> None:
     with the body unread."""
     if request.method != "POST" or request.mimetype != "multipart/form-data":
         return
-    view = current_app.view_functions.get(request.endpoint or "")
-    if getattr(getattr(view, "view_class", None), "takes_file", False):
+    if takes_file():
         g.upload_slot = service.reserve_file_slot(state(), current_principal().org)
 
 
@@ -63,7 +63,7 @@ class Presigned(MethodView):
     @blp.arguments(PresignRequestSchema())
     @blp.response(201, PresignResponseSchema)
     @blp.alt_response(503, schema=ErrorSchema, headers=_RETRY_AFTER_503)
-    @errors(blp, 400, 413, 422)
+    @errors(blp, 400, 413, 415, 422)
     def post(self, body):
         """Get a presigned upload URL
 
@@ -115,7 +115,7 @@ class Content(MethodView):
 class Complete(MethodView):
     @blp.arguments(CompleteRequestSchema())
     @blp.response(200, UploadSchema)
-    @errors(blp, 400, 404, 422)
+    @errors(blp, 400, 404, 415, 422)
     def post(self, body):
         """Mark an upload complete: it exists, has the declared size and is really audio/video"""
         return service.complete(state(), current_principal().org, body["upload_id"])

@@ -291,3 +291,33 @@ def test_cross_organization_matrix(client, new_org, app):
     # and A still has everything
     assert client.get(f"/v1/transcriptions/{txn_a}", headers=a).status_code == 200
     assert client.post("/v1/uploads/complete", json={"upload_id": upload_a}, headers=a).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type"),
+    [
+        (
+            "/v1/uploads/presigned",
+            "filename=a.mp3&content_type=audio%2Fmpeg&size=10",
+            "application/x-www-form-urlencoded",
+        ),
+        ("/v1/uploads/complete", "upload_id=upl_x", "text/plain"),
+        ("/v1/orgs/{org}/members", '{"email": "a@example.com"}', "text/plain"),
+    ],
+)
+def test_a_json_endpoint_sent_another_body_type_is_415_not_missing_fields(
+    client, new_org, path, body, content_type
+):
+    """webargs reads only JSON: the caller was told the fields it had sent were missing."""
+    org, headers = new_org("pro")
+    response = client.post(
+        path.format(org=org.public_id),
+        data=body,
+        headers={**headers, "Content-Type": content_type},
+    )
+    assert response.status_code == 415, response.get_json()
+    assert response.get_json()["error"] == {
+        "code": "UNSUPPORTED_MEDIA",
+        "message": "The body must be JSON (Content-Type: application/json)",
+        "details": {"allowed": ["application/json"]},
+    }

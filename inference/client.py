@@ -51,6 +51,10 @@ _FALLBACK_CODES = {
     grpc.StatusCode.UNAVAILABLE: ErrorCode.INFERENCE_UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED: ErrorCode.TIMEOUT,
 }
+# grpc's own refusal of a message over a side's max_*_message_length (4 MiB), which carries no trailer
+# ("SERVER: Received message larger than max (5242885 vs. 4194304)"):
+# the same message would be refused again, so it is the permanent PAYLOAD_TOO_LARGE, not a busy server
+_OVERSIZE_DETAILS = ("Received message larger than max", "Sent message larger than max")
 
 
 class InferenceError(Exception):
@@ -66,9 +70,17 @@ class InferenceError(Exception):
     def from_rpc(cls, error: grpc.RpcError) -> InferenceError:
         status = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         trailing = dict(error.trailing_metadata() or ()) if hasattr(error, "trailing_metadata") else {}
-        code = trailing.get(ERROR_CODE_KEY) or _FALLBACK_CODES.get(status, ErrorCode.INTERNAL)
+        details = (error.details() if hasattr(error, "details") else None) or str(error)
+        code = trailing.get(ERROR_CODE_KEY) or _fallback_code(status, details)
         kind = _ERRORS_BY_STATUS.get(status, cls)
-        return kind(status, code, error.details() if hasattr(error, "details") else str(error))
+        return kind(status, code, details)
+
+
+def _fallback_code(status: grpc.StatusCode, details: str) -> str:
+    """The Cliptext code of a failure that came without a trailer (from grpc itself, not the servicer)."""
+    if status == grpc.StatusCode.RESOURCE_EXHAUSTED and any(text in details for text in _OVERSIZE_DETAILS):
+        return ErrorCode.PAYLOAD_TOO_LARGE
+    return _FALLBACK_CODES.get(status, ErrorCode.INTERNAL)
 
 
 class InvalidRequest(InferenceError):
@@ -76,7 +88,8 @@ class InvalidRequest(InferenceError):
 
 
 class LimitExceeded(InferenceError):
-    """RESOURCE_EXHAUSTED: audio over a limit (code AUDIO_TOO_LONG / PAYLOAD_TOO_LARGE) or servers busy."""
+    """RESOURCE_EXHAUSTED: audio or a message over a limit (code AUDIO_TOO_LONG / PAYLOAD_TOO_LARGE: do
+    not retry) or servers busy (SERVICE_UNAVAILABLE)."""
 
 
 class Unavailable(InferenceError):
@@ -120,7 +133,9 @@ def channel_target(addresses: str | list[str]) -> str:
     """One gRPC target for one or several servers.
 
     "host:port" and "dns:///name:port" pass through (round robin over every address DNS gives);
-    a list or comma list becomes "ipv4:a:p,b:p" (or ipv6:), host names resolved now.
+    a list or comma list becomes "ipv4:a:p,b:p" (or ipv6:), host names resolved now. A list of both
+    families becomes "ipv6:" with the IPv4 ones IPv4-mapped ([::ffff:a]:p): a gRPC target takes one
+    family, and gRPC connects to a mapped address over IPv4 (an AF_INET socket where there is no IPv6).
     """
     if isinstance(addresses, str):
         addresses = [a.strip() for a in addresses.split(",")]
@@ -129,8 +144,7 @@ def channel_target(addresses: str | list[str]) -> str:
         raise ValueError("no inference server address")
     if len(addresses) == 1:
         return addresses[0]
-    v4: list[str] = []
-    v6: list[str] = []
+    resolved: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str]] = []
     for address in addresses:
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
@@ -139,9 +153,12 @@ def channel_target(addresses: str | list[str]) -> str:
         except ValueError:
             infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
             ips = [ipaddress.ip_address(info[4][0]) for info in infos]
-        for ip in dict.fromkeys(ips):
-            (v4 if ip.version == 4 else v6).append(f"{ip}:{port}" if ip.version == 4 else f"[{ip}]:{port}")
-    return "ipv4:" + ",".join(v4) if v4 else "ipv6:" + ",".join(v6)
+        resolved += [(ip, port) for ip in dict.fromkeys(ips)]
+    if all(ip.version == 4 for ip, _ in resolved):
+        return "ipv4:" + ",".join(f"{ip}:{port}" for ip, port in resolved)
+    return "ipv6:" + ",".join(
+        f"[::ffff:{ip}]:{port}" if ip.version == 4 else f"[{ip}]:{port}" for ip, port in resolved
+    )
 
 
 class TranscriberClient:

@@ -1,5 +1,5 @@
 """Admission control for transcriptions: a few run at once, a bounded number wait, the rest are refused;
-and a watchdog that ends the calls whose client stopped sending.
+and a watchdog that ends the calls whose client stopped sending, or stopped reading.
 
 Without it a burst of calls would share the CPU/GPU so thinly that every one of them times out.
 """
@@ -105,6 +105,10 @@ class UploadIdle(Exception):
     """The client sent nothing for the watchdog's idle_seconds: its call was cancelled."""
 
 
+class ResponseIdle(Exception):
+    """The client took no response for the watchdog's idle_seconds: its call was cancelled."""
+
+
 class Cancellable(Protocol):
     def cancel(self) -> None: ...
 
@@ -122,13 +126,23 @@ class _Watched:
     received: int = 0
 
 
+class Sending:
+    """One response on its way to the client: `expired` says why the watchdog cancelled the call."""
+
+    def __init__(self, call: Cancellable, since: float):
+        self.call = call
+        self.since = since
+        self.expired = ""
+
+
 class UploadWatchdog:
     """Cancels a call whose client sent no message for `idle_seconds`, or sends so slowly that, after
-    `idle_seconds`, it averages under `min_rate` bytes a second, while the server reads its stream.
+    `idle_seconds`, it averages under `min_rate` bytes a second, while the server reads its stream;
+    and one whose client has not taken a response for `idle_seconds` (`sending`).
 
-    An admitted stream that never sends its config or its audio, or trickles it, would hold its place
-    for good; one thread checks every call once a second (no timer per message: an upload may come in
-    thousands of small chunks).
+    An admitted stream that never sends its config or its audio, or trickles it, or never reads its
+    answers, would hold its place for good; one thread checks every call once a second (no timer per
+    message: an upload may come in thousands of small chunks).
     """
 
     def __init__(
@@ -144,6 +158,7 @@ class UploadWatchdog:
         self._watched: dict[int, _Watched] = {}
         self._ids = itertools.count()
         self._expired: dict[int, str] = {}
+        self._sending: dict[int, Sending] = {}
         self._thread: threading.Thread | None = None
 
     def watch(
@@ -170,6 +185,28 @@ class UploadWatchdog:
             with self._lock:
                 self._watched.pop(key, None)
                 self._expired.pop(key, None)
+
+    @contextmanager
+    def sending(self, call: Cancellable) -> Iterator[Sending]:
+        """Wrap the `yield` of a response: if the transport has not taken it (grpc has not asked for the
+        next) after idle_seconds, the call is cancelled, and ResponseIdle raised should it resume.
+
+        grpc's sync server sends what a servicer yields and waits, holding the call and its thread,
+        until the client's flow-control window takes it; a client that stops reading never opens it,
+        and only a cancel ends that wait (the generator is then closed at its yield).
+        """
+        key = next(self._ids)
+        sending = Sending(call, time.monotonic())
+        with self._lock:
+            self._sending[key] = sending
+            self._start_thread()
+        try:
+            yield sending
+        finally:
+            with self._lock:
+                self._sending.pop(key, None)
+        if sending.expired:
+            raise ResponseIdle(sending.expired)
 
     def _touch(self, key: int, received: int) -> None:
         with self._lock:
@@ -206,6 +243,11 @@ class UploadWatchdog:
                         del self._watched[key]
                         self._expired[key] = reason
                         ended.append(watched.call)
+                for key, sending in list(self._sending.items()):
+                    if now - sending.since > self.idle_seconds:
+                        del self._sending[key]
+                        sending.expired = f"no response taken by the client for {self.idle_seconds:g} s"
+                        ended.append(sending.call)
             for call in ended:
                 try:
                     call.cancel()

@@ -20,21 +20,24 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from cliptext.jsonlog import configure_logging
 from cliptext.settings import Settings
 from inference import metrics
 from inference.audio_upload import AudioLimits
 from inference.engine_threads import EngineThreads
-from inference.limits import Admission, UploadWatchdog
+from inference.limits import Admission, UploadIdle, UploadWatchdog
 from inference.servicer import Loaded, TranscriberServicer, add_transcriber
 from inference.stubs import SERVICE_NAME, pb2
 
 log = logging.getLogger("inference.server")
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # audio chunks are 1 MiB; room for a config and framing
-EXTRA_THREADS = 4  # health, reflection, DescribeModel while every transcription thread is busy
+EXTRA_THREADS = 4  # health checks, DescribeModel and refusals while every other thread is busy
+# reflection streams open at once, each holding a thread: grpcui and Postman keep theirs open, idle,
+# for as long as they run (ended after --upload-idle-seconds without a request); more are refused
+REFLECTION_STREAMS = 4
 # on CUDA each engine thread warms up on every decoder shape before SERVING, about 38 s per thread on an
 # H200, and 2 streams gave 94% of the throughput of 4 there (docs/deploy.md)
 GPU_STREAMS = 2
@@ -114,8 +117,14 @@ def server_version() -> str:
 
 
 def build_server(config: ServerConfig) -> tuple[grpc.Server, int, TranscriberServicer, health.HealthServicer]:
-    """The server (not started yet) bound to config.addr, and the port it really got (for port 0)."""
-    workers = config.max_concurrent + config.max_queue + EXTRA_THREADS
+    """The server (not started yet) bound to config.addr, and the port it really got (for port 0).
+
+    Every call that holds a thread is bounded by its own limit: transcriptions by Admission (refused at
+    once beyond max_concurrent + max_queue), reflection streams by REFLECTION_STREAMS; health checks and
+    DescribeModel are quick (and Watch holds no thread). So no maximum_concurrent_rpcs: grpc's cap
+    counted idle streams too, and refused health checks once a few clients left theirs open.
+    """
+    workers = config.max_concurrent + config.max_queue + REFLECTION_STREAMS + EXTRA_THREADS
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
         options=[
@@ -123,7 +132,6 @@ def build_server(config: ServerConfig) -> tuple[grpc.Server, int, TranscriberSer
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ],
-        maximum_concurrent_rpcs=workers,
     )
     servicer = TranscriberServicer(
         Admission(config.max_concurrent, config.max_queue),
@@ -135,11 +143,44 @@ def build_server(config: ServerConfig) -> tuple[grpc.Server, int, TranscriberSer
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    add_reflection(
+        reflection.ReflectionServicer((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)),
+        server,
+        UploadWatchdog(config.upload_idle_seconds, min_rate=0),
+    )
     port = server.add_insecure_port(config.addr)
     if port == 0:
         raise OSError(f"cannot listen on {config.addr}")
     return server, port, servicer, health_servicer
+
+
+def add_reflection(
+    servicer: reflection.ReflectionServicer, server: grpc.Server, idle: UploadWatchdog
+) -> None:
+    """reflection.enable_server_reflection, but at most REFLECTION_STREAMS streams open at once (more
+    are refused RESOURCE_EXHAUSTED), each ended after `idle`'s seconds without a request."""
+    open_streams = threading.BoundedSemaphore(REFLECTION_STREAMS)
+
+    def bounded(request_iterator, context: grpc.ServicerContext):
+        if not open_streams.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"{REFLECTION_STREAMS} reflection streams already open"
+            )
+        try:
+            yield from servicer.ServerReflectionInfo(idle.watch(iter(request_iterator), context), context)
+        except UploadIdle:  # cancelled: the client must open a new stream for its next request
+            pass
+        finally:
+            open_streams.release()
+
+    handler = grpc.stream_stream_rpc_method_handler(
+        bounded,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(reflection.SERVICE_NAME, {"ServerReflectionInfo": handler}),)
+    )
 
 
 def load(config: ServerConfig) -> Loaded:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 import grpc
@@ -18,7 +19,15 @@ from cliptext.errors import ErrorCode
 from inference import metrics
 from inference.audio_upload import AudioLimits, received_audio, too_long
 from inference.engine_threads import EngineThreads
-from inference.limits import Abandoned, Admission, QueueFull, UploadIdle, UploadWatchdog
+from inference.limits import (
+    Abandoned,
+    Admission,
+    QueueFull,
+    ResponseIdle,
+    Sending,
+    UploadIdle,
+    UploadWatchdog,
+)
 from inference.proto_convert import (
     ERROR_CODE_KEY,
     config_to_options,
@@ -59,11 +68,16 @@ class _Call:
 
     peer: str
     started: float
+    configured: float | None = None  # when the first message (the config) came
     request_id: str = ""
     audio_seconds: float = 0.0
     decoded_seconds: float = 0.0  # how far decoding got (over all channels): less than audio when stopped
     segments: int = 0
     outcome: str = "OK"
+
+    def processing_seconds(self) -> float:
+        """From the config on, as the contract says: a client may open its stream well before."""
+        return time.monotonic() - (self.started if self.configured is None else self.configured)
 
 
 class Malformed:
@@ -115,6 +129,7 @@ def _audio_chunks(requests: Iterator[pb2.TranscribeRequest]) -> Iterator[bytes]:
             raise request.refused()
         if request.WhichOneof("payload") != "audio":
             raise EngineError(ErrorCode.VALIDATION_ERROR, "only the first message may carry a config")
+        reject_unknown(request, "TranscribeRequest")  # as in the config: never silently ignored
         yield request.audio
 
 
@@ -158,13 +173,19 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
     def Transcribe(self, request_iterator: Iterable[pb2.TranscribeRequest], context) -> Iterator:
         call = _Call(peer=context.peer(), started=time.monotonic())
         metrics.IN_FLIGHT.inc()
+        sending: Sending | None = None
         try:
             requests = self.watchdog.watch(iter(request_iterator), context, _message_bytes)
-            yield from self._transcribe(requests, context, call)
+            with closing(self._transcribe(requests, context, call)) as responses:
+                for response in responses:
+                    with self.watchdog.sending(context) as sending:
+                        yield response
             if not context.is_active():
                 call.outcome = _gone(context)
         except UploadIdle:  # cancelled by the watchdog: the client is not listening any more
             call.outcome = "UPLOAD_IDLE"
+        except ResponseIdle:  # cancelled by the watchdog: the client stopped reading
+            call.outcome = "RESPONSE_IDLE"
         except EngineError as error:
             if not context.is_active():  # the client left mid-upload: its cut-off audio is not an error
                 call.outcome = _gone(context)
@@ -176,14 +197,15 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
             self._abort(context, ErrorCode.SERVICE_UNAVAILABLE, f"server busy: {error}")
         except (Abandoned, Stopped, grpc.RpcError):  # left while waiting, sending, or the first pass
             call.outcome = _gone(context)
-        except GeneratorExit:
-            call.outcome = _gone(context)
+        except GeneratorExit:  # grpc closed the call at a yield: cancelled, by the client or the watchdog
+            call.outcome = "RESPONSE_IDLE" if sending is not None and sending.expired else _gone(context)
             raise
         except Exception:
-            if call.outcome == "OK":  # not an abort raised above
-                call.outcome = "INTERNAL"
-                log.exception("transcription failed (request_id=%s)", call.request_id)
-            raise
+            # anything else is our bug or the machine's (a full disk): logged here, and the caller gets
+            # INTERNAL with its trailer, not grpc's UNKNOWN "Exception iterating responses: <our text>"
+            call.outcome = "INTERNAL"
+            log.exception("transcription failed (request_id=%s)", call.request_id)
+            self._abort(context, ErrorCode.INTERNAL, "internal error in the inference server")
         finally:
             metrics.IN_FLIGHT.dec()
             metrics.observe_call(call.outcome, call.audio_seconds, time.monotonic() - call.started)
@@ -194,7 +216,7 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
                 call.request_id or "-",
                 call.audio_seconds,
                 call.decoded_seconds,
-                time.monotonic() - call.started,
+                call.processing_seconds(),
                 call.segments,
                 call.outcome,
                 extra={"request_id": call.request_id or None},
@@ -207,6 +229,7 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
         # one of the server's threads, which health checks and reflection need too
         with self.admission.admit() as ticket:
             first = next(requests, None)
+            call.configured = time.monotonic()
             if first is None and not context.is_active():
                 raise Abandoned("the caller left before sending a config")
             if isinstance(first, Malformed):
@@ -256,7 +279,7 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
                 language=info.language,
                 language_probability=info.language_probability,
                 model=loaded.description.name,
-                processing_seconds=time.monotonic() - call.started,
+                processing_seconds=call.processing_seconds(),
                 segments=call.segments,
                 channels=channels,
             )

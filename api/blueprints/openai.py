@@ -192,7 +192,7 @@ def _model_body(model: model_service.LoadedModel) -> dict[str, Any]:
 @blp.route("/models")
 class Models(MethodView):
     @blp.response(200, ModelListSchema)
-    @_openai_errors(401, 429)
+    @_openai_errors(401, 429, 503)
     def get(self):
         """The loaded model, OpenAI-style"""
         current_principal()
@@ -203,7 +203,7 @@ class Models(MethodView):
 @blp.route("/models/<string:model_id>")
 class ModelById(MethodView):
     @blp.response(200, ModelSchema)
-    @_openai_errors(401, 404, 429)
+    @_openai_errors(401, 404, 429, 503)
     def get(self, model_id):
         """One model, OpenAI-style"""
         current_principal()

@@ -103,7 +103,7 @@ class Content(MethodView):
         },
     )
     @blp.response(200, UploadSchema)
-    @errors(blp, 403, 404, 409, 413, authenticated=False)
+    @errors(blp, 400, 403, 404, 409, 413, 503, authenticated=False)
     def put(self, upload_id):
         """Upload the bytes (local storage only: what a presigned URL points to)"""
         return service.receive_content(

@@ -105,6 +105,8 @@ def test_openapi_documents_every_error_with_the_envelope(client):
                 assert schema == expected, (path, method, code)
             if operation.get("security") != []:
                 assert {"401", "429"} <= set(errors), (path, method)
+            # every operation reads the database, Redis or storage, any of which may be down
+            assert "503" in errors, (path, method)
 
 
 def test_rate_limit_free_plan_shared_by_two_app_instances(make_app, app, new_org):

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import BadRequest
+from werkzeug.wsgi import LimitedStream
 
 from api.auth import is_public_endpoint
 from api.errors import ApiError
@@ -167,7 +168,12 @@ def refuse_unstorable_input() -> None:
     if request.is_json:
         _check_json_body()
     elif request.mimetype == "multipart/form-data":
-        for name, value in request.form.items(multi=True):
+        form = request.form
+        if _cut_short():
+            # werkzeug's form parser ends quietly where the bytes end: a client gone mid-upload would be
+            # answered (and its Idempotency-Key's answer stored) as if it had sent no file
+            raise BadRequest("The request body ended before its Content-Length; send it again whole")
+        for name, value in form.items(multi=True):
             reason = unstorable(value)
             if reason:
                 raise _refuse(name, reason)
@@ -183,6 +189,17 @@ def refuse_unstorable_input() -> None:
             {"allowed": ["application/json"]},
             status=415,
         )
+
+
+def _cut_short() -> bool:
+    """Whether the body ended before its Content-Length. gunicorn (wsgi.input_terminated) hands over
+    what came before the client went, and werkzeug then bounds the stream by the maximum only, so the
+    bytes read are counted against the length announced."""
+    stream, announced = request.stream, request.content_length
+    if announced is None or not isinstance(stream, LimitedStream):
+        return False
+    stream.exhaust()  # an epilogue the parser left unread is part of the body
+    return stream.tell() < announced
 
 
 def _carries_body() -> bool:

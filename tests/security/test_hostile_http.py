@@ -301,3 +301,41 @@ def test_requests_gunicorn_refuses_itself_answer_in_the_envelope(env, tmp_path: 
             assert error["code"] == ("PAYLOAD_TOO_LARGE" if status in (414, 431) else "VALIDATION_ERROR")
             assert len(error["message"]) <= 200 and b"<html" not in answer.lower()
         assert requests.get(f"{url}/v1/health", timeout=5).status_code == 200  # the worker stayed up
+
+
+def test_a_multipart_body_cut_short_under_gunicorn_is_400_and_its_key_stays_free(env, new_org, tmp_path):
+    """A client gone mid-upload (Content-Length announced, part sent, write side shut): gunicorn hands the
+    app what came and werkzeug's form parser ends quietly there. The answer was a 422 "file part
+    required", stored under the Idempotency-Key, so the retry of the whole body got 409 for 24 h."""
+    _, raw = new_org("enterprise", custom_rate_limit=1000)
+    prepared = requests.Request(
+        "POST",
+        "http://x/v1/transcriptions",
+        files={"file": ("jfk.mp3", (AUDIO_DIR / "jfk.mp3").read_bytes(), "audio/mpeg")},
+    ).prepare()
+    head = (
+        f"POST /v1/transcriptions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {raw}\r\n"
+        f"Idempotency-Key: cut-short\r\nContent-Type: {prepared.headers['Content-Type']}\r\n"
+        f"Content-Length: {len(prepared.body)}\r\n\r\n"
+    ).encode()
+    with gunicorn_servers(1, env, tmp_path, threads=2) as (url,):
+        parts = urlsplit(url)
+        for share in (0.5, 0.999):
+            with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+                sock.sendall(head + prepared.body[: int(len(prepared.body) * share)])
+                sock.shutdown(socket.SHUT_WR)
+                answer = sock.makefile("rb").read()
+            status, _, rest = answer.partition(b"\r\n")
+            assert status.split()[1] == b"400", (share, answer[:600])
+            assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"] == "VALIDATION_ERROR"
+        whole = requests.post(
+            f"{url}/v1/transcriptions",
+            data=prepared.body,
+            headers={
+                "Authorization": f"Bearer {raw}",
+                "Idempotency-Key": "cut-short",
+                "Content-Type": prepared.headers["Content-Type"],
+            },
+            timeout=30,
+        )
+        assert whole.status_code == 202, whole.text

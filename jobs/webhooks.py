@@ -58,6 +58,14 @@ def delivery_job_id(transcription_id: str, event: str) -> str:
     return f"{transcription_id}-{event.replace('.', '-')}"
 
 
+def _in_order(intervals: tuple[int, ...], retries: int) -> list[int]:
+    """Exactly `retries` waits: the configured ones in order, the last repeated. RQ picks a failed job's
+    wait counting from the end of the list (retries left), so a list of another length shifted them:
+    2 retries over the default five intervals waited 30 min and 2 h, not 10 s and 1 min."""
+    waits = list(intervals) or [0]
+    return (waits + [waits[-1]] * retries)[:retries]
+
+
 def enqueue_webhook(connection: redis.Redis, settings: Settings, transcription_id: str, event: str) -> bool:
     """Queue one delivery of `event` ("transcription.completed" / "transcription.failed"), unless it
     was queued in the last job_orphan_grace seconds: the worker that stored the result and the
@@ -67,8 +75,12 @@ def enqueue_webhook(connection: redis.Redis, settings: Settings, transcription_i
     if not connection.set(claim, 1, nx=True, ex=max(1, settings.job_orphan_grace)):
         log.info("webhook %s for %s: already queued", event, transcription_id)
         return False
-    intervals = list(settings.webhook_retry_intervals) or [0]
-    retry = Retry(max=settings.webhook_retries, interval=intervals) if settings.webhook_retries > 0 else None
+    retry = None
+    if settings.webhook_retries > 0:
+        retry = Retry(
+            max=settings.webhook_retries,
+            interval=_in_order(settings.webhook_retry_intervals, settings.webhook_retries),
+        )
     Queue(QUEUE_NAME, connection=connection).enqueue(
         JOB_FUNCTION,
         transcription_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -11,10 +12,13 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from rq.job import Job
 
-from jobs.webhooks import WebhookRefused, check_target
-from tests.jobs.stack import Stack
+from cliptext.settings import Settings
+from jobs.webhooks import WebhookRefused, check_target, delivery_job_id, enqueue_webhook
+from tests.jobs.stack import REDIS_URL, Stack
 from tests.media import AUDIO_DIR
+from tests.redis_db import flushed_redis
 
 JFK = AUDIO_DIR / "jfk.mp3"
 
@@ -163,3 +167,26 @@ def test_check_target_refuses_private_and_odd_targets(url: str) -> None:
 def test_check_target_allows_loopback_when_configured() -> None:
     check_target("http://127.0.0.1:9/hook", allow_private=True)
     check_target("http://93.184.215.14/hook", allow_private=False)  # a public address literal
+
+
+@pytest.mark.parametrize(
+    ("retries", "waits"),
+    [
+        (5, [10, 60, 300, 1800, 7200]),
+        (2, [10, 60]),
+        (3, [10, 60, 300]),
+        (7, [10, 60, 300, 1800, 7200, 7200, 7200]),
+    ],
+)
+def test_webhook_retries_wait_the_configured_intervals_in_order(retries: int, waits: list[int]) -> None:
+    """RQ picks a failed job's wait counting from the end of its list: with another number of retries
+    than intervals, 2 retries waited 30 min then 2 h instead of 10 s then 1 min."""
+    settings = dataclasses.replace(Settings.from_env(), webhook_retries=retries)
+    with flushed_redis(REDIS_URL) as conn:
+        enqueue_webhook(conn, settings, "txn_waits", "transcription.completed")
+        job = Job.fetch(delivery_job_id("txn_waits", "transcription.completed"), connection=conn)
+        applied = []
+        while job.should_retry:  # what RQ does after each failed attempt
+            applied.append(job.get_retry_interval())
+            job.retries_left -= 1
+    assert applied == waits

@@ -188,9 +188,10 @@ def fail_by_public_id(public_id: str, code: str, message: str) -> bool:
 
 
 def back_to_queue(run: Started) -> bool:
-    """processing -> queued while the job waits for a retry; partial segments are removed."""
+    """processing -> queued while the job waits for a retry; partial segments and the start go (the API
+    showed a queued transcription with a started_at)."""
     with db.atomic():
-        updated = _still_processing(run, status=TranscriptionStatus.QUEUED, progress=None)
+        updated = _still_processing(run, status=TranscriptionStatus.QUEUED, progress=None, started_at=None)
         if updated:
             Segment.delete().where(Segment.transcription == run.id).execute()
         return updated

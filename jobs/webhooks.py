@@ -11,6 +11,7 @@ that was checked (ssrfguard), since a name can resolve elsewhere a moment later 
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import hmac
 import ipaddress
@@ -28,7 +29,7 @@ from ssrfguard import SSRFGuardError
 from ssrfguard.requests import Session as PinnedSession
 
 from api.db import db, write_transaction
-from api.models import Organization, Transcription, WebhookDelivery
+from api.models import Organization, Transcription, WebhookDelivery, utcnow
 from api.queue import REQUEST_ID_META
 from cliptext.jsonlog import request_id_var
 from cliptext.settings import Settings
@@ -144,7 +145,8 @@ def event_body(settings: Settings, row: Transcription, event: str) -> bytes:
     payload = {
         "id": f"evt_{row.public_id}.{event}",
         "type": event,
-        "created_at": int(time.time()),
+        # when the transcription ended, the same on every retry of this event (its id)
+        "created_at": calendar.timegm((row.completed_at or utcnow()).utctimetuple()),
         "data": {
             "id": row.public_id,
             "object": "transcription",

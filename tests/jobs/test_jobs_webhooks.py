@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import hmac
 import json
@@ -14,8 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from rq.job import Job
 
+from api.models import Transcription
 from cliptext.settings import Settings
-from jobs.webhooks import WebhookRefused, check_target, delivery_job_id, enqueue_webhook
+from jobs.webhooks import WebhookRefused, check_target, delivery_job_id, enqueue_webhook, event_body
 from tests.jobs.stack import REDIS_URL, Stack
 from tests.media import AUDIO_DIR
 from tests.redis_db import flushed_redis
@@ -103,6 +105,7 @@ def test_webhook_is_signed_and_retried_after_a_500(stack: Stack, receiver: Recei
         assert event["data"]["error"] is None
         assert event["data"]["url"] == f"{stack.api_url}/v1/transcriptions/{created['id']}"
     assert stack.http("GET", json.loads(receiver.requests[0][1])["data"]["url"][len(stack.api_url) :]).ok
+    assert len({json.loads(body)["created_at"] for _, body in receiver.requests}) == 1  # one event, retried
 
     deliveries = stack.query(
         "SELECT d.attempt, d.status_code, d.error FROM webhook_delivery d JOIN transcription t "
@@ -190,3 +193,12 @@ def test_webhook_retries_wait_the_configured_intervals_in_order(retries: int, wa
             applied.append(job.get_retry_interval())
             job.retries_left -= 1
     assert applied == waits
+
+
+def test_an_event_is_dated_when_its_transcription_ended_on_every_attempt() -> None:
+    """A retry two hours later is the same event (same id): the receiver must not see it re-dated."""
+    ended = datetime.datetime(2026, 1, 15, 10, 30, tzinfo=datetime.UTC)
+    row = Transcription(public_id="txn_dated", status="completed", completed_at=ended.replace(tzinfo=None))
+    event = json.loads(event_body(Settings.from_env(), row, "transcription.completed"))
+    assert event["id"] == "evt_txn_dated.transcription.completed"
+    assert event["created_at"] == int(ended.timestamp())

@@ -59,3 +59,16 @@ def test_a_failure_message_holding_nul_is_stored(queued: str) -> None:
         row = Transcription.get(Transcription.public_id == queued)
     assert row.status == TranscriptionStatus.FAILED
     assert row.error_message == "bad header in track \ufffd\x01"
+
+
+def test_a_run_sent_back_to_the_queue_keeps_no_start(queued: str) -> None:
+    """Waiting for its retry, the transcription is queued: the API showed it with the failed run's
+    started_at."""
+    with db.connection_context():
+        run = transcript_store.start(queued)
+        assert run is not None
+        assert transcript_store.back_to_queue(run)
+        row = Transcription.get(Transcription.public_id == queued)
+        assert (row.status, row.started_at, row.progress) == (TranscriptionStatus.QUEUED, None, None)
+        again = transcript_store.start(queued)
+        assert again is not None and Transcription.get_by_id(row.id).started_at is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -25,6 +25,7 @@ from inference.limits import (
     QueueFull,
     ResponseIdle,
     Sending,
+    Ticket,
     UploadIdle,
     UploadWatchdog,
 )
@@ -245,9 +246,22 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
             mix = options.channels == "mix"
             with (
                 received_audio(_audio_chunks(requests), fmt, self.limits, mix) as source,
-                ticket.run(context.is_active),
+                self._slot(ticket, context),
             ):
                 yield from self._run(loaded, source, options, context, call)
+
+    @contextmanager
+    def _slot(self, ticket: Ticket, context) -> Iterator[None]:
+        """A running slot, waited for in turn; a call still waiting when a shutdown begins is refused at
+        once, UNAVAILABLE (its client goes to another server), rather than after the whole grace period
+        with grpc's own "Cancelling all calls"."""
+        try:
+            with ticket.run(lambda: context.is_active() and not self.draining):
+                yield
+        except Abandoned:
+            if self.draining and context.is_active():
+                raise EngineError(ErrorCode.INFERENCE_UNAVAILABLE, "the server is shutting down") from None
+            raise
 
     def _run(self, loaded: Loaded, source, options, context, call: _Call) -> Iterator:
         segments, info = loaded.threads.call(

@@ -311,13 +311,31 @@ def test_sigterm_lets_the_call_in_flight_finish(launch) -> None:
                 results.append(error)
                 first.set()
 
+    queued: list = []
+
+    def wait_in_queue() -> None:
+        with TranscriberClient(server.addr, timeout=300, retries=0) as client:
+            try:
+                list(client.transcribe(clip_path("jfk.mp3"), beam_size=1))
+            except Exception as error:  # reported by the assertions below
+                queued.append((error, time.monotonic()))
+
     thread = threading.Thread(target=run)
     thread.start()
     assert first.wait(120)
+    waiting = threading.Thread(target=wait_in_queue)
+    waiting.start()
+    time.sleep(2.0)  # uploaded, waiting for the one slot
     server.process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
     server.wait_for_log("NOT_SERVING; refusing new calls")
     with TranscriberClient(server.addr, timeout=10, retries=0) as client, pytest.raises(Exception) as refused:
         list(client.transcribe(clip_path("jfk.mp3")))
+    # the queued call is sent away at once, to another server, not held until the grace period ends
+    waiting.join(30)
+    [(error, ended)] = queued
+    assert (error.status, error.code) == (grpc.StatusCode.UNAVAILABLE, "INFERENCE_UNAVAILABLE"), error
+    assert ended - signalled < 10
     thread.join(300)
     assert isinstance(results[-1], Summary), results[-1]
     assert results[-1].duration == pytest.approx(45.0)

@@ -38,7 +38,7 @@ Exit codes:
   2  usage error (bad arguments, no API key)
   3  a transcription failed or was canceled
   4  timed out waiting for a transcription (--timeout)
-  5  the API could not be reached
+  5  the API could not be reached or did not answer in time (cliptext --timeout)
 """
 
 FORMATS = click.Choice(["json", "verbose_json", "text", "srt", "vtt"])
@@ -118,11 +118,18 @@ def _render(transcription: Transcription, fmt: str) -> str:
 
 
 def _fetch(client: Client, done: Transcription, fmt: str) -> str:
-    """A finished transcription in `fmt`: json and text are in what wait() returned, the rest is asked for."""
+    """A finished transcription in `fmt`: json and text are in what wait() returned, the rest is asked for.
+
+    verbose_json has words only when asked for, and asking for them of a transcription made without
+    word timestamps is a 409: so they are asked for exactly when it was made with them."""
     if fmt == "text":
         return (done.text or "").strip()
-    result = done if fmt == "json" else client.get_transcription(done.id, fmt)  # type: ignore[call-overload]
-    return result if isinstance(result, str) else _render(result, fmt)
+    if fmt == "json":
+        return _render(done, fmt)
+    if fmt == "verbose_json":
+        granularities = ("segment", "word") if done.options.get("word_timestamps") else ("segment",)
+        return _render(client.get_transcription(done.id, fmt, timestamp_granularities=granularities), fmt)
+    return client.get_transcription(done.id, fmt)  # type: ignore[call-overload]
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -154,7 +161,13 @@ def pass_client(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--api-key", metavar="KEY", help="API key (default: $CLIPTEXT_API_KEY).")
 @click.option("--base-url", metavar="URL", help="API base URL (default: $CLIPTEXT_BASE_URL).")
-@click.option("--timeout", "http_timeout", default=60.0, show_default=True, help="Seconds per HTTP request.")
+@click.option(
+    "--timeout",
+    "http_timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds per HTTP request (no answer in time: exit 5, as unreachable).",
+)
 def cli(api_key: str | None, base_url: str | None, http_timeout: float) -> None:
     """Transcribe audio and video with a Cliptext server."""
 

@@ -7,8 +7,8 @@
 
 Every failure is one exception type, `CliptextError(code, message, details, status)`: the API's error
 envelope, or a local condition with a code of the same list (`SERVICE_UNAVAILABLE` when the API
-cannot be reached, `TIMEOUT` when waiting gives up). Answers 429 (and 503 with Retry-After) are
-retried a bounded number of times after sleeping what Retry-After says.
+cannot be reached or does not answer in time, `TIMEOUT` only when wait() gives up). Answers 429 (and
+503 with Retry-After) are retried a bounded number of times after sleeping what Retry-After says.
 
 The key and base URL are client-side settings, so the client reads them itself (not cliptext.settings,
 which configures the server): `CLIPTEXT_API_KEY` and `CLIPTEXT_BASE_URL` (default
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import email.utils
 import mimetypes
 import os
 import time
@@ -300,13 +301,46 @@ def _remaining_size(handle: IO[bytes]) -> int:
 
 
 def _retry_after(response: requests.Response) -> float | None:
+    """Retry-After in seconds from now: RFC 9110 allows a number of seconds or an HTTP-date."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000": UTC without a named zone
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before retry number `attempt` (1, 2, ...) when the server named no time."""
+    return min(2.0**attempt * 0.25, 5.0)
+
+
+def _in_progress(error: CliptextError) -> bool:
+    """The 409 the API answers while the first request under the same Idempotency-Key still runs
+    (details.reason "in_progress"), not "used with a different request" ("key_reused": never worth
+    retrying)."""
+    return error.status == 409 and error.code == "CONFLICT" and error.details.get("reason") == "in_progress"
+
+
+def _part_name(handle: IO[bytes], filename: str | None) -> str:
+    """The multipart file name: the API tells the format by it, so a nameless file object needs one."""
+    if filename:
+        return filename
+    name = getattr(handle, "name", None)
+    if isinstance(name, str) and Path(name).name:
+        return Path(name).name
+    raise ValueError(
+        "This file object has no file name (the API tells the format by it): pass filename=, "
+        "e.g. filename='talk.mp3'"
+    )
 
 
 def _error_from_response(response: requests.Response) -> CliptextError:
@@ -336,6 +370,13 @@ def _error_from_response(response: requests.Response) -> CliptextError:
         response.status_code,
         retry_after=_retry_after(response),
     )
+
+
+def _sleep(seconds: float, deadline: float | None, why: str) -> None:
+    """time.sleep, except that a sleep ending past `deadline` raises TIMEOUT at once instead."""
+    if deadline is not None and time.monotonic() + seconds > deadline:
+        raise CliptextError("TIMEOUT", f"Gave up {why}: waiting {seconds:g} s would pass the deadline")
+    time.sleep(seconds)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -390,22 +431,35 @@ class Client:
         files: Mapping[str, tuple[str, IO[bytes], str]] | None = None,
         data: Mapping[str, Any] | None = None,
         retry_network: bool | None = None,
+        deadline: float | None = None,
+        gone_ok: bool = False,
     ) -> requests.Response:
-        """Send one API request; retry 429 / 503 after Retry-After; turn any failure into CliptextError.
+        """Send one API request, retrying what is safe to retry; turn any failure into CliptextError.
 
-        Network errors are retried only for requests that are safe to repeat (GET, DELETE, or a POST
-        carrying an Idempotency-Key)."""
+        Retried, at most `max_retries` times in all: 429 / 503 after Retry-After; with an
+        Idempotency-Key, the 409 saying the key's first request is still running (that attempt outlived
+        our timeout); network errors, for requests safe to repeat (GET, DELETE, or a POST carrying an
+        Idempotency-Key). No answer in time is SERVICE_UNAVAILABLE, like no connection: TIMEOUT is
+        wait()'s. `deadline` (time.monotonic()) bounds the whole call: a request still unanswered or a
+        Retry-After sleep ending past it raises TIMEOUT (a network error is not retried past it).
+        `gone_ok`: a 404 after an attempt whose answer was lost is success (a DELETE that the lost
+        attempt carried out)."""
         if not self.api_key:
             raise CliptextError("UNAUTHORIZED", "No API key: pass api_key= or set CLIPTEXT_API_KEY")
         url = self.base_url + path
         all_headers = {"Authorization": f"Bearer {self.api_key}", **(headers or {})}
+        keyed = "Idempotency-Key" in all_headers
         if retry_network is None:
-            retry_network = method in ("GET", "DELETE", "HEAD") or "Idempotency-Key" in all_headers
+            retry_network = method in ("GET", "DELETE", "HEAD") or keyed
         positions = {name: part[1].tell() for name, part in (files or {}).items()}
         attempt = 0
+        unanswered = False  # an earlier attempt got no answer: the server may have carried it out
         while True:
             for name, position in positions.items():
                 files[name][1].seek(position)  # type: ignore[index]
+            timeout = self.timeout
+            if deadline is not None:
+                timeout = min(timeout, max(deadline - time.monotonic(), 0.1))
             try:
                 response = self._session.request(
                     method,
@@ -415,27 +469,46 @@ class Client:
                     headers=all_headers,
                     files=files,
                     data=data,
-                    timeout=self.timeout,
+                    timeout=timeout,
                 )
             except requests.RequestException as exc:
-                if retry_network and attempt < self.max_retries:
+                if (
+                    isinstance(exc, requests.Timeout)
+                    and deadline is not None
+                    and time.monotonic() >= deadline
+                ):
+                    raise CliptextError(
+                        "TIMEOUT", f"No answer from the API before the deadline: {exc}"
+                    ) from exc
+                pause = _backoff(attempt + 1)
+                in_time = deadline is None or time.monotonic() + pause <= deadline
+                if retry_network and attempt < self.max_retries and in_time:
                     attempt += 1
-                    time.sleep(min(2.0**attempt * 0.25, 5.0))
+                    unanswered = True
+                    time.sleep(pause)
                     continue
-                code = "TIMEOUT" if isinstance(exc, requests.Timeout) else "SERVICE_UNAVAILABLE"
-                raise CliptextError(code, f"Cannot reach the Cliptext API at {self.base_url}: {exc}") from exc
-            if response.status_code < 400:
+                raise CliptextError(
+                    "SERVICE_UNAVAILABLE", f"Cannot reach the Cliptext API at {self.base_url}: {exc}"
+                ) from exc
+            if response.status_code < 400 or (response.status_code == 404 and gone_ok and unanswered):
                 return response
             error = _error_from_response(response)
-            wait = error.retry_after
-            retryable = response.status_code == 429 or (response.status_code == 503 and wait is not None)
-            if retryable and attempt < self.max_retries:
-                wait = 1.0 if wait is None else wait
-                if wait <= self.max_retry_wait:
-                    attempt += 1
-                    time.sleep(wait)
-                    continue
-            raise error
+            wait = self._retry_wait(error, attempt, keyed)
+            if wait is None:
+                raise error
+            attempt += 1
+            _sleep(wait, deadline, f"retrying {error.code}")
+
+    def _retry_wait(self, error: CliptextError, attempt: int, keyed: bool) -> float | None:
+        """Seconds to sleep before retrying this error answer; None when it is raised instead."""
+        if attempt >= self.max_retries:
+            return None
+        if error.status == 429 or (error.status == 503 and error.retry_after is not None):
+            wait = 1.0 if error.retry_after is None else error.retry_after
+            return wait if wait <= self.max_retry_wait else None
+        if keyed and _in_progress(error):
+            return _backoff(attempt + 1)
+        return None
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
@@ -500,6 +573,7 @@ class Client:
         upload_id: str | None = None,
         *,
         file: str | os.PathLike[str] | IO[bytes] | None = None,
+        filename: str | None = None,
         language: str | None = None,
         prompt: str | None = None,
         webhook_url: str | None = None,
@@ -508,10 +582,14 @@ class Client:
     ) -> Transcription:
         """Queue a transcription of an upload (or of `file`, sent as multipart in the same request).
 
-        An Idempotency-Key is generated when none is given, so a retry after a network error cannot
-        queue the same work twice."""
+        The API tells the format by the file name: `filename=` names a file object without one
+        (ValueError otherwise, before any request). An Idempotency-Key is generated when none is given,
+        so a retry after a network error cannot queue the same work twice; an error raised carries it
+        in `details["idempotency_key"]`, so the caller can ask again and learn the outcome."""
         if (upload_id is None) == (file is None):
             raise CliptextError("VALIDATION_ERROR", "Give exactly one of upload_id and file")
+        if filename is not None and file is None:
+            raise ValueError("filename= goes with file=")
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         options = {
             "language": language,
@@ -520,20 +598,24 @@ class Client:
             "word_timestamps": word_timestamps,
         }
         options = {k: v for k, v in options.items() if v is not None}
-        if upload_id is not None:
-            data = self._json(
-                "POST", "/transcriptions", json={"upload_id": upload_id, **options}, headers=headers
-            )
-            return Transcription.from_json(data)
-        if isinstance(file, (str, os.PathLike)):
-            with open(file, "rb") as handle:
-                return self._create_multipart(handle, options, headers)
-        return self._create_multipart(file, options, headers)  # type: ignore[arg-type]
+        try:
+            if upload_id is not None:
+                body = {"upload_id": upload_id, **options}
+                return Transcription.from_json(
+                    self._json("POST", "/transcriptions", json=body, headers=headers)
+                )
+            if isinstance(file, (str, os.PathLike)):
+                with open(file, "rb") as handle:
+                    return self._create_multipart(handle, filename or Path(file).name, options, headers)
+            name = _part_name(file, filename)  # type: ignore[arg-type]
+            return self._create_multipart(file, name, options, headers)  # type: ignore[arg-type]
+        except CliptextError as error:
+            error.details.setdefault("idempotency_key", headers["Idempotency-Key"])
+            raise
 
     def _create_multipart(
-        self, handle: IO[bytes], options: Mapping[str, Any], headers: Mapping[str, str]
+        self, handle: IO[bytes], name: str, options: Mapping[str, Any], headers: Mapping[str, str]
     ) -> Transcription:
-        name = Path(str(getattr(handle, "name", "") or "audio")).name
         kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
         form = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in options.items()}
         data = self._json(
@@ -602,8 +684,11 @@ class Client:
             starting_after = items[-1]["id"]
 
     def delete_transcription(self, transcription_id: str) -> None:
-        """Delete a transcription (a queued or running one is canceled first by the API)."""
-        self._request("DELETE", f"/transcriptions/{transcription_id}")
+        """Delete a transcription (a queued or running one is canceled first by the API).
+
+        A 404 answering the automatic retry of a DELETE whose first answer was lost is success: that
+        first DELETE did it."""
+        self._request("DELETE", f"/transcriptions/{transcription_id}", gone_ok=True)
 
     def wait(
         self,
@@ -617,11 +702,26 @@ class Client:
         """Poll until the status is final, backing off from `poll_interval` to `max_poll_interval`.
 
         Returns the transcription whatever its final status (check `.status` / `.error`); raises
-        CliptextError("TIMEOUT") when `timeout` seconds pass first. `on_update` sees every poll."""
+        CliptextError("TIMEOUT") when `timeout` seconds pass first, or as soon as the API asks for a
+        pause (429 Retry-After) that would end past them. `on_update` sees every poll."""
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = poll_interval
+        status: str | None = None
         while True:
-            transcription = self.get_transcription(transcription_id)
+            try:
+                body = self._json(
+                    "GET", f"/transcriptions/{transcription_id}", params={"format": "json"}, deadline=deadline
+                )
+            except CliptextError as error:
+                if error.code != "TIMEOUT" or error.status is not None:
+                    raise
+                raise CliptextError(
+                    "TIMEOUT",
+                    f"{transcription_id} not final within {timeout:g} s: {error.message}",
+                    {"id": transcription_id, "status": status},
+                ) from error
+            transcription = Transcription.from_json(body)
+            status = transcription.status
             if on_update:
                 on_update(transcription)
             if transcription.done:

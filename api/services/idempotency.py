@@ -89,20 +89,31 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+# details.reason of the two 409s: a client retries the first (later, same key), never the second
+IN_PROGRESS, KEY_REUSED = "in_progress", "key_reused"
+
+
+def _in_progress() -> ApiError:
+    return ApiError(
+        ErrorCode.CONFLICT,
+        "A request with this Idempotency-Key is in progress",
+        {"header": HEADER, "reason": IN_PROGRESS},
+        headers={"Retry-After": "1"},
+    )
+
+
 def _replay(raw: bytes | None, fingerprint: str) -> Response:
     if raw is None:  # expired between SET NX and GET: treat as in progress, the client retries
-        raise ApiError(ErrorCode.CONFLICT, "A request with this Idempotency-Key is in progress")
+        raise _in_progress()
     record = json.loads(raw)
     if record["fingerprint"] != fingerprint:
         raise ApiError(
             ErrorCode.CONFLICT,
             "This Idempotency-Key was used with a different request",
-            {"header": HEADER},
+            {"header": HEADER, "reason": KEY_REUSED},
         )
     if record["state"] != "done":
-        raise ApiError(
-            ErrorCode.CONFLICT, "A request with this Idempotency-Key is in progress", {"header": HEADER}
-        )
+        raise _in_progress()
     response = Response(record["body"], status=record["status"], headers=record["headers"])
     response.headers["Idempotent-Replayed"] = "true"
     return response

@@ -252,6 +252,7 @@ def test_idempotency_key(client, new_org, redis_conn, test_ns):
     assert Queue(f"transcriptions-{test_ns}", connection=redis_conn).count == 1
     different = create(client, keyed, upload_id, language="de")
     assert different.status_code == 409 and different.get_json()["error"]["code"] == "CONFLICT"
+    assert different.get_json()["error"]["details"] == {"header": "Idempotency-Key", "reason": "key_reused"}
     # another key, or another organization with the same key, is a new request
     assert (
         create(client, {**headers, "Idempotency-Key": "other"}, upload_id).get_json()["id"]

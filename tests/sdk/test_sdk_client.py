@@ -109,7 +109,9 @@ def test_errors_carry_the_envelope(api_server: ApiServer, client: Client) -> Non
     assert caught.value.status == 404 and caught.value.code == "NOT_FOUND"
 
     with pytest.raises(CliptextError) as caught:
-        client.create_transcription(file=io.BytesIO(b"this is not audio at all" * 100), language="en")
+        client.create_transcription(
+            file=io.BytesIO(b"this is not audio at all" * 100), filename="notes.txt", language="en"
+        )
     assert (caught.value.code, caught.value.status) == ("VALIDATION_ERROR", 422)  # the spec's example
     assert caught.value.details.get("field") == "file" and caught.value.message
 

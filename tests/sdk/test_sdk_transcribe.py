@@ -101,3 +101,27 @@ def test_cli_exits_3_when_a_transcription_fails(pipeline: ApiServer, run_cli: Ru
     assert done.returncode == EXIT_FAILED, done.stderr
     assert "AUDIO_DECODE_ERROR" in done.stderr and "corrupt.mp3" in done.stderr
     assert "country" in done.stdout, "the other file's transcript is still printed"
+
+
+def test_cli_prints_the_words_of_a_word_timestamps_transcription(
+    pipeline: ApiServer, run_cli: Run, org: Org, jfk_words: list[str]
+) -> None:
+    """--word-timestamps then verbose_json: `transcribe --wait` and `wait` ask for the words too."""
+    done = run_cli(
+        org.key,
+        "transcribe",
+        str(AUDIO / "jfk.mp3"),
+        "--word-timestamps",
+        "--wait",
+        "--format",
+        "verbose_json",
+        "--timeout",
+        "180",
+    )
+    assert done.returncode == EXIT_OK, done.stderr
+    body = json.loads(done.stdout)
+    assert words(" ".join(w["word"] for w in body["words"])) == jfk_words
+    transcription_id = run_cli(org.key, "list", "--limit", "1").stdout.split("\t")[0]
+    waited = run_cli(org.key, "wait", transcription_id, "--format", "verbose_json")
+    assert waited.returncode == EXIT_OK, waited.stderr
+    assert json.loads(waited.stdout)["words"] == body["words"]

@@ -1,0 +1,230 @@
+"""What the SDK (cliptext.sdk) returns and raises: frozen dataclasses built from the API's JSON (each
+keeps the whole JSON in `.raw`), and CliptextError, the API's error envelope."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+FINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
+
+
+class CliptextError(Exception):
+    """Any error: the API's envelope {"error": {code, message, details}} plus the HTTP status.
+
+    `status` is None when no HTTP answer came (network error, local timeout); `retry_after` is the
+    server's Retry-After in seconds when it sent one.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        status: int | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.details = dict(details or {})
+        self.status = status
+        self.retry_after = retry_after
+
+
+# ---------------------------------------------------------------------------------------------------
+# results
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], data: Mapping[str, Any], **converted: Any) -> T:
+    """An instance of a result dataclass from a JSON object: known fields taken, the rest kept in `raw`."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {k: v for k, v in data.items() if k in names}
+    values.update(converted)
+    values["raw"] = dict(data)
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
+    id: int | None = None
+    channel: int = 0
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Segment:
+        words = tuple(_build(Word, w) for w in data.get("words") or ())
+        return _build(cls, data, words=words)
+
+
+@dataclass(frozen=True)
+class TranscriptionError:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """A transcription: `segments` always; `words` from get_transcription(format="verbose_json", ...)."""
+
+    id: str
+    status: str
+    text: str | None = None
+    language: str | None = None
+    duration: float | None = None
+    progress: float | None = None
+    upload_id: str | None = None
+    webhook_url: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    error: TranscriptionError | None = None
+    segments: tuple[Segment, ...] = ()
+    words: tuple[Word, ...] = ()  # verbose_json with the "word" granularity
+    created_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def done(self) -> bool:
+        """True once the status is final (completed, failed or canceled)."""
+        return self.status in FINAL_STATUSES
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Transcription:
+        error = data.get("error")
+        if isinstance(error, Mapping):
+            error = TranscriptionError(str(error.get("code", "")), str(error.get("message", "")))
+        elif data.get("error_code"):
+            error = TranscriptionError(str(data["error_code"]), str(data.get("error_message") or ""))
+        else:
+            error = None
+        upload = data.get("upload_id") or data.get("upload")
+        return _build(
+            cls,
+            data,
+            error=error,
+            upload_id=upload if isinstance(upload, str) else None,
+            segments=tuple(Segment.from_json(s) for s in data.get("segments") or ()),
+            words=tuple(_build(Word, w) for w in data.get("words") or ()),
+            options=dict(data.get("options") or {}),
+            created_at=_parse_time(data.get("created_at")),
+            started_at=_parse_time(data.get("started_at")),
+            completed_at=_parse_time(data.get("completed_at")),
+        )
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: str
+    status: str | None = None
+    filename: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+    duration: float | None = None
+    created_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Upload:
+        return _build(
+            cls,
+            data,
+            created_at=_parse_time(data.get("created_at")),
+            expires_at=_parse_time(data.get("expires_at")),
+            completed_at=_parse_time(data.get("completed_at")),
+        )
+
+
+@dataclass(frozen=True)
+class PresignedUpload:
+    """Where and how to PUT the bytes of an upload (POST /uploads/presigned)."""
+
+    id: str
+    url: str
+    method: str = "PUT"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    expires_at: dt.datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PresignedUpload:
+        return _build(
+            cls, data, headers=dict(data.get("headers") or {}), expires_at=_parse_time(data.get("expires_at"))
+        )
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member of an organization; `id` is the user's id (usr_…)."""
+
+    email: str
+    role: str
+    id: str | None = None
+    created_at: dt.datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Member:
+        return _build(cls, data, created_at=_parse_time(data.get("created_at")))
+
+
+@dataclass(frozen=True)
+class Limits:
+    requests_per_minute: int | None = None
+    concurrent_uploads: int | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Organization:
+    """An organization; `role` is the caller's role in it."""
+
+    id: str
+    name: str
+    plan: str | None = None
+    role: str | None = None
+    member_count: int | None = None
+    limits: Limits | None = None
+    created_at: dt.datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Organization:
+        limits = data.get("limits")
+        return _build(
+            cls,
+            data,
+            limits=_build(Limits, limits) if isinstance(limits, Mapping) else None,
+            created_at=_parse_time(data.get("created_at")),
+        )

@@ -57,9 +57,25 @@ def report(outcome: str, audio_seconds: float = 0.0) -> None:
     job.meta[OUTCOME_META] = outcome
     job.meta[AUDIO_SECONDS_META] = audio_seconds
     try:
-        job.save_meta()
+        save_meta_if_present(job)
     except (redis.RedisError, NoSuchJobError):  # metrics never fail a job
         log.warning("could not save the outcome of job %s", job.id)
+
+
+# Job.save_meta is a plain HSET: on a job the API deleted meanwhile (a transcription deleted while its
+# job ran) it made a new hash holding only the meta, with no TTL, that nothing would ever remove
+_SAVE_META_IF_PRESENT = """
+if redis.call("EXISTS", KEYS[1]) == 1 then
+    redis.call("HSET", KEYS[1], "meta", ARGV[1])
+    return 1
+end
+return 0
+"""
+
+
+def save_meta_if_present(job: Job) -> bool:
+    """Write `job.meta` unless the job's hash is gone; whether it was written."""
+    return bool(job.connection.eval(_SAVE_META_IF_PRESENT, 1, job.key, job.serializer.dumps(job.meta)))
 
 
 def forget_outcome(job: Job) -> None:

@@ -50,4 +50,4 @@ format:
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(REF_VENV) models data .run inference/proto
+	rm -rf $(VENV) $(REF_VENV) models data .run inference/proto *.egg-info

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import glob
 import importlib.util
+import ipaddress
 import os
 import shutil
 import socket
@@ -38,13 +39,29 @@ def answers(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def _wait_until_answers(host: str, port: int, what: str, timeout: float = 30.0) -> None:
+def _wait_until_answers(
+    host: str, port: int, what: str, process: subprocess.Popen | None = None, timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if answers(host, port):
             return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"{what} exited with status {process.returncode} before answering on {host}:{port}"
+            )
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not start on {host}:{port} within {timeout:.0f} s")
+
+
+def _is_local(host: str) -> bool:
+    """Only a server on this machine can be started here; one elsewhere that does not answer is down."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _package_dir(name: str) -> Path:
@@ -71,15 +88,20 @@ def redis(url: str = DEFAULT_REDIS_URL) -> Iterator[str]:
     if answers(host, port):
         yield url
         return
+    if not _is_local(host):
+        raise RuntimeError(
+            f"nothing answers at {host}:{port} (REDIS_URL); a throwaway Redis starts only on this machine"
+        )
     workdir = tempfile.mkdtemp(prefix="cliptext-redis-")
     binary = redis_server_binary()
     print(f"[local-services] starting Redis ({binary}) on {host}:{port}", file=sys.stderr)
     process = subprocess.Popen(
         [binary, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", workdir],
         stdout=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C reaches the stack, which stops its clients before this server
     )
     try:
-        _wait_until_answers(host, port, "Redis")
+        _wait_until_answers(host, port, "Redis", process)
         yield url
     finally:
         process.terminate()

@@ -1,7 +1,8 @@
 """`make run`: the whole local stack in the foreground, stopped together on Ctrl-C.
 
 Redis (a throwaway one when none answers at REDIS_URL), the inference server, one worker and the
-API on 127.0.0.1:8000, on embedded defaults: SQLite and local file storage in ./data.
+API on 127.0.0.1:8000, on embedded defaults: SQLite and local file storage in ./data. The API listens
+where CLIPTEXT_PUBLIC_URL points (so presigned URLs reach it), the inference server at INFERENCE_ADDR.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ import sys
 import tempfile
 import time
 from urllib.error import URLError
+from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 from cliptext import local_services
 from cliptext.settings import Settings
-
-API_HOST, API_PORT = "127.0.0.1", 8000
 
 
 def _start(name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -62,9 +62,11 @@ def _check_alive(processes: dict[str, subprocess.Popen]) -> None:
 
 
 def _stop(processes: dict[str, subprocess.Popen]) -> None:
-    # a second Ctrl-C or SIGTERM must not cut the clean-up short and leave children running
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # a second Ctrl-C, SIGTERM or SIGHUP must not cut the clean-up short and leave children running
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    if processes:
+        print("\n[stack] stopping", flush=True)
     for process in processes.values():
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -93,9 +95,40 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _free(host: str, port: int, what: str, setting: str) -> None:
+    """Refuse to start beside whatever holds a port: its health check would pass for ours (a second
+    `make run` printed a key that the stack answering on the port had never issued)."""
+    if local_services.answers(host, port):
+        raise RuntimeError(
+            f"{host}:{port} ({what}) is already in use, by another `make run` or something else: "
+            f"stop it, or set {setting}"
+        )
+
+
 def main() -> int:
-    signal.signal(signal.SIGTERM, _interrupt)  # stop everything on SIGTERM as on Ctrl-C
-    settings = Settings.from_env()
+    # stop everything on SIGTERM, and on SIGHUP (the terminal closed), as on Ctrl-C
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    try:
+        return _run(Settings.from_env())
+    except KeyboardInterrupt:
+        return 0
+    except RuntimeError as exc:  # what could not start, said in one line
+        print(f"[stack] {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _run(settings: Settings) -> int:
+    public = urlsplit(settings.public_base_url)
+    api_host, api_port = public.hostname or "127.0.0.1", public.port or 80
+    _free(api_host, api_port, "the API", "CLIPTEXT_PUBLIC_URL, e.g. http://127.0.0.1:8080")
+    inference_host, _, inference_port = settings.inference_addr.rpartition(":")
+    _free(
+        inference_host.strip("[]"),
+        int(inference_port),
+        "the inference server",
+        "INFERENCE_ADDR, e.g. 127.0.0.1:50052",
+    )
     python = sys.executable
     processes: dict[str, subprocess.Popen] = {}
     with (
@@ -116,7 +149,7 @@ def main() -> int:
                     "--config",
                     "python:api.gunicorn_conf",
                     "--bind",
-                    f"{API_HOST}:{API_PORT}",
+                    f"{api_host}:{api_port}",
                     "--workers",
                     "2",
                     "--threads",
@@ -125,11 +158,11 @@ def main() -> int:
                 ],
                 api_env,
             )
-            _wait_for_http(f"http://{API_HOST}:{API_PORT}/v1/health", processes, timeout=60)
+            _wait_for_http(f"http://{api_host}:{api_port}/v1/health", processes, timeout=60)
             processes["worker"] = _start("worker", [python, "-m", "jobs.worker"], env)
             _wait_for_inference(settings.inference_addr, processes, timeout=120)
             key = _dev_key(env)
-            base = f"http://{API_HOST}:{API_PORT}/v1"
+            base = f"{settings.public_base_url.rstrip('/')}/v1"
             print(
                 "\n[stack] Cliptext is ready.\n"
                 f"  API:      {base}  (docs: {base}/docs)\n"
@@ -143,12 +176,6 @@ def main() -> int:
             while True:
                 _check_alive(processes)
                 time.sleep(1)
-        except KeyboardInterrupt:
-            print("\n[stack] stopping", flush=True)
-            return 0
-        except RuntimeError as exc:
-            print(f"[stack] {exc}", file=sys.stderr, flush=True)
-            return 1
         finally:
             _stop(processes)
 

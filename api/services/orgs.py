@@ -119,6 +119,8 @@ def create_key(org_public_id: str, email: str) -> tuple[ApiKey, str]:
         .first()
     )
     if membership is None:
+        if not Organization.select().where(Organization.public_id == org_public_id).exists():
+            raise LookupError(f"no organization {org_public_id}")
         raise LookupError(f"{email} is not a member of {org_public_id}")
     with db.atomic():
         return issue_key(membership)

@@ -67,7 +67,10 @@ def test_revocation_via_cli(app, client, new_org):
     assert client.get("/v1/orgs", headers=second_headers).status_code == 401
     assert client.get("/v1/orgs", headers=headers).status_code == 200  # the other key still works
     assert runner.invoke(args=["keys", "revoke", key_id]).exit_code != 0
-    assert runner.invoke(args=["keys", "create", "--org", org.public_id, "--email", "x@y.z"]).exit_code != 0
+    stranger = runner.invoke(args=["keys", "create", "--org", org.public_id, "--email", "x@y.z"])
+    assert stranger.exit_code != 0 and f"x@y.z is not a member of {org.public_id}" in stranger.output
+    nowhere = runner.invoke(args=["keys", "create", "--org", "org_nope", "--email", owner_email])
+    assert nowhere.exit_code != 0 and "no organization org_nope" in nowhere.output
 
 
 def test_orgs_create_and_dev_key_cli(app, client):

@@ -53,6 +53,22 @@ def create_key_command(org_id: str, email: str) -> None:
     click.echo(raw)
 
 
+@keys_cli.command("list")
+@click.option("--org", "org_id", required=True)
+def list_keys_command(org_id: str) -> None:
+    """The keys of an organization (ids to revoke; the keys themselves are stored only hashed)."""
+    with db.connection_context():
+        try:
+            keys = org_service.list_keys(org_id)
+        except LookupError as error:
+            raise click.ClickException(str(error)) from error
+    for key, email in keys:
+        state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+        used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
+        created = f"{key.created_at:%Y-%m-%d %H:%M}"
+        click.echo(f"{key.public_id}  {key.prefix}…  {email}  created {created}  used {used}  {state}")
+
+
 @keys_cli.command("revoke")
 @click.argument("key_id")
 def revoke_key_command(key_id: str) -> None:

@@ -109,6 +109,23 @@ def create_org(
     return org, key, raw
 
 
+def list_keys(org_public_id: str) -> list[tuple[ApiKey, str]]:
+    """(key, owner's email) of every key of an organization, oldest first; revoked ones too."""
+    if not Organization.select().where(Organization.public_id == org_public_id).exists():
+        raise LookupError(f"no organization {org_public_id}")
+    keys = (
+        ApiKey.select(ApiKey, User.email)
+        .join(Membership)
+        .join(Organization)
+        .switch(Membership)
+        .join(User)
+        .where(Organization.public_id == org_public_id)
+        .order_by(ApiKey.created_at, ApiKey.id)
+        .objects()  # the owner's email on each key row: one query
+    )
+    return [(key, key.email) for key in keys]
+
+
 def create_key(org_public_id: str, email: str) -> tuple[ApiKey, str]:
     membership = (
         Membership.select()

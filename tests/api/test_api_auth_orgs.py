@@ -71,6 +71,14 @@ def test_revocation_via_cli(app, client, new_org):
     assert stranger.exit_code != 0 and f"x@y.z is not a member of {org.public_id}" in stranger.output
     nowhere = runner.invoke(args=["keys", "create", "--org", "org_nope", "--email", owner_email])
     assert nowhere.exit_code != 0 and "no organization org_nope" in nowhere.output
+    listed = runner.invoke(args=["keys", "list", "--org", org.public_id])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert len(lines) == 2 and all(owner_email in line for line in lines)
+    assert lines[1].startswith(key_id) and "  revoked 20" in lines[1]
+    assert lines[0].endswith("active") and "used 20" in lines[0]  # the first key made requests
+    assert second not in listed.output  # ids and prefixes only, never a key
+    assert runner.invoke(args=["keys", "list", "--org", "org_nope"]).exit_code != 0
 
 
 def test_orgs_create_and_dev_key_cli(app, client):

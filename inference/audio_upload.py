@@ -84,15 +84,19 @@ def _counted(
         received += len(chunk)
         if received > limits.max_bytes:
             raise too_large(f"more than {limits.max_bytes} audio bytes")
+        if fmt.total_bytes and received > fmt.total_bytes:  # known now: refused without reading the rest
+            raise _size_mismatch(fmt.total_bytes, f"more than {fmt.total_bytes}")
         if fmt.is_pcm and fmt.pcm_seconds(received, split) > limits.max_seconds:
             raise too_long(fmt.pcm_seconds(received, split), limits)
         yield chunk
     if received == 0:
         raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "empty audio: no bytes received")
     if fmt.total_bytes and received != fmt.total_bytes:
-        raise EngineError(
-            ErrorCode.UPLOAD_SIZE_MISMATCH, f"announced {fmt.total_bytes} bytes but received {received}"
-        )
+        raise _size_mismatch(fmt.total_bytes, str(received))
+
+
+def _size_mismatch(announced: int, received: str) -> EngineError:
+    return EngineError(ErrorCode.UPLOAD_SIZE_MISMATCH, f"announced {announced} bytes but received {received}")
 
 
 @contextmanager

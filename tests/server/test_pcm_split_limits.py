@@ -32,3 +32,21 @@ def test_split_pcm_counts_every_channel(announced: bool) -> None:
     two = pcm(2, 15.0)  # 2 x 15 s: exactly the limit
     with received_audio(chunks(two), AudioFormat("s16le", 16000, 2, len(two)), LIMITS, mix=False) as audio:
         assert audio.shape == (2, 15 * 16000)
+
+
+@pytest.mark.parametrize("kind", ["encoded", "s16le"])
+def test_more_bytes_than_announced_are_refused_when_they_come_not_at_the_end(kind: str) -> None:
+    """A client that announced 100 KB and sends 60 MB was read to the last byte before the mismatch."""
+    sent: list[int] = []
+
+    def endless():
+        while True:
+            sent.append(65536)
+            yield bytes(65536)
+
+    fmt = AudioFormat(kind, 16000 if kind == "s16le" else 0, 1 if kind == "s16le" else 0, 100_000)
+    with pytest.raises(EngineError) as raised, received_audio(endless(), fmt, LIMITS, mix=True):
+        pass
+    assert raised.value.code == "UPLOAD_SIZE_MISMATCH"
+    assert "announced 100000 bytes but received more than 100000" in raised.value.message
+    assert sum(sent) <= 2 * 65536

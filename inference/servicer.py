@@ -288,6 +288,9 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
                 yield pb2.TranscribeResponse(progress=pb2.Progress(seconds_done=done, total_seconds=total))
             if not context.is_active():
                 return
+            if call.decoded_seconds < total:  # the audio ended in silence, after the last segment
+                call.decoded_seconds = total
+                yield pb2.TranscribeResponse(progress=pb2.Progress(seconds_done=total, total_seconds=total))
             summary = pb2.Summary(
                 duration=info.duration,
                 language=info.language,

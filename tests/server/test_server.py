@@ -108,7 +108,7 @@ def test_jfk_through_the_stream_gives_the_reference_text(
     assert _words(_text(segments)) == _words(transcripts["jfk.flac"]["text"])
     assert isinstance(events[0], Progress) and events[0].seconds_done == 0
     assert progress[0].total_seconds == pytest.approx(11.0, abs=0.05)
-    assert progress[-1].seconds_done <= progress[-1].total_seconds
+    assert progress[-1].seconds_done == progress[-1].total_seconds
     assert isinstance(events[-1], Summary)
     assert summary.duration == pytest.approx(11.0, abs=0.05)
     assert summary.language == "en" and summary.model == "whisper-tiny.en"
@@ -117,6 +117,17 @@ def test_jfk_through_the_stream_gives_the_reference_text(
     line = next(line for line in server.call_lines() if "request_id=jfk-1" in line)
     assert "outcome=OK" in line and "audio_seconds=11.00" in line
     assert "fellow" not in server.log()  # no text in the logs
+
+
+def test_the_last_progress_says_all_of_it_when_the_audio_ends_without_speech(launch) -> None:
+    """tiny.en finds no segment in multilingual.mp3's German half: progress stopped at half the total."""
+    server = launch("--max-concurrent", "1")  # 60 s: over the shared server's limit
+    with TranscriberClient(server.addr, timeout=120) as client:
+        events = list(client.transcribe(clip_path("multilingual.mp3"), **_FAST))
+    segments, progress, _ = _collect(events)
+    assert segments[-1].end < progress[-1].total_seconds / 2 + 5
+    assert progress[-1].seconds_done == progress[-1].total_seconds
+    assert isinstance(events[-2], Progress) and isinstance(events[-1], Summary)
 
 
 def test_word_timestamps_and_a_file_object(server: ServerProcess) -> None:

@@ -109,10 +109,15 @@ def create_org(
     return org, key, raw
 
 
-def list_keys(org_public_id: str) -> list[tuple[ApiKey, str]]:
-    """(key, owner's email) of every key of an organization, oldest first; revoked ones too."""
+def _require_org(org_public_id: str) -> None:
+    """LookupError naming the organization when there is none with this id (the CLI prints it)."""
     if not Organization.select().where(Organization.public_id == org_public_id).exists():
         raise LookupError(f"no organization {org_public_id}")
+
+
+def list_keys(org_public_id: str) -> list[tuple[ApiKey, str]]:
+    """(key, owner's email) of every key of an organization, oldest first; revoked ones too."""
+    _require_org(org_public_id)
     keys = (
         ApiKey.select(ApiKey, User.email)
         .join(Membership)
@@ -136,8 +141,7 @@ def create_key(org_public_id: str, email: str) -> tuple[ApiKey, str]:
         .first()
     )
     if membership is None:
-        if not Organization.select().where(Organization.public_id == org_public_id).exists():
-            raise LookupError(f"no organization {org_public_id}")
+        _require_org(org_public_id)
         raise LookupError(f"{email} is not a member of {org_public_id}")
     with db.atomic():
         return issue_key(membership)

@@ -314,9 +314,10 @@ def create_from_file(
 def release_file_slot(state: AppState, slot: Upload) -> None:
     """The end of a multipart request: a slot not completed (refused, failed, the client gone) goes, with
     any bytes it received; a completed one is no longer counted and stays for its transcription."""
-    if Upload.select().where((Upload.id == slot.id) & (Upload.status != UploadStatus.COMPLETED)).exists():
-        state.storage.delete(slot.storage_key)
-        Upload.delete().where((Upload.id == slot.id) & (Upload.status != UploadStatus.COMPLETED)).execute()
+    not_completed = (Upload.id == slot.id) & (Upload.status != UploadStatus.COMPLETED)
+    if Upload.select().where(not_completed).exists():
+        state.storage.delete(slot.storage_key)  # the bytes first: a row left behind is purged as it expires
+        Upload.delete().where(not_completed).execute()
 
 
 @contextlib.contextmanager

@@ -15,7 +15,11 @@ from __future__ import annotations
 from prometheus_client import multiprocess
 
 from api import gunicorn_errors
-from cliptext.settings import Settings
+from cliptext.settings import Settings, settings_or_exit
+
+
+def on_starting(server) -> None:  # gunicorn hook, in the master before any worker boots
+    settings_or_exit()  # a bad setting: one line naming it, not a traceback per worker and a restart loop
 
 
 def post_worker_init(worker) -> None:  # gunicorn hook

@@ -5,10 +5,16 @@ Local defaults need nothing installed; production overrides them (see README).
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting the process cannot run with; the message names the variable and what it takes."""
 
 
 def _env(name: str, default: str) -> str:
@@ -16,9 +22,57 @@ def _env(name: str, default: str) -> str:
     return value or default
 
 
-def _int_list(value: str) -> tuple[int, ...]:
+def _int(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+    raw = _env(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        bound = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+        raise SettingsError(f"{name} must be a whole number {bound}, got {raw!r}")
+    return value
+
+
+def _float(name: str, default: float, minimum: float = 0.0, above_minimum: bool = False) -> float:
+    """A finite number: "nan" would make every comparison false, and a limit of nan no limit at all."""
+    raw = _env(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < minimum or (above_minimum and value == minimum):
+        bound = f"greater than {minimum:g}" if above_minimum else f"of at least {minimum:g}"
+        raise SettingsError(f"{name} must be a finite number {bound}, got {raw!r}")
+    return value
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...], *, upper: bool = False) -> str:
+    raw = _env(name, default)
+    value = raw.upper() if upper else raw.lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
+def _flag(name: str) -> bool:
+    raw = _env(name, "0")
+    value = raw.lower()
+    if value not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        raise SettingsError(f"{name} must be 1/true/yes/on or 0/false/no/off, got {raw!r}")
+    return value in {"1", "true", "yes", "on"}
+
+
+def _int_list(name: str, default: str) -> tuple[int, ...]:
     """'10,30,90' -> (10, 30, 90): retry intervals in whole seconds (what RQ's Retry takes)."""
-    return tuple(int(part) for part in value.split(",") if part.strip())
+    raw = _env(name, default)
+    try:
+        values = tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        values = (-1,)
+    if any(value < 0 for value in values):
+        raise SettingsError(f"{name} must be whole seconds of at least 0 separated by commas, got {raw!r}")
+    return values
 
 
 def _load_or_create_secret(data_dir: Path) -> str:
@@ -32,6 +86,9 @@ def _load_or_create_secret(data_dir: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(value)
     return value
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -107,40 +164,48 @@ class Settings:
             inference_addr=_env("INFERENCE_ADDR", "127.0.0.1:50051"),
             model_dir=Path(_env("CLIPTEXT_MODEL_DIR", "models/whisper-tiny.en")),
             secret_key=secret,
-            inference_precision=_env("CLIPTEXT_PRECISION", "auto"),
-            inference_device=_env("CLIPTEXT_DEVICE", "auto"),
-            inference_threads=int(_env("CLIPTEXT_THREADS", "0")),
-            inference_max_concurrent=int(_env("CLIPTEXT_MAX_CONCURRENT", "0")) or None,
-            inference_max_queue=int(_env("CLIPTEXT_MAX_QUEUE", str(4 * cores))),
-            max_audio_bytes=int(_env("CLIPTEXT_MAX_AUDIO_BYTES", str(2 * 1024**3))),
-            max_audio_seconds=float(_env("CLIPTEXT_MAX_AUDIO_SECONDS", str(4 * 3600))),
-            max_upload_bytes=int(_env("CLIPTEXT_MAX_UPLOAD_BYTES", str(2 * 1024**3))),
+            inference_precision=_choice("CLIPTEXT_PRECISION", "auto", ("auto", "fp32", "int8", "fp16")),
+            inference_device=_choice("CLIPTEXT_DEVICE", "auto", ("auto", "cpu", "cuda")),
+            inference_threads=_int("CLIPTEXT_THREADS", 0),
+            inference_max_concurrent=_int("CLIPTEXT_MAX_CONCURRENT", 0) or None,
+            inference_max_queue=_int("CLIPTEXT_MAX_QUEUE", 4 * cores),
+            max_audio_bytes=_int("CLIPTEXT_MAX_AUDIO_BYTES", 2 * 1024**3, minimum=1),
+            max_audio_seconds=_float("CLIPTEXT_MAX_AUDIO_SECONDS", 4 * 3600, above_minimum=True),
+            max_upload_bytes=_int("CLIPTEXT_MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1),
             public_base_url=_env("CLIPTEXT_PUBLIC_URL", "http://127.0.0.1:8000"),
             admin_user=os.environ.get("CLIPTEXT_ADMIN_USER", ""),
             admin_password=os.environ.get("CLIPTEXT_ADMIN_PASSWORD", ""),
-            webhook_allow_private=_env("CLIPTEXT_WEBHOOK_ALLOW_PRIVATE", "0") in {"1", "true", "yes"},
-            openai_wait_seconds=float(_env("CLIPTEXT_OPENAI_WAIT_SECONDS", "60")),
-            inference_grace_seconds=float(_env("CLIPTEXT_SHUTDOWN_GRACE", "30")),
-            inference_upload_idle_seconds=float(_env("CLIPTEXT_UPLOAD_IDLE_SECONDS", "60")),
-            job_retries=int(_env("CLIPTEXT_JOB_RETRIES", "4")),
-            job_retry_intervals=_int_list(_env("CLIPTEXT_JOB_RETRY_INTERVALS", "10,30,90,270")),
-            job_timeout_base=int(_env("CLIPTEXT_JOB_TIMEOUT_BASE", "300")),
-            job_timeout_per_audio_second=float(_env("CLIPTEXT_JOB_TIMEOUT_PER_AUDIO_SECOND", "2")),
-            job_max_recoveries=int(_env("CLIPTEXT_JOB_MAX_RECOVERIES", "3")),
-            job_orphan_grace=int(_env("CLIPTEXT_JOB_ORPHAN_GRACE", "120")),
-            worker_heartbeat_seconds=int(_env("CLIPTEXT_WORKER_HEARTBEAT", "30")),
-            worker_heartbeat_grace=int(_env("CLIPTEXT_WORKER_HEARTBEAT_GRACE", "60")),
-            worker_maintenance_seconds=int(_env("CLIPTEXT_WORKER_MAINTENANCE", "60")),
-            webhook_timeout=float(_env("CLIPTEXT_WEBHOOK_TIMEOUT", "10")),
-            webhook_retries=int(_env("CLIPTEXT_WEBHOOK_RETRIES", "5")),
-            webhook_retry_intervals=_int_list(
-                _env("CLIPTEXT_WEBHOOK_RETRY_INTERVALS", "10,60,300,1800,7200")
-            ),
-            log_format=_env("CLIPTEXT_LOG_FORMAT", "json"),
-            log_level=_env("CLIPTEXT_LOG_LEVEL", "INFO").upper(),
-            worker_metrics_port=int(_env("CLIPTEXT_WORKER_METRICS_PORT", "0")),
-            inference_metrics_port=int(_env("CLIPTEXT_INFERENCE_METRICS_PORT", "0")),
+            webhook_allow_private=_flag("CLIPTEXT_WEBHOOK_ALLOW_PRIVATE"),
+            openai_wait_seconds=_float("CLIPTEXT_OPENAI_WAIT_SECONDS", 60),
+            inference_grace_seconds=_float("CLIPTEXT_SHUTDOWN_GRACE", 30),
+            inference_upload_idle_seconds=_float("CLIPTEXT_UPLOAD_IDLE_SECONDS", 60, above_minimum=True),
+            job_retries=_int("CLIPTEXT_JOB_RETRIES", 4),
+            job_retry_intervals=_int_list("CLIPTEXT_JOB_RETRY_INTERVALS", "10,30,90,270"),
+            job_timeout_base=_int("CLIPTEXT_JOB_TIMEOUT_BASE", 300, minimum=1),
+            job_timeout_per_audio_second=_float("CLIPTEXT_JOB_TIMEOUT_PER_AUDIO_SECOND", 2),
+            job_max_recoveries=_int("CLIPTEXT_JOB_MAX_RECOVERIES", 3),
+            job_orphan_grace=_int("CLIPTEXT_JOB_ORPHAN_GRACE", 120),
+            worker_heartbeat_seconds=_int("CLIPTEXT_WORKER_HEARTBEAT", 30, minimum=1),
+            worker_heartbeat_grace=_int("CLIPTEXT_WORKER_HEARTBEAT_GRACE", 60),
+            worker_maintenance_seconds=_int("CLIPTEXT_WORKER_MAINTENANCE", 60, minimum=1),
+            webhook_timeout=_float("CLIPTEXT_WEBHOOK_TIMEOUT", 10, above_minimum=True),
+            webhook_retries=_int("CLIPTEXT_WEBHOOK_RETRIES", 5),
+            webhook_retry_intervals=_int_list("CLIPTEXT_WEBHOOK_RETRY_INTERVALS", "10,60,300,1800,7200"),
+            log_format=_choice("CLIPTEXT_LOG_FORMAT", "json", ("json", "text")),
+            log_level=_choice("CLIPTEXT_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+            worker_metrics_port=_int("CLIPTEXT_WORKER_METRICS_PORT", 0, maximum=65535),
+            inference_metrics_port=_int("CLIPTEXT_INFERENCE_METRICS_PORT", 0, maximum=65535),
             prometheus_multiproc_dir=_env("PROMETHEUS_MULTIPROC_DIR", ""),
-            models_cache_seconds=float(_env("CLIPTEXT_MODELS_CACHE_SECONDS", "60")),
-            auth_cache_seconds=float(_env("CLIPTEXT_AUTH_CACHE_SECONDS", "5")),
+            models_cache_seconds=_float("CLIPTEXT_MODELS_CACHE_SECONDS", 60),
+            auth_cache_seconds=_float("CLIPTEXT_AUTH_CACHE_SECONDS", 5),
         )
+
+
+def settings_or_exit() -> Settings:
+    """The settings for a process's main(): a bad value ends it with one line naming the variable
+    (exit status 2), not a traceback."""
+    try:
+        return Settings.from_env()
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 from cliptext import local_services
-from cliptext.settings import Settings
+from cliptext.settings import Settings, settings_or_exit
 
 
 def _start(name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -110,7 +110,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     try:
-        return _run(Settings.from_env())
+        return _run(settings_or_exit())
     except KeyboardInterrupt:
         return 0
     except RuntimeError as exc:  # what could not start, said in one line

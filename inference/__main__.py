@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from cliptext.settings import Settings
+from cliptext.settings import settings_or_exit
 from inference.transcribe import WhisperEngine
 from inference.types import EngineError, Segment, TranscribeOptions
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
 
-    model_dir = args.model or Settings.from_env().model_dir
+    model_dir = args.model or settings_or_exit().model_dir
     try:
         options = TranscribeOptions(
             beam_size=args.beam_size, language=args.language, word_timestamps=args.word_timestamps

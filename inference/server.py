@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from cliptext.jsonlog import configure_logging
-from cliptext.settings import Settings
+from cliptext.settings import Settings, settings_or_exit
 from inference import metrics
 from inference.audio_upload import AudioLimits
 from inference.engine_threads import EngineThreads
@@ -262,7 +262,7 @@ def serve(config: ServerConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.from_env()
+    settings = settings_or_exit()
     configure_logging(settings)
     metrics.start_exporter(settings.inference_metrics_port)
     serve(parse_args(argv, settings))

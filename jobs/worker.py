@@ -29,7 +29,7 @@ from rq.job import Job
 
 from api.db import db, init_db
 from cliptext.jsonlog import configure_logging
-from cliptext.settings import Settings
+from cliptext.settings import Settings, settings_or_exit
 from jobs.metrics import forget_outcome, record_job, start_exporter
 from jobs.recovery import enqueue_missed_webhooks, recover_abandoned, requeue_orphans
 from jobs.webhooks import QUEUE_NAME as WEBHOOK_QUEUE
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default=os.environ.get("CLIPTEXT_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
 
-    settings = Settings.from_env()
+    settings = settings_or_exit()
     configure_logging(settings)  # before RQ sets up its own handler: RQ then keeps ours
     init_db(settings)
     db.close()  # nothing open when the work horses fork

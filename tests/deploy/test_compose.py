@@ -41,7 +41,7 @@ COMPOSE_VARIABLES = {"COMPOSE_PROFILES"}
 
 
 def settings_variables() -> set[str]:
-    """The environment variable names cliptext/settings.py reads (string literals of _env / environ.get)."""
+    """The environment variable names cliptext/settings.py reads (string literals of its readers and environ.get)."""
     tree = ast.parse((ROOT / "cliptext" / "settings.py").read_text())
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -53,7 +53,7 @@ def settings_variables() -> set[str]:
         )
         first = node.args[0]
         if (
-            called in {"_env", "get", "getenv"}
+            called in {"_env", "_int", "_float", "_choice", "_flag", "_int_list", "get", "getenv"}
             and isinstance(first, ast.Constant)
             and isinstance(first.value, str)
         ):

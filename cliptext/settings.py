@@ -122,6 +122,9 @@ class Settings:
     inference_grace_seconds: float = 30.0
     # inference server: seconds a client may send nothing while it uploads before its call is cancelled
     inference_upload_idle_seconds: float = 60.0
+    # jobs (worker): seconds between HTTP/2 pings on a call to the inference server; a server that
+    # stopped answering (host gone, network cut) fails the call within this plus at most 10 s
+    inference_keepalive_seconds: float = 20.0
     # jobs (worker): retries of transient inference failures, time limits, abandoned-job recovery
     job_retries: int = 4
     job_retry_intervals: tuple[int, ...] = (10, 30, 90, 270)
@@ -179,6 +182,7 @@ class Settings:
             openai_wait_seconds=_float("CLIPTEXT_OPENAI_WAIT_SECONDS", 60),
             inference_grace_seconds=_float("CLIPTEXT_SHUTDOWN_GRACE", 30),
             inference_upload_idle_seconds=_float("CLIPTEXT_UPLOAD_IDLE_SECONDS", 60, above_minimum=True),
+            inference_keepalive_seconds=_float("CLIPTEXT_INFERENCE_KEEPALIVE_SECONDS", 20, minimum=1),
             job_retries=_int("CLIPTEXT_JOB_RETRIES", 4),
             job_retry_intervals=_int_list("CLIPTEXT_JOB_RETRY_INTERVALS", "10,30,90,270"),
             job_timeout_base=_int("CLIPTEXT_JOB_TIMEOUT_BASE", 300, minimum=1),

@@ -44,6 +44,12 @@ __all__ = [
 # a message must arrive whole within the server's --upload-idle-seconds (60): 256 KiB do on a 40 kbit/s link
 CHUNK_BYTES = 256 * 1024
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# A call whose peer vanished without closing the connection (a host powered off, a network partition, a
+# NAT or load balancer that dropped the flow) sees no error until its deadline, hours for a long file.
+# HTTP/2 keepalive pings during a call end it UNAVAILABLE within KEEPALIVE + its timeout instead. The
+# server permits pings this often (inference.server.MIN_CLIENT_PING_SECONDS).
+KEEPALIVE_SECONDS = 20.0
+KEEPALIVE_TIMEOUT_SECONDS = 10.0
 _SERVICE_CONFIG = '{"loadBalancingConfig": [{"round_robin": {}}]}'
 _FALLBACK_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT: ErrorCode.VALIDATION_ERROR,
@@ -171,12 +177,17 @@ class TranscriberClient:
         retries: int = 4,
         backoff_seconds: float = 0.25,
         max_backoff_seconds: float = 5.0,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
     ):
+        """`keepalive_seconds`: how often a call pings its server; one unanswered for
+        min(KEEPALIVE_TIMEOUT_SECONDS, keepalive_seconds) ends the call UNAVAILABLE."""
         self.target = channel_target(addresses)
         self.timeout = timeout
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.keepalive_ms = int(keepalive_seconds * 1000)
+        self.keepalive_timeout_ms = int(min(KEEPALIVE_TIMEOUT_SECONDS, keepalive_seconds) * 1000)
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._pid = 0
@@ -193,6 +204,12 @@ class TranscriberClient:
                         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                         ("grpc.enable_retries", 0),
+                        ("grpc.keepalive_time_ms", self.keepalive_ms),
+                        ("grpc.keepalive_timeout_ms", self.keepalive_timeout_ms),
+                        ("grpc.http2.ping_timeout_ms", self.keepalive_timeout_ms),  # what grpc 1.7x+ obeys
+                        ("grpc.keepalive_permit_without_calls", 0),  # only while a call is open
+                        ("grpc.http2.max_pings_without_data", 0),  # a long silent call keeps pinging
+                        ("grpc.http2.min_time_between_pings_ms", self.keepalive_ms),
                     ],
                 )
                 self._pid = os.getpid()

@@ -34,6 +34,11 @@ from inference.stubs import SERVICE_NAME, pb2
 log = logging.getLogger("inference.server")
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # audio chunks are 1 MiB; room for a config and framing
+# Clients ping during calls to notice a vanished server (inference.client.KEEPALIVE_SECONDS); grpc's
+# default refuses pings closer than 5 minutes apart and closes the connection on the third
+MIN_CLIENT_PING_SECONDS = 1
+# The server pings too: a client host gone mid-call frees its decoding slot within these two
+KEEPALIVE_SECONDS, KEEPALIVE_TIMEOUT_SECONDS = 60, 20
 EXTRA_THREADS = 4  # health checks, DescribeModel and refusals while every other thread is busy
 # reflection streams open at once, each holding a thread: grpcui and Postman keep theirs open, idle,
 # for as long as they run (ended after --upload-idle-seconds without a request); more are refused
@@ -131,6 +136,9 @@ def build_server(config: ServerConfig) -> tuple[grpc.Server, int, TranscriberSer
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_SECONDS * 1000),
+            ("grpc.keepalive_time_ms", KEEPALIVE_SECONDS * 1000),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_SECONDS * 1000),
         ],
     )
     servicer = TranscriberServicer(

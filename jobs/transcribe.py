@@ -72,7 +72,9 @@ def _stream(
             texts.append(pending.text)
             pending = None
 
-    with TranscriberClient(settings.inference_addr) as client:
+    with TranscriberClient(
+        settings.inference_addr, keepalive_seconds=settings.inference_keepalive_seconds
+    ) as client:
         events = client.transcribe(
             path, engine_options(started.options), request_id=request_id, timeout=deadline
         )

@@ -41,7 +41,7 @@ COMPOSE_VARIABLES = {"COMPOSE_PROFILES"}
 
 
 def settings_variables() -> set[str]:
-    """The environment variable names cliptext/settings.py reads (string literals of its readers and environ.get)."""
+    """The environment variable names cliptext/settings.py reads (literals of its readers, environ.get)."""
     tree = ast.parse((ROOT / "cliptext" / "settings.py").read_text())
     names: set[str] = set()
     for node in ast.walk(tree):

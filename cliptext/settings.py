@@ -9,6 +9,7 @@ import math
 import os
 import secrets
 import sys
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,15 +77,32 @@ def _int_list(name: str, default: str) -> tuple[int, ...]:
 
 
 def _load_or_create_secret(data_dir: Path) -> str:
-    """A local secret generated once into the data folder: never a fixed default."""
+    """A local secret generated once into the data folder: never a fixed default, never empty.
+
+    The key is written whole to a file of its own and then linked into place, so a process killed or a
+    disk full while writing leaves no half-written key (an empty one signed URLs anyone could forge),
+    and processes starting together on a fresh folder all end with the first one's key.
+    """
     path = data_dir / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value)
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        staged = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+                handle.flush()
+                os.fsync(handle.fileno())
+            with suppress(FileExistsError):  # another process got there first: its key stands
+                os.link(staged, path)
+        finally:
+            staged.unlink(missing_ok=True)
+    value = path.read_text().strip()
+    if not value:
+        raise SettingsError(
+            f"{path} is empty (a first start that failed while writing it?): delete it to have a new key"
+            " generated, or set CLIPTEXT_SECRET_KEY"
+        )
     return value
 
 
@@ -156,7 +174,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         data_dir = Path(_env("CLIPTEXT_DATA_DIR", "./data")).resolve()
-        secret = os.environ.get("CLIPTEXT_SECRET_KEY") or _load_or_create_secret(data_dir)
+        secret = _env("CLIPTEXT_SECRET_KEY", "") or _load_or_create_secret(data_dir)
         cores = os.cpu_count() or 1
         return cls(
             data_dir=data_dir,

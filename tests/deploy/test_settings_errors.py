@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,73 @@ def test_every_process_stops_with_one_line(tmp_path, entry):
         "configuration error: CLIPTEXT_MAX_AUDIO_SECONDS must be a finite number greater than 0, got 'nan'"
         in done.stderr
     )
+
+
+def test_an_empty_secret_key_file_is_refused(data_dir, monkeypatch):
+    """A first start that died while writing it left it empty; URLs signed with "" anyone can forge."""
+    monkeypatch.delenv("CLIPTEXT_SECRET_KEY", raising=False)
+    (data_dir / "secret_key").write_text("")
+    with pytest.raises(SettingsError, match="secret_key is empty"):
+        Settings.from_env()
+
+
+def test_a_first_start_that_cannot_write_the_key_leaves_none_behind(tmp_path):
+    """A full disk (here: a file-size limit of 0) fails the start; the next start makes a whole key."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CLIPTEXT_DATA_DIR": str(tmp_path)}
+    env.pop("CLIPTEXT_SECRET_KEY", None)
+    failed = subprocess.run(
+        [sys.executable, "-c", LIMITED_START], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert failed.returncode != 0
+    assert list(tmp_path.iterdir()) == []  # neither an empty key nor a staged one
+    started = subprocess.run(
+        [sys.executable, "-c", PRINT_KEY], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert len(started.stdout.strip()) >= 48
+
+
+def test_processes_starting_together_share_one_key(tmp_path):
+    """Eight processes released at once on a fresh folder: one key, whole, for all of them."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("CLIPTEXT_SECRET_KEY", None)
+    for round_ in range(3):
+        folder = tmp_path / f"round{round_}"
+        go = tmp_path / f"go{round_}"
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", GATED_PRINT_KEY, str(go)],
+                cwd=ROOT,
+                env={**env, "CLIPTEXT_DATA_DIR": str(folder)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        time.sleep(1.5)  # every child imported and waiting
+        go.touch()
+        keys = set()
+        for child in children:
+            out, err = child.communicate(timeout=60)
+            assert child.returncode == 0, err
+            keys.add(out.strip())
+        assert len(keys) == 1 and len(keys.pop()) >= 48
+        assert sorted(p.name for p in folder.iterdir()) == ["secret_key"]
+
+
+LIMITED_START = """
+import resource
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+import signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG, as on a full disk
+from cliptext.settings import Settings
+Settings.from_env()
+"""
+PRINT_KEY = "from cliptext.settings import Settings; print(Settings.from_env().secret_key)"
+GATED_PRINT_KEY = """
+import os, sys, time
+from cliptext.settings import Settings
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.001)
+print(Settings.from_env().secret_key)
+"""

@@ -66,6 +66,15 @@ _MAX_ARRAY_CHANNELS = 64  # more rows than this: the array is surely [n, channel
 # Below this no recording carries speech (telephony is 8 kHz, FLV's lowest 5.5 kHz); a header that says
 # 7 Hz turns 32 KB into 40 minutes of audio for the model to chew on, so it is refused as corrupt.
 MIN_SAMPLE_RATE = 4000
+# Above this no recording format goes (FFmpeg's highest is 768 kHz); a header saying 2 GHz resampled a
+# whole file into no samples at all, an empty transcript instead of an error.
+MAX_SAMPLE_RATE = 768_000
+# Containers whose length FFmpeg guesses from the first frames' bitrate when no header states it (ADTS
+# AAC never states it; MP3 does in a Xing/Info or VBRI frame): a guess is no ground to call a file cut.
+_GUESSED_LENGTH_FORMATS = frozenset({"aac", "mp3"})
+_MP3_LENGTH_TAGS = (b"Xing", b"Info", b"VBRI")
+# A WAV data size meaning "unknown" (written by programs that stream to a pipe), not a real length
+_WAV_UNKNOWN_SIZE = 0x7FFFF000
 
 
 @dataclass(frozen=True)
@@ -137,11 +146,12 @@ def probe_media(source: AudioSource) -> MediaInfo:
     if isinstance(source, np.ndarray):
         audio = _validate_array(source, "split")
         return MediaInfo(None, True, False, None, audio.shape[0], "numpy")
-    with _open_container(source) as container:
+    with _open_container(source) as opened:
+        container = opened.container
         audio_streams, has_video = _classify_streams(container)
         stream = audio_streams[0] if audio_streams else None
-        if stream is not None and 0 < (stream.codec_context.sample_rate or 0) < MIN_SAMPLE_RATE:
-            raise _rate_too_low(stream.codec_context.sample_rate)
+        if stream is not None:
+            _check_rate(stream.codec_context.sample_rate or 0)
         return MediaInfo(
             duration=_declared_duration(container, stream),
             has_audio=stream is not None,
@@ -165,16 +175,17 @@ def _iter_resampled(
         if audio.shape[-1]:
             yield audio
         return
-    with _open_container(source) as container:
-        audio_streams, has_video = _classify_streams(container)
+    with _open_container(source) as opened:
+        audio_streams, has_video = _classify_streams(opened.container)
         if not audio_streams:
             if has_video:
                 raise AudioError(ErrorCode.NO_AUDIO_STREAM, "the file has a video track but no audio track")
             raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the file has no audio track")
         stream = audio_streams[0]
+        _check_rate(stream.codec_context.sample_rate or 0)
         resampler: _Resampler | None = None
         n_channels = None
-        for rate, samples in _grouped(_decode_frames(container, stream, max_seconds)):
+        for rate, samples in _grouped(_decode_frames(opened, stream, max_seconds)):
             check_sample_values(samples, "the decoded audio")  # before the mean: inf - inf is NaN
             if n_channels is None:
                 n_channels = samples.shape[0]
@@ -249,7 +260,7 @@ def _validate_array(audio: np.ndarray, channels: str) -> np.ndarray:
 
 
 @contextmanager
-def _open_container(source: AudioSource) -> Iterator[av.container.InputContainer]:
+def _open_container(source: AudioSource) -> Iterator[_Opened]:
     """Open with PyAV from our own file object, so only local bytes are read (no URLs, no playlists)."""
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
@@ -265,16 +276,26 @@ def _open_container(source: AudioSource) -> Iterator[av.container.InputContainer
                 ErrorCode.AUDIO_DECODE_ERROR, f"cannot read the file: {error.strerror}"
             ) from None
     elif hasattr(source, "read"):
-        file, owned = source, False
+        file, owned = _usable_file_object(source), False
     else:
         raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"cannot decode audio from a {type(source).__name__}")
     try:
+        start = _position(file)
+        if start is None:
+            file = _PeekedStream(file)  # not seekable: the first bytes are read once, to see if any came
         if _is_empty(file):
             raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the file is empty")
-        start = file.tell() if file.seekable() else None
+        if start:
+            file = _OffsetView(file, start)  # PyAV seeks to offsets from the start of the recording
         try:
             container = av.open(
-                file, mode="r", metadata_errors="ignore", buffer_size=_IO_BUFFER, io_open=_refuse_nested_open
+                file,
+                mode="r",
+                metadata_errors="ignore",
+                buffer_size=_IO_BUFFER,
+                io_open=_refuse_nested_open,
+                # no network: an SDP file names RTP streams, which FFmpeg would listen for (UDP ports)
+                container_options={"protocol_whitelist": "none"},
             )
         except _NestedOpenRefusedError as error:
             raise AudioError(
@@ -288,17 +309,108 @@ def _open_container(source: AudioSource) -> Iterator[av.container.InputContainer
                 f" ({_reason(error)})",
             ) from None
         with container:
-            if container.format.name == "wav" and start is not None:
-                _check_wav_size(file, start)
+            seekable = start is not None
+            if container.format.name == "wav" and seekable:
+                _check_wav_size(file)
             if container.format.name in _NOT_MEDIA_FORMATS or container.format.name.endswith("_pipe"):
                 raise AudioError(
                     ErrorCode.AUDIO_DECODE_ERROR,
                     f"not an audio or video file (it looks like {container.format.long_name or 'an image'})",
                 )
-            yield container
+            yield _Opened(container, _states_its_length(container, file) if seekable else False)
     finally:
         if owned:
             file.close()
+
+
+@dataclass(frozen=True)
+class _Opened:
+    container: av.container.InputContainer
+    # whether the headers state the length (so decoding less than that means a cut or corrupt file)
+    states_length: bool
+
+
+def _usable_file_object(source: BinaryIO) -> BinaryIO:
+    """A file object PyAV can read, or AudioError saying what is wrong with it."""
+    if getattr(source, "closed", False):
+        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the file object is closed")
+    if isinstance(source, io.TextIOBase):
+        raise AudioError(
+            ErrorCode.AUDIO_DECODE_ERROR,
+            "the file object is open in text mode; open it in binary mode ('rb')",
+        )
+    return source
+
+
+def _position(file: BinaryIO) -> int | None:
+    """Where a seekable file object stands, or None when it cannot seek (or only claims to)."""
+    try:
+        if not file.seekable():
+            return None
+        return file.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class _PeekedStream(io.RawIOBase):
+    """A forward-only stream whose first bytes were read ahead (to tell an empty one from the rest)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__()
+        self._file = file
+        self._head = self._read_source(_IO_BUFFER)
+
+    def _read_source(self, size: int) -> bytes:
+        data = self._file.read(size)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the file object must return bytes from read()")
+        return bytes(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            data, self._head = (
+                (self._head, b"")
+                if size < 0 or size >= len(self._head)
+                else (
+                    self._head[:size],
+                    self._head[size:],
+                )
+            )
+            return data
+        return self._read_source(size if size >= 0 else 1 << 20)
+
+    @property
+    def empty(self) -> bool:
+        return not self._head
+
+
+class _OffsetView(io.RawIOBase):
+    """A seekable file object seen from `start` on, as if the recording began the file."""
+
+    def __init__(self, file: BinaryIO, start: int) -> None:
+        super().__init__()
+        self._file = file
+        self._start = start
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            offset += self._start
+        return self._file.seek(offset, whence) - self._start
+
+    def tell(self) -> int:
+        return self._file.tell() - self._start
 
 
 class _NestedOpenRefusedError(Exception):
@@ -310,11 +422,11 @@ def _refuse_nested_open(url: str, flags: int, options: dict) -> None:
     raise _NestedOpenRefusedError(url)
 
 
-def _check_wav_size(file: BinaryIO, start: int) -> None:
+def _check_wav_size(file: BinaryIO) -> None:
     """FFmpeg reads a cut-off WAV as a shorter one: compare the data chunk's declared size with the bytes."""
     try:
         position = file.tell()
-        file.seek(start)
+        file.seek(0)
         header = file.read(1 << 16)
         size = file.seek(0, io.SEEK_END)
         file.seek(position)
@@ -326,8 +438,8 @@ def _check_wav_size(file: BinaryIO, start: int) -> None:
     while offset + 8 <= len(header):
         chunk, length = header[offset : offset + 4], int.from_bytes(header[offset + 4 : offset + 8], "little")
         if chunk == b"data":
-            available = size - start - offset - 8
-            if 0 < length < 0xFFFFFFFF and available < length:
+            available = size - offset - 8
+            if 0 < length < _WAV_UNKNOWN_SIZE and available < length:
                 raise AudioError(
                     ErrorCode.AUDIO_DECODE_ERROR,
                     f"the file is truncated: the WAV header declares {length} bytes of audio,"
@@ -337,10 +449,31 @@ def _check_wav_size(file: BinaryIO, start: int) -> None:
         offset += 8 + length + (length & 1)
 
 
-def _is_empty(file: BinaryIO) -> bool:
+def _states_its_length(container: av.container.InputContainer, file: BinaryIO) -> bool:
+    """Whether the container's length was written in its headers, not guessed by FFmpeg."""
+    if container.format.name not in _GUESSED_LENGTH_FORMATS:
+        return True
+    if container.format.name != "mp3":
+        return False
     try:
-        if not file.seekable():
-            return False
+        position = file.tell()
+        file.seek(0)
+        head = file.read(10)
+        skip = 0
+        if head[:3] == b"ID3" and len(head) == 10:  # ID3v2: a syncsafe size, then the first frame
+            skip = 10 + sum((byte & 0x7F) << (7 * (3 - i)) for i, byte in enumerate(head[6:10]))
+        file.seek(skip)
+        first_frame = file.read(4096)
+        file.seek(position)
+    except (OSError, AttributeError):
+        return False
+    return any(tag in first_frame for tag in _MP3_LENGTH_TAGS)
+
+
+def _is_empty(file: BinaryIO) -> bool:
+    if isinstance(file, _PeekedStream):
+        return file.empty
+    try:
         position = file.tell()
         end = file.seek(0, io.SEEK_END)
         file.seek(position)
@@ -364,6 +497,17 @@ def _declared_duration(container: av.container.InputContainer, stream) -> float 
     return None
 
 
+def _length_to_check(opened: _Opened, stream) -> float | None:
+    """The length decoding must reach, or None when no header states it: the stream's own, else the
+    container's when the stream is all it holds (Matroska's length is its longest track's: a video that
+    runs on after its audio is not a cut file), never one FFmpeg guessed from a bitrate."""
+    if not opened.states_length:
+        return None
+    if stream.duration is None and len(opened.container.streams) > 1:
+        return None
+    return _declared_duration(opened.container, stream)
+
+
 def _grouped(frames: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
     """Join consecutive frames of the same rate and channels into ~1 s blocks: fewer numpy/soxr calls."""
     pending: list[np.ndarray] = []
@@ -383,11 +527,14 @@ def _grouped(frames: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np
         yield key[0], np.concatenate(pending, axis=1)
 
 
-def _rate_too_low(rate: int) -> AudioError:
-    return AudioError(
-        ErrorCode.AUDIO_DECODE_ERROR,
-        f"corrupt or not a recording: a sample rate of {rate} Hz (at least {MIN_SAMPLE_RATE} Hz expected)",
-    )
+def _check_rate(rate: int) -> None:
+    """A header's rate outside what recordings use is corruption (0: not known yet, frames will say)."""
+    if 0 < rate < MIN_SAMPLE_RATE or rate > MAX_SAMPLE_RATE:
+        raise AudioError(
+            ErrorCode.AUDIO_DECODE_ERROR,
+            f"corrupt or not a recording: a sample rate of {rate} Hz"
+            f" ({MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz expected)",
+        )
 
 
 def _too_long(max_seconds: float) -> AudioError:
@@ -395,7 +542,7 @@ def _too_long(max_seconds: float) -> AudioError:
 
 
 def _decode_frames(
-    container: av.container.InputContainer, stream, max_seconds: float | None = None
+    opened: _Opened, stream, max_seconds: float | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(rate, float32 [C, n]) per decoded frame; bad packets skipped, truncation detected at the end."""
     packets = bad_packets = 0
@@ -404,12 +551,18 @@ def _decode_frames(
     seconds_before = 0.0
     rate = samples = 0
     broken: str | None = None
-    demuxed = container.demux(stream)
+    demuxed = opened.container.demux(stream)
     while True:
         try:
             packet = next(demuxed)
         except StopIteration:
             break
+        except av.error.PatchWelcomeError:
+            raise AudioError(
+                ErrorCode.AUDIO_DECODE_ERROR,
+                "the file uses a feature the decoder does not support (in Ogg: several recordings"
+                " chained one after another); convert it to one recording first",
+            ) from None
         except av.error.FFmpegError as error:
             broken = _reason(error)
             break
@@ -422,8 +575,7 @@ def _decode_frames(
         for frame in frames:
             if frame.samples == 0 or frame.sample_rate <= 0:
                 continue
-            if frame.sample_rate < MIN_SAMPLE_RATE:
-                raise _rate_too_low(frame.sample_rate)
+            _check_rate(frame.sample_rate)
             if frame.sample_rate != rate:
                 seconds_before += samples / rate if rate else 0.0
                 rate, samples = frame.sample_rate, 0
@@ -439,7 +591,7 @@ def _decode_frames(
             ErrorCode.AUDIO_DECODE_ERROR,
             f"corrupt audio data: {bad_packets} of {packets} packets could not be decoded",
         )
-    declared = _declared_duration(container, stream)
+    declared = _length_to_check(opened, stream)
     fraction, floor = _TRUNCATION_TOLERANCE
     if declared is not None and seconds < declared - max(fraction * declared, floor):
         raise AudioError(

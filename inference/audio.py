@@ -75,6 +75,9 @@ _GUESSED_LENGTH_FORMATS = frozenset({"aac", "mp3"})
 _MP3_LENGTH_TAGS = (b"Xing", b"Info", b"VBRI")
 # A WAV data size meaning "unknown" (written by programs that stream to a pipe), not a real length
 _WAV_UNKNOWN_SIZE = 0x7FFFF000
+# A video's audio track that starts this much after its picture starts with silence, so that transcript
+# times are the video's (subtitles in sync); less is encoder delay and the like, left alone.
+_MIN_LEADING_GAP = 0.1
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,14 @@ def _iter_resampled(
             raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the file has no audio track")
         stream = audio_streams[0]
         _check_rate(stream.codec_context.sample_rate or 0)
+        gap = _leading_gap(opened.container, stream) if has_video else 0.0
+        if gap:
+            if max_seconds is not None and gap > max_seconds:
+                raise _too_long(max_seconds)
+            max_seconds = None if max_seconds is None else max_seconds - gap
+            width = 1 if channels == "mix" else max(1, stream.codec_context.channels or 1)
+            silence = np.zeros((width, int(round(gap * sampling_rate))), np.float32)
+            yield silence[0] if channels == "mix" else silence
         resampler: _Resampler | None = None
         n_channels = None
         for rate, samples in _grouped(_decode_frames(opened, stream, max_seconds)):
@@ -487,6 +498,24 @@ def _classify_streams(container: av.container.InputContainer) -> tuple[list, boo
     audio = [s for s in container.streams.audio if s.codec_context is not None]
     video = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     return audio, bool(video)
+
+
+def _leading_gap(container: av.container.InputContainer, stream) -> float:
+    """Seconds between a video's first picture and its first sound (0 when under _MIN_LEADING_GAP, or
+    when the headers make no sense: a gap past the whole file's length)."""
+    pictures = [
+        float(video.start_time * video.time_base)
+        for video in container.streams.video
+        if video.start_time is not None and video.time_base
+        and not video.disposition & av.stream.Disposition.attached_pic
+    ]  # fmt: skip
+    if not pictures or stream.start_time is None or not stream.time_base:
+        return 0.0
+    gap = float(stream.start_time * stream.time_base) - min(pictures)
+    length = container.duration / av.time_base if container.duration else None
+    if gap < _MIN_LEADING_GAP or (length is not None and gap >= length):
+        return 0.0
+    return gap
 
 
 def _declared_duration(container: av.container.InputContainer, stream) -> float | None:

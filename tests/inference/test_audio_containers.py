@@ -36,6 +36,7 @@ def _encode(
     container_options: dict | None = None,
     codec_options: dict | None = None,
     variable_bitrate: bool = False,
+    audio_offset: float = 0.0,
 ) -> Path:
     """`samples` [C, n] encoded with `codec` into `fmt`, after `video_seconds` of a video track if any."""
     layout = "mono" if samples.shape[0] == 1 else "stereo"
@@ -53,7 +54,7 @@ def _encode(
             frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), index % 255, np.uint8), format="rgb24")
             frame.pts = index
             out.mux(video.encode(frame))
-        pts = 0
+        pts = int(audio_offset * rate)
         for start in range(0, samples.shape[1], 1152):
             chunk = np.ascontiguousarray(samples[:, start : start + 1152])
             frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
@@ -191,3 +192,21 @@ def test_file_objects_of_every_kind_decode_or_say_what_is_wrong(tmp_path: Path) 
     closed.close()
     with pytest.raises(AudioError, match="closed"):
         decode_audio(closed)
+
+
+@pytest.mark.parametrize(("fmt", "codec"), [("mp4", "aac"), ("matroska", "libopus")])
+def test_a_video_whose_sound_starts_late_keeps_the_videos_times(tmp_path: Path, fmt: str, codec: str) -> None:
+    """Sound from 5 s into the picture: the samples start with 5 s of silence, so a transcript's (and
+    its subtitles') times are the video's; they came 5 s early."""
+    path = _encode(
+        tmp_path / f"late.{fmt}", fmt, codec, _tone(3.0, 48000), 48000, video_seconds=10, audio_offset=5.0
+    )
+    audio = decode_audio(path)
+    assert audio.size / 16000 == pytest.approx(8.0, abs=0.1)
+    assert not audio[: int(4.9 * 16000)].any()  # silence until the sound starts
+    assert np.abs(audio[int(5.2 * 16000) :]).max() > 0.2
+    split = decode_audio(path, channels="split")
+    assert split.shape[0] == 1 and split.shape[1] == audio.size
+    with pytest.raises(AudioError) as too_long:
+        decode_audio(path, max_seconds=4.0)
+    assert too_long.value.code == "AUDIO_TOO_LONG"

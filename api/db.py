@@ -24,6 +24,8 @@ SQLITE_PRAGMAS = {
     "foreign_keys": 1,
     "busy_timeout": 10000,
     "synchronous": "normal",
+    # a deleted transcript's bytes are overwritten, not left readable in the file's free pages
+    "secure_delete": 1,
 }
 
 

@@ -115,6 +115,20 @@ def _session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
+def _open_session(path: Path, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+    """A session for one graph of the export; a missing or damaged file is an EngineError naming it, so
+    the CLI prints one line and the server reports why it cannot load instead of an onnxruntime error."""
+    if not path.is_file():
+        raise EngineError(ErrorCode.INTERNAL, f"{path}: missing from the exported model (export it again)")
+    try:
+        return ort.InferenceSession(path, options, providers=providers)
+    except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
+        reason = str(exc).rsplit("failed:", 1)[-1].strip()
+        raise EngineError(
+            ErrorCode.INTERNAL, f"{path}: cannot be loaded, damaged or not an ONNX model ({reason})"
+        ) from exc
+
+
 def _quiet_blas() -> None:
     """numpy's BLAS to one thread, for the whole process: after each call (the mel filterbank product)
     OpenBLAS's idle workers spin for tens of ms on the cores ONNX Runtime's pool is about to need
@@ -184,16 +198,13 @@ class OnnxWhisper:
         return precision
 
     def _session(self, part: str, providers: list[str]) -> ort.InferenceSession:
-        path = self.model_dir / f"{part}.{self.precision}.onnx"
-        return ort.InferenceSession(path, self._options, providers=providers)
+        return _open_session(self.model_dir / f"{part}.{self.precision}.onnx", self._options, providers)
 
     def _load_aligner(self) -> ort.InferenceSession:
         with self._aligner_lock:
             if self._aligner is None:
                 path = self.model_dir / "aligner.fp32.onnx"
-                if not path.exists():
-                    raise EngineError(ErrorCode.INTERNAL, f"{self.model_dir} has no aligner.fp32.onnx")
-                self._aligner = ort.InferenceSession(path, self._options, providers=self._providers)
+                self._aligner = _open_session(path, self._options, self._providers)
             return self._aligner
 
     def encode(self, mel: np.ndarray) -> CrossKV:

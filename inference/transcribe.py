@@ -20,6 +20,7 @@ import numpy as np
 from cliptext.errors import ErrorCode
 from inference.alignment import add_word_timestamps
 from inference.audio import AudioSource, MediaInfo, decode_audio, iter_audio_chunks, probe_media
+from inference.config import ModelConfig
 from inference.decoding import DecodingOptions, DecodingResult, SpecialIds, WindowDecoder, log_softmax
 from inference.features import HOP_LENGTH, N_FRAMES, SAMPLING_RATE, FeatureExtractor, pad_or_trim
 from inference.mel_stream import open_stream
@@ -29,6 +30,7 @@ from inference.tokenizer import SpecialTokens, Tokenizer
 from inference.types import MAX_TOKENS as MAX_LENGTH  # the decoder's context
 from inference.types import (
     AudioError,
+    EngineError,
     OptionsError,
     Segment,
     Stopped,
@@ -82,6 +84,18 @@ def _check_channel_seconds(channels: int, seconds: float, max_seconds: float) ->
         raise _too_many_channel_seconds(channels, seconds, max_seconds)
 
 
+def _load_tokenizer(path: Path, config: ModelConfig) -> Tokenizer:
+    """The model's English tokenizer; a missing or damaged tokenizer.json is an EngineError naming it
+    (the CLI prints one line, the server reports it), not the tokenizers library's bare Exception."""
+    if not path.is_file():
+        raise EngineError(ErrorCode.INTERNAL, f"{path}: missing from the exported model (export it again)")
+    try:
+        return Tokenizer.from_file(path, False, config=config)
+    except Exception as exc:  # tokenizers raises plain Exception
+        reason = f"cannot be loaded, damaged or not a tokenizer ({exc})"
+        raise EngineError(ErrorCode.INTERNAL, f"{path}: {reason}") from exc
+
+
 class WhisperEngine:
     """Transcribes audio with an `OnnxWhisper` model the way faster-whisper's WhisperModel does."""
 
@@ -91,7 +105,7 @@ class WhisperEngine:
         self.feature_extractor = FeatureExtractor(self.config.n_mels)
         self._special = SpecialTokens.from_config(self.config)
         self._tokenizer_file = Path(model.model_dir) / "tokenizer.json"
-        self._english = Tokenizer.from_file(self._tokenizer_file, False, config=self.config)
+        self._english = _load_tokenizer(self._tokenizer_file, self.config)
         c = self.config
         self.ids = SpecialIds(c.sot, c.eot, c.no_timestamps, c.timestamp_begin, c.no_speech, c.n_vocab)
 

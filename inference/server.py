@@ -30,6 +30,7 @@ from inference.engine_threads import EngineThreads
 from inference.limits import Admission, UploadIdle, UploadWatchdog
 from inference.servicer import Loaded, TranscriberServicer, add_transcriber
 from inference.stubs import SERVICE_NAME, pb2
+from inference.types import EngineError
 
 log = logging.getLogger("inference.server")
 
@@ -236,7 +237,11 @@ def serve(config: ServerConfig) -> None:
     host = config.addr.rsplit(":", 1)[0]
     log.info("listening on %s:%d (NOT_SERVING until the model is loaded)", host, port)
     started = time.monotonic()
-    loaded = load(config)
+    try:
+        loaded = load(config)
+    except EngineError:
+        server.stop(0)
+        raise
     servicer.loaded = loaded
     desc = loaded.description
     log.info(
@@ -273,7 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_or_exit()
     configure_logging(settings)
     metrics.start_exporter(settings.inference_metrics_port)
-    serve(parse_args(argv, settings))
+    try:
+        serve(parse_args(argv, settings))
+    except EngineError as error:  # a missing or damaged export: one line that names the file
+        log.error("cannot load the model: %s", error.message)
+        return 1
     return 0
 
 

@@ -17,8 +17,8 @@ class Orgs(MethodView):
     @blp.response(200, OrganizationListSchema)
     @errors(blp)
     def get(self):
-        """List your organizations"""
-        return {"data": service.list_orgs(current_principal().user)}
+        """List your organization: the one the API key belongs to (a key speaks for one organization)"""
+        return {"data": service.list_orgs(current_principal().membership)}
 
 
 @blp.route("/<string:org_id>")
@@ -27,7 +27,7 @@ class OrgById(MethodView):
     @errors(blp, 404)
     def get(self, org_id):
         """Organization details: plan, limits, member count"""
-        return service.get_org(current_principal().user, org_id)
+        return service.get_org(current_principal().membership, org_id)
 
 
 @blp.route("/<string:org_id>/members")
@@ -37,7 +37,9 @@ class Members(MethodView):
     @errors(blp, 400, 403, 404, 409, 415, 422)
     def post(self, body, org_id):
         """Add a team member (owners and admins only)"""
-        user, membership = service.add_member(current_principal().user, org_id, body["email"], body["role"])
+        user, membership = service.add_member(
+            current_principal().membership, org_id, body["email"], body["role"]
+        )
         return {
             "id": user.public_id,
             "email": user.email,

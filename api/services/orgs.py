@@ -39,37 +39,44 @@ def _view(membership: Membership) -> OrgView:
     )
 
 
-def memberships_of(user: User) -> list[Membership]:
-    return list(
+def _own_membership(membership: Membership) -> Membership:
+    """The key's membership as the database has it now (its role may have changed since the key's
+    lookup was cached), with its organization."""
+    found = (
         Membership.select(Membership, Organization)
         .join(Organization)
-        .where(Membership.user == user)
-        .order_by(Organization.created_at, Organization.id)
-    )
-
-
-def list_orgs(user: User) -> list[OrgView]:
-    return [_view(m) for m in memberships_of(user)]
-
-
-def membership_in(user: User, org_public_id: str) -> Membership:
-    """The user's membership in that organization; not a member → 404 (it does not exist for them)."""
-    membership = (
-        Membership.select(Membership, Organization)
-        .join(Organization)
-        .where((Membership.user == user) & (Organization.public_id == org_public_id))
+        .where(Membership.id == membership.id)
         .first()
     )
-    if membership is None:
+    if found is None:
         raise NotFound("Organization")
-    return membership
+    return found
 
 
-def get_org(user: User, org_public_id: str) -> OrgView:
-    return _view(membership_in(user, org_public_id))
+def list_orgs(membership: Membership) -> list[OrgView]:
+    """The organization the calling key belongs to.
+
+    An API key is issued for one membership, so it speaks for that organization only: a person who
+    is also in other organizations uses those organizations' keys there (a key of org A listing org B,
+    or adding owners to it with the person's role in B, let any holder of that key act in B).
+    """
+    return [_view(_own_membership(membership))]
 
 
-def add_member(actor: User, org_public_id: str, email: str, role: str) -> tuple[User, Membership]:
+def membership_in(membership: Membership, org_public_id: str) -> Membership:
+    """The key's membership if it is of that organization; any other is 404 (it does not exist for
+    this key), as an unknown id is."""
+    mine = _own_membership(membership)
+    if mine.organization.public_id != org_public_id:
+        raise NotFound("Organization")
+    return mine
+
+
+def get_org(membership: Membership, org_public_id: str) -> OrgView:
+    return _view(membership_in(membership, org_public_id))
+
+
+def add_member(actor: Membership, org_public_id: str, email: str, role: str) -> tuple[User, Membership]:
     """Owners and admins add members; only an owner may add another owner. Already a member → 409."""
     mine = membership_in(actor, org_public_id)
     if mine.role not in Role.MANAGERS:
@@ -77,6 +84,13 @@ def add_member(actor: User, org_public_id: str, email: str, role: str) -> tuple[
     if role == Role.OWNER and mine.role != Role.OWNER:
         raise ApiError(ErrorCode.FORBIDDEN, "Only owners can add owners")
     email = email.strip().lower()
+    longest = User.email.max_length
+    if len(email) > longest:  # lower-casing can lengthen it ("İ" is two characters in lower case)
+        raise ApiError(
+            ErrorCode.VALIDATION_ERROR,
+            "The request is invalid; see details.fields",
+            {"fields": {"email": [f"Longer than {longest} characters once lower-cased."]}},
+        )
     try:
         with db.atomic():
             user, _ = User.get_or_create(email=email)

@@ -163,3 +163,41 @@ def test_public_ids_are_random(app, new_org):
     assert all(re.fullmatch(r"org_[A-Za-z0-9]{22}", i) for i in ids)
     with app.app_context():
         assert db.obj is not None
+
+
+def test_a_key_speaks_for_its_own_organization_only(client, new_org, app):
+    """Alice is a plain member of A and the owner of B. A key issued to her in A listed B, showed B and
+    added owners to B with her role there: anyone holding an A key could act in B."""
+    org_a, bob = new_org("pro", email="bob@example.com")
+    org_b, _ = new_org("free", email="alice@example.com")
+    added = client.post(
+        f"/v1/orgs/{org_a.public_id}/members",
+        json={"email": "alice@example.com", "role": "member"},
+        headers=bob,
+    )
+    assert added.status_code == 201
+    runner = app.test_cli_runner()
+    issued = runner.invoke(args=["keys", "create", "--org", org_a.public_id, "--email", "alice@example.com"])
+    alice_in_a = {"Authorization": f"Bearer {issued.stdout.strip().splitlines()[-1]}"}
+
+    listed = client.get("/v1/orgs", headers=alice_in_a).get_json()["data"]
+    assert [(o["id"], o["role"]) for o in listed] == [(org_a.public_id, "member")]
+    other = client.get(f"/v1/orgs/{org_b.public_id}", headers=alice_in_a)
+    assert other.status_code == 404 and other.get_json()["error"]["code"] == "NOT_FOUND"
+    escalate = client.post(
+        f"/v1/orgs/{org_b.public_id}/members",
+        json={"email": "mallory@example.com", "role": "owner"},
+        headers=alice_in_a,
+    )
+    assert escalate.status_code == 404
+    with app.app_context():
+        assert not User.select().where(User.email == "mallory@example.com").exists()
+
+
+def test_an_email_that_lower_casing_lengthens_past_the_column_is_refused(client, new_org):
+    """ "İ" lower-cases to two characters: 212 sent, 412 to store in a column of 320."""
+    org, owner = new_org("pro")
+    email = "İ" * 200 + "@example.com"
+    refused = client.post(f"/v1/orgs/{org.public_id}/members", json={"email": email}, headers=owner)
+    assert refused.status_code == 422
+    assert set(refused.get_json()["error"]["details"]["fields"]) == {"email"}

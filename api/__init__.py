@@ -10,8 +10,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import click
 import redis
 from flask import Flask
+from flask.cli import ScriptInfo
 from flask_smorest import Api
 from itsdangerous import URLSafeTimedSerializer
 
@@ -40,6 +42,16 @@ Input rules: JSON bodies of at most 1 MiB (413) nested at most 64 levels (400); 
 Unicode without NUL characters (422, naming the field; an id holding one is a 404); JSON is read in
 UTF-8, UTF-16 or UTF-32, with or without a BOM.
 """
+
+
+def loaded_by_flask_cli() -> bool:
+    """True while `flask --app api …` loads the app for a command (not for a server such as gunicorn).
+
+    Its commands do not migrate on load: `db upgrade` applies (and lists) the migrations itself, and
+    the others refuse a database with pending migrations (api.cli) instead of changing its schema.
+    """
+    context = click.get_current_context(silent=True)
+    return context is not None and context.find_object(ScriptInfo) is not None
 
 
 class CliptextFlask(Flask):
@@ -102,7 +114,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
         REDIS_KEY_PREFIX="cliptext:",
         RQ_QUEUE=QUEUE_NAME,
-        MIGRATE_ON_START=True,
+        MIGRATE_ON_START=not loaded_by_flask_cli(),  # the CLI migrates only by `db upgrade`
     )
     app.config.update({k: v for k, v in overrides.items() if k.isupper()})
 

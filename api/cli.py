@@ -1,10 +1,20 @@
-"""`flask --app api …` commands: organizations, API keys, a local dev key, database migrations."""
+"""`flask --app api …` commands: organizations, API keys, a local dev key, database migrations.
+
+Loading the app for these commands does not migrate the database (api.create_app): `db upgrade` applies
+the pending migrations and lists them, and every command that reads or writes the tables first refuses,
+in one line, a database that still has migrations to apply (run `flask --app api db upgrade`, or in
+compose the `migrate` service). A command such as `keys revoke` never changes the schema on the side.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from typing import Any
 
 import click
+import peewee as pw
 import redis
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
@@ -22,18 +32,73 @@ DEV_ORG_NAME = "Local development"
 DEV_EMAIL = "dev@localhost"
 
 
+def _pending_migrations() -> list[str]:
+    """The migrations not applied to the database yet, without creating anything in it."""
+    from api.migrations import router
+
+    database = db.obj
+    with database.connection_context():
+        found = router(database)
+        if found.migrate_table not in database.get_tables():
+            return list(found.todo)
+        return found.diff
+
+
+def needs_schema(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Refuse to run `command` on a database with pending migrations (a clear line, exit status 1)."""
+
+    @functools.wraps(command)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            pending = _pending_migrations()
+        except pw.OperationalError as error:
+            raise click.ClickException(f"cannot open the database: {error}") from error
+        if pending:
+            raise click.ClickException(
+                f"the database has {len(pending)} migration(s) to apply ({', '.join(pending)}): "
+                "run `flask --app api db upgrade` first"
+            )
+        return command(*args, **kwargs)
+
+    return checked
+
+
+# the command-line name of each field create_org checks
+_OPTION_OF = {
+    "name": "NAME",
+    "owner_email": "'--owner'",
+    "plan": "'--plan'",
+    "custom_rate_limit": "'--rate-limit'",
+    "custom_concurrent_uploads": "'--concurrent-uploads'",
+}
+
+
 @orgs_cli.command("create")
 @click.argument("name")
 @click.option("--plan", type=click.Choice(Plan.ALL), default=Plan.FREE, show_default=True)
 @click.option("--owner", "owner_email", required=True, help="Owner's email (the first API key is theirs).")
-@click.option("--rate-limit", type=int, default=None, help="Enterprise: requests per minute.")
-@click.option("--concurrent-uploads", type=int, default=None, help="Enterprise: concurrent uploads.")
+@click.option(
+    "--rate-limit",
+    type=click.IntRange(1, org_service.MAX_CUSTOM_LIMIT),
+    default=None,
+    help="Enterprise plan only: requests per minute (default: the plan's).",
+)
+@click.option(
+    "--concurrent-uploads",
+    type=click.IntRange(1, org_service.MAX_CUSTOM_LIMIT),
+    default=None,
+    help="Enterprise plan only: concurrent uploads (default: the plan's).",
+)
+@needs_schema
 def create_org_command(
     name: str, plan: str, owner_email: str, rate_limit: int | None, concurrent_uploads: int | None
 ) -> None:
     """Create an organization and print its owner's first API key."""
     with db.connection_context():
-        org, key, raw = org_service.create_org(name, owner_email, plan, rate_limit, concurrent_uploads)
+        try:
+            org, key, raw = org_service.create_org(name, owner_email, plan, rate_limit, concurrent_uploads)
+        except org_service.InvalidOrg as error:
+            raise click.BadParameter(error.message, param_hint=_OPTION_OF[error.field]) from error
     click.echo(f"organization: {org.public_id} ({plan})", err=True)
     click.echo(f"api key id:   {key.public_id} (shown once, store it now)", err=True)
     click.echo(raw)
@@ -42,6 +107,7 @@ def create_org_command(
 @keys_cli.command("create")
 @click.option("--org", "org_id", required=True)
 @click.option("--email", required=True)
+@needs_schema
 def create_key_command(org_id: str, email: str) -> None:
     """Issue a new API key for a member of an organization."""
     with db.connection_context():
@@ -55,6 +121,7 @@ def create_key_command(org_id: str, email: str) -> None:
 
 @keys_cli.command("list")
 @click.option("--org", "org_id", required=True)
+@needs_schema
 def list_keys_command(org_id: str) -> None:
     """The keys of an organization (ids to revoke; the keys themselves are stored only hashed)."""
     with db.connection_context():
@@ -71,6 +138,7 @@ def list_keys_command(org_id: str) -> None:
 
 @keys_cli.command("revoke")
 @click.argument("key_id")
+@needs_schema
 def revoke_key_command(key_id: str) -> None:
     """Revoke an API key by its id (key_…); every API process refuses it from the next request."""
     with db.connection_context():
@@ -92,6 +160,7 @@ def _dev_key_path() -> str:
 
 @click.command("dev-key")
 @with_appcontext
+@needs_schema
 def dev_key_command() -> None:
     """Print a ready API key for a local dev organization (created once; the key is kept in the data dir)."""
     path = _dev_key_path()
@@ -151,6 +220,7 @@ def db_new_command(name: str) -> None:
 
 
 @uploads_cli.command("purge-expired")
+@needs_schema
 def purge_expired_command() -> None:
     """Delete uploads never completed before their URL expired (run it from cron)."""
     from api.services.uploads import purge_expired

@@ -1,6 +1,14 @@
-"""gunicorn settings: Prometheus multiprocess mode, and JSON answers to requests gunicorn refuses itself.
+"""gunicorn settings: production's workers, Prometheus multiprocess mode, and JSON answers to requests
+gunicorn refuses itself.
 
-Run `gunicorn -c python:api.gunicorn_conf 'api:create_app()'`.
+Run `gunicorn -c python:api.gunicorn_conf 'api:create_app()'` (the image's default command, compose's
+`api` and `rq-dashboard` services, `make run`). Options given on the command line still win over these
+(gunicorn reads the config file first, then GUNICORN_CMD_ARGS, then the command line).
+
+Workers: `WEB_CONCURRENCY` processes (gunicorn reads it itself; 1 when unset), each with 4 threads
+(gthread): a slow client holds one thread, not the whole process, so the health check still answers.
+A request may take 300 s (an upload from a slow link: the body is read by the view), and on SIGTERM
+the requests in flight get 30 s to finish (`stop_grace_period` of compose's api service is longer).
 
 With PROMETHEUS_MULTIPROC_DIR set, each gunicorn worker process writes its samples to files there;
 when a worker exits its live gauges must be dropped (`mark_process_dead`). The folder must be empty
@@ -16,6 +24,11 @@ from prometheus_client import multiprocess
 
 from api import gunicorn_errors
 from cliptext.settings import Settings, settings_or_exit
+
+worker_class = "gthread"
+threads = 4
+timeout = 300  # seconds a worker may spend on one request (gunicorn's default of 30 cut slow uploads)
+graceful_timeout = 30  # seconds requests in flight may run on after SIGTERM
 
 
 def on_starting(server) -> None:  # gunicorn hook, in the master before any worker boots

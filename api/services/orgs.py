@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import marshmallow as ma
 import peewee as pw
 
 from api.auth import issue_key
@@ -100,6 +101,57 @@ def add_member(actor: Membership, org_public_id: str, email: str, role: str) -> 
     return user, membership
 
 
+class InvalidOrg(ValueError):
+    """An organization create_org refuses; `field` names the argument at fault (the CLI's option)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+# PostgreSQL's integer, the type of the custom limit columns
+MAX_CUSTOM_LIMIT = 2**31 - 1
+_EMAIL = ma.validate.Email()
+
+
+def _checked_org(
+    name: str,
+    owner_email: str,
+    plan: str,
+    custom_rate_limit: int | None,
+    custom_concurrent_uploads: int | None,
+) -> tuple[str, str]:
+    """The name and owner email to store (trimmed; the email lower-cased), or InvalidOrg."""
+    if plan not in Plan.ALL:
+        raise InvalidOrg("plan", f"must be one of {', '.join(Plan.ALL)}")
+    name = name.strip()
+    longest = Organization.name.max_length
+    if not name:
+        raise InvalidOrg("name", "must not be empty")
+    if len(name) > longest:
+        raise InvalidOrg("name", f"must be at most {longest} characters, got {len(name)}")
+    email = owner_email.strip().lower()
+    longest = User.email.max_length
+    if not email:
+        raise InvalidOrg("owner_email", "must not be empty")
+    if len(email) > longest:
+        raise InvalidOrg("owner_email", f"must be at most {longest} characters, got {len(email)}")
+    try:
+        _EMAIL(email)
+    except ma.ValidationError:
+        raise InvalidOrg("owner_email", f"{owner_email.strip()!r} is not an email address") from None
+    limits = {"custom_rate_limit": custom_rate_limit, "custom_concurrent_uploads": custom_concurrent_uploads}
+    for field, value in limits.items():
+        if value is None:
+            continue
+        if plan != Plan.ENTERPRISE:
+            raise InvalidOrg(field, f"custom limits are for the enterprise plan only, not {plan}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CUSTOM_LIMIT:
+            raise InvalidOrg(field, f"must be a whole number from 1 to {MAX_CUSTOM_LIMIT}, got {value!r}")
+    return name, email
+
+
 def create_org(
     name: str,
     owner_email: str,
@@ -107,9 +159,13 @@ def create_org(
     custom_rate_limit: int | None = None,
     custom_concurrent_uploads: int | None = None,
 ) -> tuple[Organization, ApiKey, str]:
-    """A new organization with its owner and the owner's first API key (raw key returned once)."""
-    if plan not in Plan.ALL:
-        raise ValueError(f"plan must be one of {Plan.ALL}")
+    """A new organization with its owner and the owner's first API key (raw key returned once).
+
+    Refused with InvalidOrg (nothing written): an unknown plan, an empty name or one longer than the
+    column, an owner that is not an email address, custom limits below 1 or past the column's integer,
+    and custom limits on any plan but enterprise (the only one that reads them: `plans.limits_for`).
+    """
+    name, email = _checked_org(name, owner_email, plan, custom_rate_limit, custom_concurrent_uploads)
     with db.atomic():
         org = Organization.create(
             name=name,
@@ -117,7 +173,7 @@ def create_org(
             custom_rate_limit=custom_rate_limit,
             custom_concurrent_uploads=custom_concurrent_uploads,
         )
-        user, _ = User.get_or_create(email=owner_email.strip().lower())
+        user, _ = User.get_or_create(email=email)
         membership = Membership.create(organization=org, user=user, role=Role.OWNER)
         key, raw = issue_key(membership)
     return org, key, raw

@@ -259,3 +259,204 @@ def test_dockerignore_keeps_what_the_dockerfile_copies() -> None:
     ]
     for source in copied_sources():
         assert source not in ignored, f".dockerignore hides {source}, which the Dockerfile copies"
+
+
+# --- what each container really gets: compose.yaml interpolated from an operator's .env -------------
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    """docker compose's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error} (nested)."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+            continue
+        if not text.startswith("${", i):
+            out.append(text[i])
+            i += 1
+            continue
+        depth, j = 1, i + 2
+        while depth:
+            if text.startswith("${", j):
+                depth, j = depth + 1, j + 2
+            else:
+                depth += {"{": 1, "}": -1}.get(text[j], 0)
+                j += 1
+        inner = text[i + 2 : j - 1]
+        name, op, arg = re.match(r"(\w+)(:?[-?])?(.*)", inner, re.S).groups()
+        value = env.get(name)
+        missing = not value if op and op.startswith(":") else value is None
+        if op in {":-", "-"} and missing:
+            value = _interpolate(arg, env)
+        elif op in {":?", "?"} and missing:
+            raise AssertionError(f"compose would refuse to start: {arg}")
+        out.append(value or "")
+        i = j
+    return "".join(out)
+
+
+def operator_env(**overrides: str) -> dict[str, str]:
+    """.env.example as an operator fills it in (every empty secret given a value), plus `overrides`."""
+    env = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            env[name.strip()] = value
+    for secret in (
+        "CLIPTEXT_SECRET_KEY",
+        "POSTGRES_PASSWORD",
+        "CLIPTEXT_ADMIN_PASSWORD",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
+        env[secret] = env[secret] or f"filled-{secret.lower()}"
+    env.update(overrides)
+    return env
+
+
+def dockerfile_env() -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for block in re.findall(r"^ENV ((?:.*\\\n)*.*)$", DOCKERFILE, re.M):
+        pairs.update(re.findall(r"(\w+)=(\S+)", block))
+    return pairs
+
+
+def container_settings(name: str, dotenv: dict[str, str], data_dir: Path):
+    """cliptext.settings.Settings as service `name` builds it: the image's ENV, then its environment."""
+    from unittest import mock
+
+    from cliptext.settings import Settings
+
+    environment = {k: _interpolate(str(v), dotenv) for k, v in SERVICES[name]["environment"].items()}
+    env = {**dockerfile_env(), **environment, "CLIPTEXT_DATA_DIR": str(data_dir)}
+    with mock.patch.dict("os.environ", env, clear=True):
+        return Settings.from_env()
+
+
+APP_SERVICES = ("api", "worker", "migrate")
+INFERENCE_SERVICES = ("inference", "inference-cpu")
+
+
+def test_operator_settings_reach_every_container_that_reads_them(tmp_path: Path) -> None:
+    """An operator's .env reaches each process that reads the setting, not only one of them: the workers
+    write CLIPTEXT_PUBLIC_URL into webhook payloads, the API dials the inference server for GET /v1/models,
+    the API and the workers apply CLIPTEXT_MAX_AUDIO_SECONDS too, and the documented knobs reach anyone."""
+    dotenv = operator_env(
+        CLIPTEXT_PUBLIC_URL="https://api.example.com",
+        CLIPTEXT_MAX_AUDIO_SECONDS="600",
+        CLIPTEXT_MAX_AUDIO_BYTES="1000",
+        CLIPTEXT_WEBHOOK_ALLOW_PRIVATE="1",
+        CLIPTEXT_LOG_LEVEL="DEBUG",
+        CLIPTEXT_LOG_FORMAT="text",
+        CLIPTEXT_AUTH_CACHE_SECONDS="0",
+        CLIPTEXT_SHUTDOWN_GRACE="12",
+        CLIPTEXT_WEBHOOK_TIMEOUT="3",
+        CLIPTEXT_OPENAI_WAIT_SECONDS="7",
+    )
+    for name in APP_SERVICES:
+        got = container_settings(name, dotenv, tmp_path)
+        assert got.public_base_url == "https://api.example.com", name
+        assert got.inference_addr == "dns:///inference:50051", name
+        assert got.max_audio_seconds == 600, name
+        assert got.webhook_allow_private is True, name
+        assert got.auth_cache_seconds == 0, name
+        assert got.webhook_timeout == 3 and got.openai_wait_seconds == 7, name
+    for name in INFERENCE_SERVICES:
+        got = container_settings(name, dotenv, tmp_path)
+        assert got.max_audio_seconds == 600 and got.max_audio_bytes == 1000, name
+        assert got.inference_grace_seconds == 12, name
+        assert got.inference_addr == "0.0.0.0:50051", name
+    for name in OURS:
+        got = container_settings(name, dotenv, tmp_path)
+        assert (got.log_level, got.log_format) == ("DEBUG", "text"), name
+    # an operator's own inference address reaches the API as well as the workers
+    elsewhere = operator_env(INFERENCE_ADDR="dns:///inference.internal:50051")
+    for name in ("api", "worker"):
+        assert (
+            container_settings(name, elsewhere, tmp_path).inference_addr == "dns:///inference.internal:50051"
+        )
+
+
+def test_compose_defaults_are_the_code_defaults(tmp_path: Path) -> None:
+    """With nothing set in .env but the secrets, compose's ${VAR:-default} give what the code would."""
+    from unittest import mock
+
+    from cliptext.settings import Settings
+
+    dotenv = {k: v for k, v in operator_env().items() if k in {"POSTGRES_PASSWORD", "CLIPTEXT_SECRET_KEY"}}
+    dotenv["CLIPTEXT_ADMIN_PASSWORD"] = "x"
+    with mock.patch.dict("os.environ", {"CLIPTEXT_DATA_DIR": str(tmp_path)}, clear=True):
+        code = Settings.from_env()
+    fields = (
+        "max_audio_seconds",
+        "max_audio_bytes",
+        "max_upload_bytes",
+        "webhook_allow_private",
+        "webhook_timeout",
+        "webhook_retries",
+        "webhook_retry_intervals",
+        "job_orphan_grace",
+        "auth_cache_seconds",
+        "openai_wait_seconds",
+        "models_cache_seconds",
+        "inference_grace_seconds",
+        "inference_upload_idle_seconds",
+        "inference_keepalive_seconds",
+        "log_level",
+        "log_format",
+    )
+    for name in OURS:
+        got = container_settings(name, dotenv, tmp_path)
+        for field in fields:
+            assert getattr(got, field) == getattr(code, field), f"{name}: {field}"
+
+
+def test_documented_settings_reach_a_container() -> None:
+    """Every setting the README or docs/ name is given to at least one of our containers (compose or
+    the image's ENV): documented, it must be settable in a deployment."""
+    text = (ROOT / "README.md").read_text() + "".join(
+        path.read_text() for path in sorted((ROOT / "docs").glob("*.md"))
+    )
+    documented = {name for name in settings_variables() if re.search(rf"\b{name}\b", text)}
+    given = set(dockerfile_env())
+    for name in OURS:
+        given |= set(SERVICES[name].get("environment") or {})
+    assert {"CLIPTEXT_MAX_AUDIO_BYTES", "CLIPTEXT_SHUTDOWN_GRACE"} <= documented  # the scan sees them
+    assert documented - given == set(), "documented settings no container is given"
+
+
+def test_operator_dashboard_is_on_localhost_only() -> None:
+    """The API port serves no /admin/rq: the api service never gets the operator credentials. The
+    dashboard is its own service, published on the host's loopback address only."""
+    for name in OURS:
+        if name == "rq-dashboard":
+            continue
+        environment = SERVICES[name].get("environment") or {}
+        assert "CLIPTEXT_ADMIN_USER" not in environment and "CLIPTEXT_ADMIN_PASSWORD" not in environment, name
+    dashboard = SERVICES["rq-dashboard"]
+    assert {"CLIPTEXT_ADMIN_USER", "CLIPTEXT_ADMIN_PASSWORD", "REDIS_URL"} <= set(dashboard["environment"])
+    assert dashboard["ports"] and all(str(port).startswith("127.0.0.1:") for port in dashboard["ports"])
+
+
+def test_dashboard_service_serves_the_protected_mount() -> None:
+    """Not rq-dashboard's own CLI (Werkzeug's dev server, no cross-site protection): api.admin's
+    dashboard under gunicorn with the project's gunicorn settings."""
+    argv = command_of(SERVICES["rq-dashboard"])
+    assert argv[0] == "gunicorn" and "--config=python:api.gunicorn_conf" in argv, argv
+    assert argv[-1] == "api.admin:create_dashboard_app()", argv
+    assert not any(a.startswith("--bind=") and not a.endswith(":9181") for a in argv), argv
+
+
+def test_api_gets_longer_to_stop_than_gunicorn_gives_its_requests() -> None:
+    """Docker's default 10 s would SIGKILL requests gunicorn still lets finish (graceful_timeout)."""
+    from api import gunicorn_conf
+
+    grace = SERVICES["api"].get("stop_grace_period")
+    assert grace, "api has no stop_grace_period (Docker's default is 10 s)"
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", str(grace))
+    assert match and any(match.groups()), grace
+    seconds = int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
+    assert seconds > gunicorn_conf.graceful_timeout, (seconds, gunicorn_conf.graceful_timeout)
+    flags = [a for a in command_of(SERVICES["api"]) if a.startswith("--graceful-timeout")]
+    assert not flags, "the graceful timeout lives in api/gunicorn_conf.py"

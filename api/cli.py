@@ -222,7 +222,8 @@ def db_new_command(name: str) -> None:
 @uploads_cli.command("purge-expired")
 @needs_schema
 def purge_expired_command() -> None:
-    """Delete uploads never completed before their URL expired (run it from cron)."""
+    """Delete uploads never completed before their URL expired, completed ones no transcription used
+    for 24 h, and the partial files of killed writes (run it from cron)."""
     from api.services.uploads import purge_expired
     from api.state import state
 

@@ -6,6 +6,7 @@ every error payload, so the two cannot drift: {"error": {"code", "message", "det
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -191,6 +192,24 @@ BACKING_SERVICE_ERRORS = (
 )
 
 
+# a local disk that cannot take the bytes (full, over quota, past a file size limit, read-only) is storage
+# that cannot answer, as S3 down is: 503 with Retry-After. Raised from LocalStorage and from werkzeug's
+# spooling of a multipart body alike, hence app-wide. Any other OSError is a bug: still a 500.
+STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def handle_os_error(error: OSError) -> Response:
+    if error.errno in STORAGE_FULL_ERRNOS:
+        log.error("local storage cannot take the bytes (request %s): %r", g.get("request_id"), error)
+        return error_response(
+            ErrorCode.SERVICE_UNAVAILABLE,
+            "Storage cannot take the upload now; retry later",
+            {"request_id": g.get("request_id")},
+            headers=RETRY_UNAVAILABLE,
+        )
+    return handle_unexpected(error)
+
+
 # gunicorn raises these from the request body's stream (a bad chunk size, a missing chunk terminator, a
 # connection closed before the announced length) wherever the app reads it: the client's fault, 400
 UNREADABLE_BODY_ERRORS = (gunicorn.http.errors.ParseException, gunicorn.http.errors.NoMoreData)
@@ -212,4 +231,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     for error in BACKING_SERVICE_ERRORS:
         app.register_error_handler(error, handle_service_unavailable)
+    app.register_error_handler(OSError, handle_os_error)
     app.register_error_handler(Exception, handle_unexpected)

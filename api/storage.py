@@ -6,9 +6,11 @@ refuses anything else so no path can escape the storage root.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -34,6 +36,82 @@ class TooLarge(Exception):
     """The stream carried more bytes than allowed (the partial object is removed)."""
 
 
+class Busy(Exception):
+    """Another request or process holds the key's write lock (a PUT receiving it, a complete checking it)."""
+
+
+# beside each key in LocalStorage: a temp file while it is written, a lock file while it is held
+_PART, _LOCK = ".part-", ".lock-"
+
+# where S3Storage.local_copy downloads: the system's temp folder unless use_scratch_dir says otherwise
+_scratch_dir: Path | None = None
+
+
+def use_scratch_dir(folder: Path | None) -> None:
+    """Download S3 objects into `folder` from now on in this process (None: the system's temp folder).
+
+    A worker's work horse gets a folder of its own that the worker removes once the horse has ended: a
+    horse SIGKILLed mid-job (stopped, timed out, out of memory) never runs the TemporaryDirectory's
+    cleanup, and the audio of a deleted transcription would stay on the worker's disk.
+    """
+    global _scratch_dir
+    _scratch_dir = folder
+
+
+def _hold(path: Path, *, create: bool) -> int | None:
+    """An fd of `path` holding its exclusive flock, or None while another open file holds it (or, when
+    not creating, once it is gone). The kernel lets go when the holder dies, kill -9 included.
+
+    A holder removes its file before it lets go: whoever opened it meanwhile sees the path no longer
+    names the inode it locked, and opens the path again.
+    """
+    flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    for _ in range(3):
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:
+            if create:
+                raise
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        if _still_named(path, fd):
+            return fd
+        os.close(fd)
+        if not create:
+            return None
+    return None
+
+
+def _still_named(path: Path, fd: int) -> bool:
+    try:
+        named, opened = os.stat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _remove_unless_held(path: Path) -> bool:
+    """Remove `path` unless a live writer holds it; True when removed."""
+    fd = _hold(path, create=False)
+    if fd is None:
+        return False
+    try:
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _remove_parts(target: Path) -> None:
+    """Remove the temp files of `target` that no live writer holds."""
+    for part in target.parent.glob(f"{_PART}{target.name}.*"):
+        _remove_unless_held(part)
+
+
 def _check_key(key: str) -> str:
     if not _KEY_RE.match(key):
         raise ValueError(f"invalid storage key {key!r}")
@@ -44,6 +122,8 @@ class Storage(Protocol):
     is_local: bool
 
     def write_stream(self, key: str, stream: BinaryIO, limit: int) -> int: ...
+    def exclusive(self, key: str) -> AbstractContextManager[None]: ...
+    def sweep_leftovers(self, older_than_s: float) -> int: ...
     def size(self, key: str) -> int | None: ...
     def delete(self, key: str) -> None: ...
     def local_copy(self, key: str) -> AbstractContextManager[Path]: ...
@@ -53,7 +133,11 @@ class Storage(Protocol):
 
 
 class LocalStorage:
-    """Files under one root; writes go to a temp file renamed into place, so a half upload never shows."""
+    """Files under one root; writes go to a temp file renamed into place, so a half upload never shows.
+
+    The temp file is named after its key (`.part-<name>.<random>`) and locked while written, so that
+    delete(key) removes what a writer killed mid-write left, and never what a live one is writing.
+    """
 
     is_local = True
 
@@ -68,7 +152,8 @@ class LocalStorage:
         """Copy at most `limit` bytes of `stream` to `key`; raises TooLarge past it."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{_PART}{target.name}.")
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: never contended, only seen as live by the sweeps
         written = 0
         try:
             with os.fdopen(fd, "wb") as out:
@@ -77,10 +162,12 @@ class LocalStorage:
                     if written > limit:
                         raise TooLarge(limit)
                     out.write(chunk)
-            os.replace(tmp, target)
+                out.flush()
+                os.replace(tmp, target)  # still locked: no sweep removes it first
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _remove_parts(target)  # what writers killed before this one left: the key is whole now
         return written
 
     def size(self, key: str) -> int | None:
@@ -90,7 +177,46 @@ class LocalStorage:
             return None
 
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        """The bytes, and the temp and lock files a process killed while writing or holding `key` left."""
+        target = self.path(key)
+        target.unlink(missing_ok=True)
+        _remove_parts(target)
+        _remove_unless_held(self._lock_path(key))
+
+    def _lock_path(self, key: str) -> Path:
+        target = self.path(key)
+        return target.with_name(f"{_LOCK}{target.name}")
+
+    @contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        """Hold `key`'s write lock (a `.lock-` file beside it) for the block; Busy while another request
+        or process holds it. A process killed while holding it lets go at once; the file it leaves is
+        taken by the next holder, or removed with the key or by sweep_leftovers."""
+        lock = self._lock_path(key)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = _hold(lock, create=True)
+        if fd is None:
+            raise Busy(key)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # still held: anyone who opened it meanwhile opens anew
+            os.close(fd)
+
+    def sweep_leftovers(self, older_than_s: float) -> int:
+        """Remove temp and lock files older than `older_than_s` that no live writer holds: left by a
+        process killed mid-write whose key was never deleted (or named before keys were in the names)."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for pattern in (f"{_PART}*", f"{_LOCK}*"):
+            for path in self.root.rglob(pattern):
+                try:
+                    stale = path.is_file() and path.stat().st_mtime < cutoff
+                except FileNotFoundError:
+                    continue
+                if stale and _remove_unless_held(path):
+                    removed += 1
+        return removed
 
     @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
@@ -159,10 +285,20 @@ class S3Storage:
         self.client.delete_object(Bucket=self.bucket, Key=self._object(key))
 
     @contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        """Nothing to hold: S3 takes the PUTs itself, and keeps an object whole until it is replaced."""
+        yield
+
+    def sweep_leftovers(self, older_than_s: float) -> int:
+        """Nothing is left behind: the spool of write_stream is an anonymous temp file."""
+        return 0
+
+    @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
         """A temporary file with the object's bytes; a path that does not exist when the object is gone
-        (as LocalStorage gives), so the worker fails it as UPLOAD_MISSING and does not retry."""
-        with tempfile.TemporaryDirectory() as folder:
+        (as LocalStorage gives), so the worker fails it as UPLOAD_MISSING and does not retry. It lies in
+        the scratch folder when one is set (use_scratch_dir)."""
+        with tempfile.TemporaryDirectory(dir=_scratch_dir) as folder:
             path = Path(folder) / "object"
             try:  # the transfer writes under another name and renames once whole
                 self.client.download_file(self.bucket, self._object(key), str(path))

@@ -8,19 +8,26 @@ kills it and the job is recovered by another worker). Two things are tuned from 
 - the maintenance: every `worker_maintenance_seconds` RQ cleans its registries (abandoned jobs go
   to the failed registry) and jobs.recovery requeues the transcriptions among them, and enqueues
   again those whose job Redis lost.
+Each job's temporary files (the audio S3Storage.local_copy downloads) go to a folder of its own under
+scratch_root(), removed by the worker once the horse has ended, even SIGKILLed (a stopped job, a
+timeout, out of memory); folders left when the worker itself was killed go when a worker starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import itertools
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import redis
 from rq import Queue, Worker
@@ -28,6 +35,7 @@ from rq.exceptions import StopRequested
 from rq.job import Job
 
 from api.db import db, init_db
+from api.storage import use_scratch_dir
 from cliptext.jsonlog import configure_logging
 from cliptext.settings import Settings, settings_or_exit
 from jobs.metrics import forget_outcome, record_job, start_exporter
@@ -40,6 +48,58 @@ log = logging.getLogger("jobs.worker")
 
 
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+SCRATCH_FOLDER = "cliptext-worker"
+
+
+def scratch_root() -> Path:
+    """Where the work horses' job folders go: under the system's temp folder (TMPDIR)."""
+    return Path(tempfile.gettempdir()) / SCRATCH_FOLDER
+
+
+def _lock_folder(path: Path, *, wait: bool) -> int | None:
+    """An fd holding `path`'s flock (None if another holds it and `wait` is false). Whoever holds it is
+    alive: the kernel lets go when the last process sharing the fd dies, SIGKILLed or not."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def open_scratch(root: Path) -> tuple[Path, int]:
+    """A new job folder and the fd that holds its lock. Opened in the worker before the fork, the fd is
+    shared with the horse: the folder is in use until both have ended."""
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = Path(tempfile.mkdtemp(prefix="job-", dir=root))
+        with contextlib.suppress(FileNotFoundError):  # swept by a worker starting at that instant
+            fd = _lock_folder(path, wait=True)
+            if path.is_dir():
+                return path, fd
+            os.close(fd)
+
+
+def close_scratch(path: Path, fd: int) -> None:
+    """Remove a job folder, then let go of its lock (its horse has ended)."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.close(fd)
+
+
+def sweep_scratch(root: Path) -> int:
+    """Remove the job folders that no live worker or work horse holds: left when both were killed."""
+    removed = 0
+    for path in sorted(root.glob("job-*")) if root.is_dir() else []:
+        try:
+            fd = _lock_folder(path, wait=False)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if fd is not None:
+            close_scratch(path, fd)
+            removed += 1
+    return removed
 
 
 class CliptextWorker(Worker):
@@ -56,6 +116,7 @@ class CliptextWorker(Worker):
             **kwargs,
         )
         self.settings = settings
+        self._scratch: tuple[Path, int] | None = None  # the running job's folder and its lock
 
     def request_stop(self, signum, frame) -> None:
         # RQ sets `_stop_requested` only when the worker is busy; set it when idle too, so that `main`
@@ -71,16 +132,30 @@ class CliptextWorker(Worker):
         return int(max(1, interval)) + self.settings.worker_heartbeat_grace
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        """Fork the horse as RQ does, then count what it reported (jobs.metrics)."""
+        """Fork the horse as RQ does, in a job folder removed once it has ended however it ended; then
+        count what it reported (jobs.metrics)."""
         forget_outcome(job)
         started = time.monotonic()
+        try:
+            self._scratch = open_scratch(scratch_root())
+        except OSError as error:  # the horse's temporary files go to the system's temp folder
+            log.warning("job %s: no job folder under %s: %s", job.id, scratch_root(), error)
         try:
             super().execute_job(job, queue)
         except _REDIS_DOWN as error:  # the transcription's outcome is in the database already
             log.warning("job %s: Redis unreachable while its end was recorded: %s", job.id, error)
         finally:
+            if self._scratch is not None:
+                close_scratch(*self._scratch)
+                self._scratch = None
             outcome = record_job(job, queue.name, time.monotonic() - started)
             log.info("job %s on %s ended: %s", job.id, queue.name, outcome)
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        """In the forked horse: its downloads go to the job folder."""
+        if self._scratch is not None:
+            use_scratch_dir(self._scratch[0])
+        super().main_work_horse(job, queue)
 
     @property
     def dequeue_timeout(self) -> int:
@@ -158,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     start_exporter(settings, connection, queues)
+    try:
+        swept = sweep_scratch(scratch_root())
+    except OSError as error:
+        log.warning("job folders under %s not swept: %s", scratch_root(), error)
+    else:
+        if swept:
+            log.info("removed %d job folder(s) left by killed workers under %s", swept, scratch_root())
     for attempt in itertools.count():
         worker_name = name if attempt == 0 else f"{name}.{attempt}"
         worker = CliptextWorker(queues, name=worker_name, connection=connection, settings=settings)

@@ -115,7 +115,7 @@ class Content(MethodView):
 class Complete(MethodView):
     @blp.arguments(CompleteRequestSchema())
     @blp.response(200, UploadSchema)
-    @errors(blp, 400, 404, 415, 422)
+    @errors(blp, 400, 404, 409, 415, 422)
     def post(self, body):
         """Mark an upload complete: it exists, has the declared size and is really audio/video"""
         return service.complete(state(), current_principal().org, body["upload_id"])

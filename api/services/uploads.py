@@ -1,5 +1,5 @@
 """Uploads: presigned URLs and multipart files under the plan's concurrent-upload cap, the signed local
-PUT, completion checks."""
+PUT, completion checks, and the purge of what nothing will use."""
 
 from __future__ import annotations
 
@@ -17,15 +17,19 @@ from itsdangerous import BadSignature, SignatureExpired
 from api.db import locked, write_transaction
 from api.errors import RETRY_UNAVAILABLE, ApiError, NotFound
 from api.media import check_content_type, check_format, verify_media
-from api.models import Organization, Upload, UploadStatus, utcnow
+from api.models import Organization, Transcription, Upload, UploadStatus, utcnow
 from api.services.plans import limits_for
 from api.state import AppState
-from api.storage import TooLarge
+from api.storage import Busy, TooLarge
 from cliptext.errors import ErrorCode
 
 URL_TTL = dt.timedelta(hours=1)
+# how long a completed upload that no transcription uses is kept (presigned and completed, never
+# transcribed; a multipart upload whose request died before its transcription was created)
+UNUSED_RETENTION = dt.timedelta(hours=24)
 LOCK_TIMEOUT_S = 10
 _SIGNER_SALT = "upload-content-put"
+_RETRY_BUSY = {"Retry-After": "5"}  # a PUT or complete of the same upload still running
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,11 @@ def presign(
 def receive_content(
     state: AppState, upload_public_id: str, signature: str, stream: BinaryIO, content_length: int | None
 ) -> Upload:
-    """The local stand-in for S3's presigned PUT: exactly one PUT of at most the declared size."""
+    """The local stand-in for S3's presigned PUT: one PUT of at most the declared size goes through.
+
+    A PUT that failed after it claimed the URL (a 503, its process killed) may be sent again: the claim,
+    the bytes and their record happen under the upload's write lock, which a dead request no longer holds.
+    """
     try:
         payload = state.signer.loads(signature, salt=_SIGNER_SALT, max_age=int(URL_TTL.total_seconds()))
     except SignatureExpired as error:
@@ -144,39 +152,83 @@ def receive_content(
         raise ApiError(
             ErrorCode.PAYLOAD_TOO_LARGE, "Body is larger than the declared size", {"max_bytes": limit}
         )
-    # claim the URL: only one request can move it out of "pending"
+    busy = "Another request is sending or checking this upload's bytes; retry once it has answered"
+    with _holding(state, upload, busy):
+        _claim(upload)
+        try:
+            received = state.storage.write_stream(upload.storage_key, stream, limit)
+            return _record(state, upload, received)
+        except TooLarge as error:
+            _release(upload)
+            raise ApiError(
+                ErrorCode.PAYLOAD_TOO_LARGE, "Body is larger than the declared size", {"max_bytes": limit}
+            ) from error
+        except BaseException:
+            _release(upload)
+            raise
+
+
+@contextlib.contextmanager
+def _holding(state: AppState, upload: Upload, busy: str) -> Iterator[None]:
+    """The upload's write lock for the block: 409 with Retry-After while another request holds it."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(state.storage.exclusive(upload.storage_key))
+        except Busy as error:
+            details = {"upload_id": upload.public_id}
+            raise ApiError(ErrorCode.CONFLICT, busy, details, headers=dict(_RETRY_BUSY)) from error
+        yield
+
+
+def _claim(upload: Upload) -> None:
+    """Take the URL's one PUT: pending, or claimed by a PUT that never recorded its bytes (it failed, or
+    its process died). Under the write lock, so no such PUT is still going."""
+    unrecorded = (Upload.status == UploadStatus.UPLOADED) & Upload.received_size.is_null()
     claimed = (
-        Upload.update(status=UploadStatus.UPLOADED)
-        .where((Upload.id == upload.id) & (Upload.status == UploadStatus.PENDING))
+        Upload.update(status=UploadStatus.UPLOADED, received_size=None)
+        .where((Upload.id == upload.id) & ((Upload.status == UploadStatus.PENDING) | unrecorded))
         .execute()
     )
     if not claimed:
         raise ApiError(ErrorCode.CONFLICT, "This upload URL has already been used")
-    try:
-        received = state.storage.write_stream(upload.storage_key, stream, limit)
-    except TooLarge as error:
-        Upload.update(status=UploadStatus.PENDING).where(Upload.id == upload.id).execute()
-        raise ApiError(
-            ErrorCode.PAYLOAD_TOO_LARGE, "Body is larger than the declared size", {"max_bytes": limit}
-        ) from error
-    except BaseException:
-        Upload.update(status=UploadStatus.PENDING).where(Upload.id == upload.id).execute()
-        raise
-    still_there = (
+
+
+def _release(upload: Upload) -> None:
+    """Give the URL back after a failed PUT. Best effort: with the database down the claim stays, and
+    the next PUT takes it over all the same (_claim)."""
+    with contextlib.suppress(Exception):
+        Upload.update(status=UploadStatus.PENDING, received_size=None).where(
+            (Upload.id == upload.id) & (Upload.status == UploadStatus.UPLOADED)
+        ).execute()
+
+
+def _record(state: AppState, upload: Upload, received: int) -> Upload:
+    """The bytes are in place: note their size. A row gone meanwhile (purged as it expired) will never
+    point at them, so they go too; one completed meanwhile (complete checked these very bytes) is this
+    PUT's success, and its bytes stay."""
+    recorded = (
         Upload.update(received_size=received)
         .where((Upload.id == upload.id) & (Upload.status == UploadStatus.UPLOADED))
         .execute()
     )
-    current = Upload.get_or_none(Upload.id == upload.id) if still_there else None
+    if recorded:
+        upload.status, upload.received_size = UploadStatus.UPLOADED, received
+        return upload
+    current = Upload.get_or_none(Upload.id == upload.id)
     if current is None:
-        # purged as expired while its bytes came in: no row will ever point at them
         state.storage.delete(upload.storage_key)
         raise ApiError(
             ErrorCode.NOT_FOUND,
             "The upload expired while its bytes were sent; start a new upload",
             {"upload_id": upload.public_id},
         )
-    return current
+    if current.status == UploadStatus.COMPLETED:
+        return current
+    raise ApiError(
+        ErrorCode.CONFLICT,
+        "The upload changed while its bytes were sent; check it with POST /v1/uploads/complete",
+        {"upload_id": upload.public_id, "status": current.status},
+    )
 
 
 def get_upload(org: Organization, upload_public_id: str) -> Upload:
@@ -187,12 +239,22 @@ def get_upload(org: Organization, upload_public_id: str) -> Upload:
 
 
 def complete(state: AppState, org: Organization, upload_public_id: str) -> Upload:
-    """Check the object exists, has the declared size and really is audio/video; then it is usable."""
+    """Check the object exists, has the declared size and really is audio/video; then it is usable.
+
+    The checks hold the upload's write lock: no PUT can put other bytes in place of those checked.
+    """
     upload = get_upload(org, upload_public_id)
     if upload.status == UploadStatus.COMPLETED:
         return upload
     if upload.expires_at < utcnow():  # the purge may remove it at any moment: its bytes too
         raise _expired_meanwhile(upload)
+    busy = "This upload's bytes are still being received; call complete once its PUT has answered"
+    with _holding(state, upload, busy):
+        return _check_and_complete(state, upload)
+
+
+def _check_and_complete(state: AppState, upload: Upload) -> Upload:
+    """complete's checks and its record, under the upload's write lock."""
     size = state.storage.size(upload.storage_key)
     if size is None:
         raise ApiError(
@@ -323,7 +385,7 @@ def release_file_slot(state: AppState, slot: Upload) -> None:
 @contextlib.contextmanager
 def removed_unless_transcribed(state: AppState, upload: Upload) -> Iterator[None]:
     """Around creating a multipart upload's transcription: should that fail (refused, enqueue failed), no
-    one ever learns the upload's id and the purge keeps completed uploads, so it goes now."""
+    one ever learns the upload's id, so it goes now (the purge would keep it UNUSED_RETENTION)."""
     try:
         yield
     except BaseException:
@@ -344,18 +406,35 @@ def _expired(now: dt.datetime) -> pw.Expression:
     return Upload.status.in_([UploadStatus.PENDING, UploadStatus.UPLOADED]) & (Upload.expires_at < now)
 
 
-def purge_expired(state: AppState) -> int:
-    """Remove uploads whose URL expired before they were completed (rows and any bytes received).
+def _unused(now: dt.datetime) -> pw.Expression:
+    """Completed over UNUSED_RETENTION ago and used by no transcription (checked again once locked)."""
+    done_at = pw.fn.COALESCE(Upload.completed_at, Upload.created_at)
+    used = Transcription.select(Transcription.id).where(Transcription.upload == Upload.id)
+    return (
+        (Upload.status == UploadStatus.COMPLETED) & (done_at < now - UNUSED_RETENTION) & ~pw.fn.EXISTS(used)
+    )
 
-    Each is locked and checked again before it goes: one completed meanwhile (and perhaps already
-    transcribed) had been deleted under its transcriptions.
-    """
+
+def purge_expired(state: AppState) -> int:
+    """Remove what nothing will use: uploads whose URL expired before they were completed, completed
+    uploads no transcription used for UNUSED_RETENTION (rows and bytes), then the temp and lock files
+    that processes killed mid-write left in local storage, once as old as an upload URL."""
     now = utcnow()
+    count = _purge(state, _expired(now)) + _purge(state, _unused(now))
+    state.storage.sweep_leftovers(URL_TTL.total_seconds())
+    return count
+
+
+def _purge(state: AppState, condition: pw.Expression) -> int:
+    """Each upload is locked and checked again before it goes: one completed meanwhile (and perhaps
+    already transcribed) had been deleted under its transcriptions. Whether a transcription uses it is
+    asked after the lock, in a statement of its own: a transcription created while the purge waited
+    for the lock is seen then (PostgreSQL's re-check of a locked row does not run subqueries again)."""
     count = 0
-    for (upload_id,) in Upload.select(Upload.id).where(_expired(now)).tuples():
+    for (upload_id,) in Upload.select(Upload.id).where(condition).tuples():
         with write_transaction():
-            upload = locked(Upload.select().where((Upload.id == upload_id) & _expired(now))).first()
-            if upload is not None:
+            upload = locked(Upload.select().where((Upload.id == upload_id) & condition)).first()
+            if upload is not None and not upload.transcriptions.exists():
                 delete_upload(state, upload)
                 count += 1
     return count

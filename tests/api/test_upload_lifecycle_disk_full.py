@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from api.models import Transcription, Upload
-from tests.api.helpers import JFK_MP3, local_path
+from tests.api.helpers import JFK_MP3, app_config, local_path, stored_files
 from tests.media import sine, write_wav
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,21 +58,8 @@ print("RESULT " + json.dumps(out), flush=True)
 """
 
 
-def stored_files(tmp_path: Path) -> list[str]:
-    root = tmp_path / "storage"
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
 def run_api_with_full_disk(app, headers: dict[str, str], audio: Path) -> dict:
-    state = app.extensions["cliptext"]
-    config = {
-        "database_url": state.settings.database_url,
-        "redis_url": state.settings.redis_url,
-        "storage_url": state.settings.storage_url,
-        "REDIS_KEY_PREFIX": state.redis_prefix,
-        "RQ_QUEUE": state.queue_name,
-        "TESTING": True,
-    }
+    config = app_config(app)
     child = subprocess.run(
         [sys.executable, "-c", CHILD, json.dumps(config), json.dumps(headers), str(audio), str(LIMIT)],
         cwd=ROOT,

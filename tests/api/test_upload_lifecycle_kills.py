@@ -23,7 +23,7 @@ from pathlib import Path
 import requests
 
 from api.models import Upload, utcnow
-from tests.api.helpers import JFK_MP3, local_path
+from tests.api.helpers import JFK_MP3, app_config, local_path, presign, stored_files
 
 ROOT = Path(__file__).resolve().parents[2]
 SENT_BEFORE_KILL = 40_000  # of jfk.mp3's 76 kB
@@ -53,23 +53,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def stored_files(tmp_path: Path) -> list[str]:
-    root = tmp_path / "storage"
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
-def app_config(app) -> dict:
-    state = app.extensions["cliptext"]
-    return {
-        "database_url": state.settings.database_url,
-        "redis_url": state.settings.redis_url,
-        "storage_url": state.settings.storage_url,
-        "REDIS_KEY_PREFIX": state.redis_prefix,
-        "RQ_QUEUE": state.queue_name,
-        "TESTING": True,
-    }
 
 
 @contextlib.contextmanager
@@ -105,16 +88,6 @@ def gunicorn(app, log: Path) -> Iterator[tuple[subprocess.Popen, int]]:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
         server.wait(10)
-
-
-def presign(client, headers: dict[str, str], data: bytes) -> dict:
-    response = client.post(
-        "/v1/uploads/presigned",
-        json={"filename": "jfk.mp3", "content_type": "audio/mpeg", "size": len(data)},
-        headers=headers,
-    )
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
 
 
 def kill_mid_put(app, tmp_path: Path, presigned: dict, data: bytes) -> None:

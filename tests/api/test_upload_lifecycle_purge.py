@@ -22,7 +22,7 @@ import api.services.uploads as uploads_service
 from api.db import db, locked, write_transaction
 from api.models import Transcription, Upload, utcnow
 from api.services.uploads import UNUSED_RETENTION, URL_TTL, purge_expired
-from tests.api.helpers import JFK_MP3, upload_file
+from tests.api.helpers import JFK_MP3, app_config, stored_files, upload_file
 
 ROOT = Path(__file__).resolve().parents[2]
 PAUSE = 0.5
@@ -41,23 +41,6 @@ data = open(audio, "rb").read()
 client.post("/v1/transcriptions", headers=headers, content_type="multipart/form-data",
             data={"file": (io.BytesIO(data), "jfk.mp3", "audio/mpeg")})
 """
-
-
-def stored_files(tmp_path: Path) -> list[str]:
-    root = tmp_path / "storage"
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
-def app_config(app) -> dict:
-    state = app.extensions["cliptext"]
-    return {
-        "database_url": state.settings.database_url,
-        "redis_url": state.settings.redis_url,
-        "storage_url": state.settings.storage_url,
-        "REDIS_KEY_PREFIX": state.redis_prefix,
-        "RQ_QUEUE": state.queue_name,
-        "TESTING": True,
-    }
 
 
 def transcribe(client, headers: dict[str, str], upload_id: str) -> str:

@@ -10,29 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import peewee as pw
 
 from api.models import Upload, utcnow
-from tests.api.helpers import JFK_MP3, local_path
+from tests.api.helpers import JFK_MP3, local_path, presign, stored_files
 
 PAUSE = 0.5
-
-
-def stored_files(tmp_path: Path) -> list[str]:
-    root = tmp_path / "storage"
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
-def presign(client, headers: dict[str, str], data: bytes) -> dict:
-    response = client.post(
-        "/v1/uploads/presigned",
-        json={"filename": "jfk.mp3", "content_type": "audio/mpeg", "size": len(data)},
-        headers=headers,
-    )
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
 
 
 def put(app, presigned: dict, data: bytes):

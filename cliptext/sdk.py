@@ -576,7 +576,7 @@ class Client:
     # -- organizations ------------------------------------------------------------------------------
 
     def list_orgs(self) -> list[Organization]:
-        """The organizations of the key's user."""
+        """The organization the key belongs to (a key speaks for one organization: a list of one)."""
         data = self._json("GET", "/orgs")
         items = data.get("data", []) if isinstance(data, Mapping) else data
         return [Organization.from_json(item) for item in items]

@@ -7,6 +7,7 @@ file. The relay below stops forwarding without closing anything, which is what s
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -31,7 +32,8 @@ class SilentPeer:
         self.port = self.listener.getsockname()[1]
         self.frozen = threading.Event()
         self.released = threading.Event()
-        self.sockets: list[socket.socket] = [self.listener]
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -40,8 +42,12 @@ class SilentPeer:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            self.sockets += [client, upstream]
+            with self.lock:
+                if self.released.is_set():  # a reconnection while the test ends
+                    client.close()
+                    return
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+                self.sockets += [client, upstream]
             for source, target in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
 
@@ -62,9 +68,13 @@ class SilentPeer:
                 return
 
     def close(self) -> None:
-        self.released.set()
-        for sock in self.sockets:
-            sock.close()
+        with self.lock:
+            self.released.set()
+            with contextlib.suppress(OSError):
+                self.listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            self.listener.close()
+            for sock in self.sockets:
+                sock.close()
 
 
 @pytest.fixture(scope="module")

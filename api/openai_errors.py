@@ -47,9 +47,13 @@ def _param(details: dict[str, Any]) -> str | None:
     return None
 
 
-def openai_error(status: int, message: str, code: str | None, param: str | None = None) -> Response:
+def openai_error(
+    status: int, message: str, code: str | None, param: str | None = None, **extra: str
+) -> Response:
+    """OpenAI's error body; `extra` adds fields of ours beside its four (clients ignore them)."""
     kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    response = jsonify({"error": {"message": message, "type": kind, "param": param, "code": code}})
+    body = {"message": message, "type": kind, "param": param, "code": code, **extra}
+    response = jsonify({"error": body})
     response.status_code = status
     return response
 

@@ -2,7 +2,9 @@
 
 Point an OpenAI client at Cliptext (base_url = https://host/v1, api_key = a Cliptext API key). A
 request creates an ordinary transcription (it shows in GET /v1/transcriptions) and waits for it up to
-settings.openai_wait_seconds; still running then, it answers 202 with the transcription's id to poll.
+settings.openai_wait_seconds; still running then, it answers 504 `transcription_pending` naming the
+transcription to fetch, with `x-should-retry: false` (a 2xx would be read by OpenAI's SDKs as the
+transcript, and a retry would transcribe the file again).
 While it waits the request holds one gunicorn thread (not a database connection): size the API's
 threads for the number of clients waiting at once. Errors use OpenAI's shape here, and only here.
 """
@@ -26,7 +28,6 @@ from api.schemas.openai import (
     ModelListSchema,
     ModelSchema,
     OpenAIErrorSchema,
-    OpenAIPendingSchema,
     OpenAITextSchema,
     OpenAITranscriptionFormSchema,
     VerboseTranscriptionSchema,
@@ -91,6 +92,11 @@ def _form() -> dict[str, Any]:
     except ma.ValidationError as error:
         field = next(iter(error.messages), "")
         raise _invalid(f"Invalid value for {field}: {error.messages[field]}", str(field)) from error
+    if loaded.pop("stream"):
+        raise _invalid(
+            "Streaming (stream=true) is not supported: send stream=false for the whole transcript at once",
+            "stream",
+        )
     if "word" in loaded["timestamp_granularities"] and loaded["response_format"] != "verbose_json":
         raise _invalid(
             "timestamp_granularities[] needs response_format=verbose_json", "timestamp_granularities[]"
@@ -122,6 +128,21 @@ def _failed(row) -> Response:
     return openai_error(status, f"{message} (transcription {row.public_id})", code.value.lower())
 
 
+def _still_running(row, public_base_url: str) -> Response:
+    """504 naming the transcription, which goes on and can be fetched; not to be sent again."""
+    url = f"{public_base_url.rstrip('/')}/v1/transcriptions/{row.public_id}"
+    response = openai_error(
+        504,
+        f"The transcription is still running; fetch it from {url} (do not send the file again)",
+        "transcription_pending",
+        transcription_id=row.public_id,
+        url=url,
+    )
+    response.headers["Location"] = url
+    response.headers["x-should-retry"] = "false"  # OpenAI's SDKs retry a 504 otherwise
+    return response
+
+
 @blp.route("/audio/transcriptions")
 class AudioTranscriptions(MethodView):
     takes_file = True  # holds a concurrent-upload slot while its body comes in (api.blueprints.uploads)
@@ -137,10 +158,6 @@ class AudioTranscriptions(MethodView):
                     "application/x-subrip": _TEXT,
                     "text/vtt": _TEXT,
                 },
-            },
-            202: {
-                "description": "Still running after the wait (CLIPTEXT_OPENAI_WAIT_SECONDS): poll `url`",
-                "content": {"application/json": {"schema": OpenAIPendingSchema}},
             },
         },
     )
@@ -168,6 +185,7 @@ class AudioTranscriptions(MethodView):
             "prompt": form["prompt"],
             "word_timestamps": "word" in form["timestamp_granularities"],
         }
+        service.check_options(app_state, options)  # before the file is stored
         upload = upload_service.create_from_file(
             app_state, held_upload_slot(), file.filename, file.mimetype, file.stream
         )
@@ -178,11 +196,7 @@ class AudioTranscriptions(MethodView):
             return _answer(row, form)
         if row.status in TranscriptionStatus.FINAL:
             return _failed(row)
-        url = f"{app_state.settings.public_base_url.rstrip('/')}/v1/transcriptions/{row.public_id}"
-        response = jsonify({"id": row.public_id, "object": "transcription", "status": row.status, "url": url})
-        response.status_code = 202
-        response.headers["Location"] = url
-        return response
+        return _still_running(row, app_state.settings.public_base_url)
 
 
 def _model_body(model: model_service.LoadedModel) -> dict[str, Any]:
@@ -210,4 +224,9 @@ class ModelById(MethodView):
         for model in model_service.loaded_models(state().settings):
             if model.id == model_id:
                 return _model_body(model)
-        raise ApiError(ErrorCode.NOT_FOUND, f"The model `{model_id}` does not exist", {"field": "model"})
+        return openai_error(
+            404,
+            f"The model `{model_id}` does not exist or you do not have access to it",
+            "model_not_found",
+            "model",
+        )

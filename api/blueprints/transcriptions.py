@@ -100,7 +100,7 @@ class Transcriptions(MethodView):
             if file is None or not file.filename:
                 raise ApiError(ErrorCode.VALIDATION_ERROR, "The `file` part is required", {"field": "file"})
             # refused before the file is stored, as create would refuse it after
-            service.check_webhook_url(body.get("webhook_url"), app_state.settings.webhook_allow_private)
+            service.check_options(app_state, body)
             upload = upload_service.create_from_file(
                 app_state, held_upload_slot(), file.filename, file.mimetype, file.stream
             )

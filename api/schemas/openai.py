@@ -18,7 +18,11 @@ class OpenAITranscriptionFormSchema(ma.Schema):
     class Meta:
         unknown = ma.EXCLUDE  # OpenAI SDKs send fields we do not use (stream, chunking_strategy, …)
 
-    model = ma.fields.String(required=True, metadata={"description": "Any name: the loaded model is used"})
+    model = ma.fields.String(
+        required=True,
+        validate=ma.validate.Regexp(r"\S", error="Name a model (any name: the loaded model is used)."),
+        metadata={"description": "Any name: the loaded model is used"},
+    )
     language = ma.fields.String(
         load_default=None,
         validate=FullMatch(LANGUAGE_CODE, error="Not a language code."),
@@ -35,6 +39,9 @@ class OpenAITranscriptionFormSchema(ma.Schema):
         data_key="timestamp_granularities[]",
         load_default=lambda: ["segment"],
     )
+    # refused when true (api.blueprints.openai): the SDK would wait for server-sent events and hand back
+    # an empty stream, the transcript silently lost
+    stream = ma.fields.Boolean(load_default=False)
 
 
 class VerboseSegmentSchema(ma.Schema):
@@ -71,15 +78,6 @@ class OpenAITextSchema(ma.Schema):
     """response_format=json: just the text."""
 
     text = ma.fields.String()
-
-
-class OpenAIPendingSchema(ma.Schema):
-    """202: still running after the wait; poll GET /v1/transcriptions/{id}."""
-
-    id = ma.fields.String(metadata={"example": "txn_abc123"})
-    object = ma.fields.String(metadata={"example": "transcription"})
-    status = ma.fields.String()
-    url = ma.fields.String()
 
 
 class ModelSchema(ma.Schema):

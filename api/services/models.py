@@ -12,6 +12,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from api.errors import ApiError
+from cliptext.errors import ErrorCode
 from cliptext.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ _DESCRIBE_TIMEOUT = 2.0
 class LoadedModel:
     id: str
     created: int  # Unix seconds the model folder was written, 0 when the API cannot see it
+    languages: tuple[str, ...] = ()  # what the server said it knows; () when no server answered
 
 
 _lock = threading.Lock()
@@ -43,8 +46,11 @@ def _describe(settings: Settings) -> tuple[LoadedModel, float]:
 
     try:
         with TranscriberClient(settings.inference_addr, retries=0) as client:
-            name = client.describe_model(timeout=_DESCRIBE_TIMEOUT).name
-        return LoadedModel(name or settings.model_dir.name, _created(settings)), settings.models_cache_seconds
+            described = client.describe_model(timeout=_DESCRIBE_TIMEOUT)
+        model = LoadedModel(
+            described.name or settings.model_dir.name, _created(settings), tuple(described.languages)
+        )
+        return model, settings.models_cache_seconds
     except (InferenceError, ValueError, OSError) as error:
         log.warning("DescribeModel failed (%s); answering the configured model name", error)
         return LoadedModel(settings.model_dir.name, _created(settings)), _FALLBACK_CACHE_SECONDS
@@ -61,3 +67,19 @@ def loaded_models(settings: Settings) -> list[LoadedModel]:
     with _lock:
         _cache[settings.inference_addr] = (now + ttl, model)
     return [model]
+
+
+def check_language(settings: Settings, language: str | None) -> None:
+    """Refuse, before anything is stored or queued, a language the loaded model does not know (the job
+    would fail with it after the upload). When no inference server answers, nothing is refused here:
+    the job says so later."""
+    if not language:
+        return
+    known = loaded_models(settings)[0].languages
+    if not known or language in known:
+        return
+    if known == ("en",):
+        message = f"language {language!r}: the model is English-only (give 'en' or no language)"
+    else:
+        message = f"unknown language {language!r}: the model knows {', '.join(known)}"
+    raise ApiError(ErrorCode.VALIDATION_ERROR, message, {"field": "language"})

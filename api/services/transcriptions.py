@@ -27,6 +27,7 @@ from api.models import (
     utcnow,
 )
 from api.queue import cancel_transcription, enqueue_transcription
+from api.services.models import check_language
 from api.services.uploads import delete_upload
 from api.state import AppState
 from cliptext.errors import ErrorCode
@@ -133,6 +134,12 @@ def segment_items(transcription: Transcription | TranscriptionRow) -> list[dict[
     ]
 
 
+def check_options(state: AppState, options: dict[str, Any]) -> None:
+    """What create refuses in the options themselves; a multipart create asks before storing the file."""
+    check_webhook_url(options.get("webhook_url"), state.settings.webhook_allow_private)
+    check_language(state.settings, options.get("language"))
+
+
 def check_webhook_url(url: str | None, allow_private: bool) -> None:
     """Refuse webhook URLs that name a local or private host outright (422).
 
@@ -180,7 +187,7 @@ def create(
     The job's time limit follows the audio's duration (jobs.timeouts); `request_id` goes to the job's
     meta so the worker's and the inference server's log lines name the request that asked.
     """
-    check_webhook_url(options.get("webhook_url"), state.settings.webhook_allow_private)
+    check_options(state, options)
     if upload.organization_id != org.id:
         raise NotFound("Upload")
     if upload.status != UploadStatus.COMPLETED:

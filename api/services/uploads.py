@@ -85,10 +85,17 @@ def _reserve(state: AppState, org: Organization, upload: Upload) -> Upload:
     return upload
 
 
+# Retry-After of the cap's 429 at most: a slot frees when an upload is stored or completed, usually long
+# before its reservation expires (an hour), and OpenAI's SDKs give up at once past 120 s
+MAX_CAP_RETRY_AFTER = 60
+
+
 def _cap_reached(org: Organization, cap: int, active: int, oldest: dt.datetime | None) -> ApiError:
-    """429 whose Retry-After is the time until the oldest reservation expires: its slot is free then at
-    the latest (sooner when that upload is completed or refused, which no one can foretell)."""
+    """429 whose Retry-After is the time until the oldest reservation expires, its slot free then at the
+    latest, but at most MAX_CAP_RETRY_AFTER: sooner when that upload is completed or refused, which no
+    one can foretell."""
     wait = math.ceil((oldest - utcnow()).total_seconds()) if oldest is not None else 1
+    wait = min(wait, MAX_CAP_RETRY_AFTER)
     return ApiError(
         ErrorCode.CONCURRENT_UPLOAD_LIMIT,
         f"At most {cap} concurrent upload(s) on the {org.plan} plan",

@@ -145,7 +145,9 @@ def test_job_carries_request_id_and_a_timeout_from_the_duration(client, app, new
     assert abs(job.timeout - expected) <= 2, job.timeout
 
 
-def test_openai_endpoint_answers_202_past_the_wait_and_errors_in_openai_shape(make_app, new_org):
+def test_openai_endpoint_answers_504_past_the_wait_and_errors_in_openai_shape(make_app, new_org):
+    """Still running after the wait: an error naming the transcription, not to be retried. A 202 with
+    its id was taken by OpenAI's SDKs as the transcript (text formats returned that JSON as the text)."""
     app = make_app(openai_wait_seconds=0.3)  # no worker runs here: the transcription stays queued
     client = app.test_client()
     _, headers = new_org("pro")
@@ -155,12 +157,14 @@ def test_openai_endpoint_answers_202_past_the_wait_and_errors_in_openai_shape(ma
             data={"file": (handle, "jfk.mp3", "audio/mpeg"), "model": "whisper-1"},
             headers=headers,
         )
-    assert reply.status_code == 202, reply.get_json()
-    body = reply.get_json()
-    assert body["status"] == "queued" and body["id"].startswith("txn_")
-    assert reply.headers["Location"].endswith(f"/v1/transcriptions/{body['id']}")
+    assert reply.status_code == 504, reply.get_json()
+    error = reply.get_json()["error"]
+    assert error["code"] == "transcription_pending" and error["type"] == "server_error"
+    assert error["transcription_id"].startswith("txn_") and error["transcription_id"] in error["message"]
+    assert reply.headers["x-should-retry"] == "false"
+    assert reply.headers["Location"].endswith(f"/v1/transcriptions/{error['transcription_id']}")
     listed = client.get("/v1/transcriptions", headers=headers).get_json()["data"]
-    assert [t["id"] for t in listed] == [body["id"]]
+    assert [t["id"] for t in listed] == [error["transcription_id"]]
 
     bad_key = client.post("/v1/audio/transcriptions", headers={"Authorization": "Bearer ct_nope"})
     assert bad_key.status_code == 401

@@ -108,3 +108,43 @@ def test_errors_come_in_openai_shape(client: openai.OpenAI, ops_stack: Stack) ->
     with pytest.raises(openai.AuthenticationError) as refused:
         stranger.models.list()
     assert refused.value.code == "invalid_api_key"
+
+
+def test_what_cannot_be_answered_is_refused_before_anything_is_stored(
+    client: openai.OpenAI, ops_stack: Stack
+) -> None:
+    """stream=true made the SDK wait for server-sent events and return an empty stream (the transcript
+    lost, no error); a language the English-only model does not know stored the upload and failed the
+    job; whisper-1 was a 404 `not_found` where OpenAI says `model_not_found`."""
+    import requests
+
+    def listed() -> int:
+        answer = requests.get(
+            f"{ops_stack.api_url}/v1/transcriptions?limit=100",
+            headers={"Authorization": f"Bearer {ops_stack.api_key}"},
+            timeout=10,
+        )
+        return len(answer.json()["data"])
+
+    before = listed()
+    with pytest.raises(openai.BadRequestError) as streamed:
+        _transcribe(client, stream=True)
+    assert streamed.value.body["param"] == "stream"
+    for language in ("fr", "xx"):
+        with pytest.raises(openai.BadRequestError) as foreign:
+            _transcribe(client, language=language)
+        assert foreign.value.body["param"] == "language"
+        assert "English-only" in foreign.value.body["message"]
+    with JFK.open("rb") as handle:  # the native API asks the same before storing
+        native = requests.post(
+            f"{ops_stack.api_url}/v1/transcriptions",
+            headers={"Authorization": f"Bearer {ops_stack.api_key}"},
+            files={"file": ("jfk.mp3", handle, "audio/mpeg")},
+            data={"language": "fr"},
+            timeout=30,
+        )
+    assert native.status_code == 422 and native.json()["error"]["details"]["field"] == "language"
+    assert listed() == before
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("whisper-1")
+    assert missing.value.code == "model_not_found"

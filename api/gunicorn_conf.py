@@ -15,20 +15,53 @@ when a worker exits its live gauges must be dropped (`mark_process_dead`). The f
 when gunicorn starts (a fresh tmpfs, or emptied by the entrypoint).
 
 Requests gunicorn itself refuses (a request line or headers it cannot parse or that are over its limits)
-are answered in the API's JSON envelope instead of gunicorn's HTML page (api.gunicorn_errors).
+are answered in the API's JSON envelope instead of gunicorn's HTML page (api.gunicorn_errors), and
+counted in cliptext_api_requests_total{endpoint="gunicorn"}.
+
+gunicorn's own log lines (boot, refused requests, WORKER TIMEOUT) are written in the format of every
+other Cliptext line (cliptext.jsonlog: one JSON object per line, or text with CLIPTEXT_LOG_FORMAT=text)
+by `JsonLogger`, to wherever gunicorn's error log goes (--error-logfile, stderr by default). The access
+log stays off unless asked for (--access-logfile): the app writes its own line per request.
 """
 
 from __future__ import annotations
 
+import logging
+
+from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 
 from api import gunicorn_errors
+from cliptext.jsonlog import RequestIdFilter, formatter
 from cliptext.settings import Settings, settings_or_exit
 
 worker_class = "gthread"
 threads = 4
 timeout = 300  # seconds a worker may spend on one request (gunicorn's default of 30 cut slow uploads)
 graceful_timeout = 30  # seconds requests in flight may run on after SIGTERM
+
+
+def _log_format() -> str:
+    try:
+        return Settings.from_env().log_format
+    except Exception:  # a bad setting is reported by on_starting; log in the default format meanwhile
+        return "json"
+
+
+class JsonLogger(Logger):
+    """gunicorn's logger, its error log's handlers in cliptext.jsonlog's format."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        log_format = _log_format()
+        for handler in self.error_log.handlers:
+            if isinstance(handler, logging.StreamHandler) and getattr(handler, "_gunicorn", False):
+                handler.setFormatter(formatter(log_format))
+                if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+                    handler.addFilter(RequestIdFilter())
+
+
+logger_class = JsonLogger
 
 
 def on_starting(server) -> None:  # gunicorn hook, in the master before any worker boots

@@ -3,11 +3,14 @@
 A request line, header or chunked body that gunicorn cannot parse (or that is over its limits) is
 answered by the worker itself, with an HTML page (`gunicorn.util.write_error`); gunicorn has no setting
 for it. `install()` replaces that writer in the worker process (api.gunicorn_conf calls it from
-`post_worker_init`), keeping gunicorn's status and message.
+`post_worker_init`), keeping gunicorn's status and message. Each such answer is counted in
+cliptext_api_requests_total with endpoint "gunicorn" and method "other" (the request line may not
+even have been read): the app's own hook never sees these requests.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import orjson
@@ -24,6 +27,8 @@ _CODES = {
     431: ErrorCode.PAYLOAD_TOO_LARGE,  # headers over --limit-request-fields / --limit-request-field_size
     500: ErrorCode.INTERNAL,
 }
+
+ENDPOINT_LABEL = "gunicorn"  # cliptext_api_requests_total{endpoint} of the answers gunicorn writes
 
 
 def error_bytes(status: int, reason: str, message: str) -> bytes:
@@ -48,8 +53,20 @@ def error_bytes(status: int, reason: str, message: str) -> bytes:
 
 
 def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
-    """Drop-in for gunicorn.util.write_error (same arguments)."""
-    util.write_nonblock(sock, error_bytes(status_int, reason, mesg))
+    """Drop-in for gunicorn.util.write_error (same arguments); counts the answer."""
+    try:
+        util.write_nonblock(sock, error_bytes(status_int, reason, mesg))
+    finally:
+        _count(status_int)
+
+
+def _count(status: int) -> None:
+    from api.metrics import REQUESTS  # imported in the worker, once PROMETHEUS_MULTIPROC_DIR is read
+
+    try:
+        REQUESTS.labels(ENDPOINT_LABEL, "other", str(status)).inc()
+    except Exception:  # a metric never fails an answer
+        logging.getLogger("api.requests").warning("could not count a %d answer of gunicorn", status)
 
 
 def install() -> None:

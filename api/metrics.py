@@ -38,6 +38,15 @@ LATENCY = Histogram(
 )
 
 
+# the method label takes these values only: any other token a client sends (FOOBAR, PROPFIND…) is
+# "other", so that made-up methods cannot add series without end
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
 def _endpoint() -> str:
     rule = request.url_rule
     return rule.rule if rule is not None else "unmatched"
@@ -50,12 +59,12 @@ def _start() -> None:
 
 def _observe(response: Response) -> Response:
     started = g.get("metrics_started")
-    endpoint, method = _endpoint(), request.method
+    endpoint, method = _endpoint(), method_label(request.method)
     REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
     if started is not None:
         seconds = time.perf_counter() - started
         LATENCY.labels(endpoint, method).observe(seconds)
-        log.info("%s %s %d %.1f ms", method, request.path, response.status_code, seconds * 1000)
+        log.info("%s %s %d %.1f ms", request.method[:16], request.path, response.status_code, seconds * 1000)
     return response
 
 

@@ -7,15 +7,28 @@ carries it. `configure_logging(settings)` installs the one root handler (idempot
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime as dt
 import json
 import logging
 import sys
+from collections.abc import Iterator
 
 from cliptext.settings import Settings
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+@contextlib.contextmanager
+def request_id_context(request_id: str | None) -> Iterator[None]:
+    """Log lines written inside the block carry `request_id` (then the one before it again)."""
+    token = request_id_var.set(request_id)
+    try:
+        yield
+    finally:
+        request_id_var.reset(token)
+
 
 _HANDLER_NAME = "cliptext-root"
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
@@ -46,6 +59,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+def formatter(log_format: str) -> logging.Formatter:
+    """The formatter of `log_format` ("json" or "text"); its records need a RequestIdFilter."""
+    if log_format == "text":
+        return logging.Formatter(_TEXT_FORMAT)
+    return JsonFormatter()
+
+
 def configure_logging(settings: Settings, stream=None) -> logging.Handler:
     """Install (once per process) the root handler in settings.log_format at settings.log_level."""
     root = logging.getLogger()
@@ -55,10 +75,7 @@ def configure_logging(settings: Settings, stream=None) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(RequestIdFilter())
-    if settings.log_format == "text":
-        handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
-    else:
-        handler.setFormatter(JsonFormatter())
+    handler.setFormatter(formatter(settings.log_format))
     root.addHandler(handler)
     root.setLevel(settings.log_level)
     return handler

@@ -205,7 +205,11 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
             # anything else is our bug or the machine's (a full disk): logged here, and the caller gets
             # INTERNAL with its trailer, not grpc's UNKNOWN "Exception iterating responses: <our text>"
             call.outcome = "INTERNAL"
-            log.exception("transcription failed (request_id=%s)", call.request_id)
+            log.exception(
+                "transcription failed (request_id=%s)",
+                call.request_id,
+                extra={"request_id": call.request_id or None},
+            )
             self._abort(context, ErrorCode.INTERNAL, "internal error in the inference server")
         finally:
             metrics.IN_FLIGHT.dec()

@@ -50,7 +50,8 @@ _BY_STATUS = {
 
 
 def report(outcome: str, audio_seconds: float = 0.0) -> None:
-    """Called in the work horse: what this job ended as (completed, failed, retried, canceled, skipped)."""
+    """Called in the work horse: what this job ended as (completed, failed, retried, canceled, skipped;
+    gave_up: a webhook whose last attempt failed)."""
     job = get_current_job()
     if job is None:
         return
@@ -79,9 +80,17 @@ def save_meta_if_present(job: Job) -> bool:
 
 
 def forget_outcome(job: Job) -> None:
-    """Before a (re)run: drop the outcome of a previous attempt, so a killed horse is not miscounted."""
-    job.meta.pop(OUTCOME_META, None)
-    job.meta.pop(AUDIO_SECONDS_META, None)
+    """Before a (re)run, in the worker before the fork: drop the outcome of a previous attempt, in
+    memory and in Redis, so a horse killed before it reports is counted from RQ's status (crashed),
+    not as what the previous attempt reported (record_job reads the meta back from Redis)."""
+    found = job.meta.pop(OUTCOME_META, None) is not None
+    found = job.meta.pop(AUDIO_SECONDS_META, None) is not None or found
+    if not found:
+        return
+    try:
+        save_meta_if_present(job)
+    except redis.RedisError:  # metrics never fail a job
+        log.warning("could not clear the previous outcome of job %s", job.id)
 
 
 def record_job(job: Job, queue_name: str, seconds: float) -> str:

@@ -29,8 +29,9 @@ from rq.registry import FailedJobRegistry
 
 from api.db import db
 from api.models import Transcription, TranscriptionStatus, WebhookDelivery, utcnow
-from api.queue import enqueue_transcription
+from api.queue import REQUEST_ID_META, enqueue_transcription
 from cliptext.errors import ErrorCode
+from cliptext.jsonlog import request_id_context
 from cliptext.settings import Settings
 from jobs import transcript_store as store
 from jobs.timeouts import job_timeout
@@ -66,23 +67,36 @@ def recover_abandoned(connection: redis.Redis, settings: Settings, queue_name: s
                 job = Job.fetch(job_id, connection=connection)
             except NoSuchJobError:
                 continue
-            recoveries = int(job.meta.get(RECOVERIES_META, 0))
-            if recoveries >= settings.job_max_recoveries:
-                log.error("transcription %s: its job died %d times, giving up", job_id, recoveries + 1)
-                if store.fail_by_public_id(
-                    job_id, ErrorCode.INTERNAL, "the transcription job stopped unexpectedly too many times"
-                ):
-                    _notify_failed(connection, settings, job_id)
-                continue
-            job.meta[RECOVERIES_META] = recoveries + 1
-            job.save_meta()
-            try:
-                registry.requeue(job)
-            except InvalidJobOperation:  # another worker's sweep took it first
-                continue
-            log.warning("transcription %s: job died with its worker, requeued (%d)", job_id, recoveries + 1)
-            requeued.append(job_id)
+            with request_id_context(_request_id(job)):
+                if _recover(connection, settings, registry, job):
+                    requeued.append(job_id)
     return requeued
+
+
+def _request_id(job: Job) -> str:
+    """The request id of the job's lines (its X-Request-Id, else its transcription id, as the job's own)."""
+    return str(job.meta.get(REQUEST_ID_META) or job.id)[:128]
+
+
+def _recover(connection: redis.Redis, settings: Settings, registry: FailedJobRegistry, job: Job) -> bool:
+    """Requeue one abandoned job, or fail its transcription once it died too often; whether requeued."""
+    job_id = job.id
+    recoveries = int(job.meta.get(RECOVERIES_META, 0))
+    if recoveries >= settings.job_max_recoveries:
+        log.error("transcription %s: its job died %d times, giving up", job_id, recoveries + 1)
+        if store.fail_by_public_id(
+            job_id, ErrorCode.INTERNAL, "the transcription job stopped unexpectedly too many times"
+        ):
+            _notify_failed(connection, settings, job_id)
+        return False
+    job.meta[RECOVERIES_META] = recoveries + 1
+    job.save_meta()
+    try:
+        registry.requeue(job)
+    except InvalidJobOperation:  # another worker's sweep took it first
+        return False
+    log.warning("transcription %s: job died with its worker, requeued (%d)", job_id, recoveries + 1)
+    return True
 
 
 def requeue_orphans(connection: redis.Redis, settings: Settings, queue_name: str) -> list[str]:
@@ -113,7 +127,8 @@ def requeue_orphans(connection: redis.Redis, settings: Settings, queue_name: str
             queue_name=queue_name,
             job_timeout=job_timeout(settings, row.duration),
         )
-        log.warning("transcription %s had no job (Redis lost it?): enqueued again", row.public_id)
+        with request_id_context(row.public_id):  # the X-Request-Id went with the lost job
+            log.warning("transcription %s had no job (Redis lost it?): enqueued again", row.public_id)
         requeued.append(row.public_id)
     return requeued
 
@@ -155,7 +170,8 @@ def enqueue_missed_webhooks(connection: redis.Redis, settings: Settings, queue_n
             continue  # queued, or waiting for a retry
         if not enqueue_webhook(connection, settings, row.public_id, event):
             continue  # queued meanwhile: by the worker that stored the result, or another sweep
-        log.warning("transcription %s ended without its webhook: %s enqueued", row.public_id, event)
+        with request_id_context(row.public_id):
+            log.warning("transcription %s ended without its webhook: %s enqueued", row.public_id, event)
         enqueued.append(row.public_id)
     return enqueued
 

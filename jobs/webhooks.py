@@ -3,10 +3,13 @@
 The body is signed with HMAC-SHA256 over f"{timestamp}.{body}" using the organization's webhook
 secret (headers `Cliptext-Timestamp` and `Cliptext-Signature: v1=<hex>`; see docs/webhooks.md).
 A non-2xx answer or a network error raises, and RQ retries the job with backoff (enqueue_webhook
-sets the Retry); every attempt is recorded as a WebhookDelivery. Targets that resolve to private,
-loopback or link-local addresses are refused unless settings.webhook_allow_private: checked once by
-name (a clear refusal, not retried), and again where the connection is opened, to the very address
-that was checked (ssrfguard), since a name can resolve elsewhere a moment later (DNS rebinding).
+sets the Retry); every attempt is recorded as a WebhookDelivery. Errors logged or stored name the
+target as scheme://host:port only (its path and query may carry a token); the last attempt's failure
+is logged as a WARNING ("gave up after N attempts") and counted as the job outcome `gave_up`.
+Targets that resolve to private, loopback or link-local addresses are refused unless
+settings.webhook_allow_private: checked once by name (a clear refusal, not retried), and again where
+the connection is opened, to the very address that was checked (ssrfguard), since a name can resolve
+elsewhere a moment later (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from api.queue import REQUEST_ID_META
 from cliptext.jsonlog import request_id_var
 from cliptext.settings import Settings
 from cliptext.webhook_targets import PUBLIC_ONLY, without_credentials
+from jobs import metrics
 from jobs.transcript_store import ensure_db
 
 log = logging.getLogger(__name__)
@@ -158,10 +162,61 @@ def event_body(settings: Settings, row: Transcription, event: str) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def _record(row: Transcription, status_code: int | None, error: str | None) -> None:
+def _record(row: Transcription, status_code: int | None, error: str | None) -> int:
+    """Store one delivery attempt; its number (1 for the first)."""
     with write_transaction():
         attempt = WebhookDelivery.select().where(WebhookDelivery.transcription == row.id).count() + 1
         WebhookDelivery.create(transcription=row.id, attempt=attempt, status_code=status_code, error=error)
+    return attempt
+
+
+def target_origin(url: str) -> str:
+    """scheme://host:port of `url`: all a log line or a stored error may say of the target, since its
+    user, password, path and query may hold secrets (a token in the path or the query string)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = None
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def redact_target(text: str, url: str) -> str:
+    """`text` (an error that may quote `url`, whole or in part) with the URL's userinfo, path, query
+    and fragment masked."""
+    parts = urlsplit(url)
+    request_target = parts.path + (f"?{parts.query}" if parts.query else "")
+    pieces = {url, without_credentials(url, url), request_target, parts.query, parts.fragment}
+    pieces |= {requests.utils.requote_uri(piece) for piece in set(pieces)}
+    if parts.path not in ("", "/"):
+        pieces.add(parts.path)
+    for piece in sorted((p for p in pieces if p), key=len, reverse=True):
+        text = text.replace(piece, "/[redacted]")
+    return without_credentials(text, url)
+
+
+def _failure_reason(error: requests.RequestException, url: str) -> str:
+    """What went wrong, without the URL: requests' text quotes it (`Max retries exceeded with url:
+    /path?query`); the underlying cause (connection refused, timed out) does not need it."""
+    cause: object = error.args[0] if error.args else error
+    cause = getattr(cause, "reason", None) or cause  # urllib3's MaxRetryError: the error behind it
+    text = str(cause)
+    if " object at 0x" in text and ": " in text:  # "<urllib3.connection.HTTPConnection object at 0x…>: …"
+        text = text.split(": ", 1)[1]
+    return f"{type(error).__name__} calling {target_origin(url)}: {redact_target(text, url)}"
+
+
+def _failed(transcription_id: str, attempt: int, reason: str) -> DeliveryFailed:
+    """The error that makes RQ retry the delivery; on the last attempt, said so in a WARNING and
+    reported as the job's outcome `gave_up` (RQ's status alone reads as a crashed work horse)."""
+    job = get_current_job()
+    if job is None or not job.should_retry:
+        log.warning("webhook for %s gave up after %d attempts (last: %s)", transcription_id, attempt, reason)
+        metrics.report("gave_up")
+    return DeliveryFailed(f"webhook for {transcription_id}: {reason}")
 
 
 def _refused(row: Transcription, reason: str) -> None:
@@ -212,10 +267,12 @@ def deliver_webhook(transcription_id: str, event: str) -> int | None:
             _refused(row, str(refused))
             return None
         except requests.RequestException as error:
-            _record(row, None, f"{type(error).__name__}: {error}"[:1000])
-            raise DeliveryFailed(f"webhook for {transcription_id}: {error}") from None
+            reason = _failure_reason(error, row.webhook_url)[:1000]
+            attempt = _record(row, None, reason)
+            raise _failed(transcription_id, attempt, reason) from None
         if not 200 <= response.status_code < 300:
-            _record(row, response.status_code, f"HTTP {response.status_code}")
-            raise DeliveryFailed(f"webhook for {transcription_id}: HTTP {response.status_code}")
+            reason = f"HTTP {response.status_code}"
+            attempt = _record(row, response.status_code, reason)
+            raise _failed(transcription_id, attempt, reason)
         _record(row, response.status_code, None)
         return response.status_code

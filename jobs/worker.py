@@ -35,8 +35,9 @@ from rq.exceptions import StopRequested
 from rq.job import Job
 
 from api.db import db, init_db
+from api.queue import REQUEST_ID_META
 from api.storage import use_scratch_dir
-from cliptext.jsonlog import configure_logging
+from cliptext.jsonlog import configure_logging, request_id_var
 from cliptext.settings import Settings, settings_or_exit
 from jobs.metrics import forget_outcome, record_job, start_exporter
 from jobs.recovery import enqueue_missed_webhooks, recover_abandoned, requeue_orphans
@@ -102,11 +103,36 @@ def sweep_scratch(root: Path) -> int:
     return removed
 
 
+def job_request_id(job: Job) -> str | None:
+    """The request id a job's log lines carry: the X-Request-Id the API stored in its meta, else its
+    transcription's id (its first argument), as the job itself does (jobs.transcribe, jobs.webhooks)."""
+    found = job.meta.get(REQUEST_ID_META)
+    if not found:
+        with contextlib.suppress(Exception):  # a job whose data cannot be read: no id
+            found = job.args[0] if job.args and isinstance(job.args[0], str) else None
+    return str(found)[:128] if found else None
+
+
+class RequestIdQueue(Queue):
+    """rq.Queue whose dequeue sets the dequeued job's request id (cliptext.jsonlog.request_id_var), so
+    that the worker's lines about it (RQ's pick-up line, a killed horse, `ended: …`) carry it;
+    CliptextWorker.execute_job clears it once the job has ended."""
+
+    @classmethod
+    def dequeue_any(cls, *args, **kwargs):
+        result = super().dequeue_any(*args, **kwargs)
+        if result is not None:
+            request_id_var.set(job_request_id(result[0]))
+        return result
+
+
 class CliptextWorker(Worker):
     """rq.Worker with a settable heartbeat grace, the transcription recovery sweeps, and no exit on a
     Redis outage: RQ quits on a connection error met anywhere but in its dequeue loop (a heartbeat
     while a job runs, the bookkeeping after it, maintenance); here the job goes on, the error is
     logged, and the dequeue loop waits for Redis with RQ's own backoff."""
+
+    queue_class = RequestIdQueue
 
     def __init__(self, *args, settings: Settings, **kwargs):
         super().__init__(
@@ -133,7 +159,8 @@ class CliptextWorker(Worker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Fork the horse as RQ does, in a job folder removed once it has ended however it ended; then
-        count what it reported (jobs.metrics)."""
+        count what it reported (jobs.metrics). The job's request id is on every line meanwhile."""
+        request_id_var.set(job_request_id(job))  # set at dequeue already; a job run otherwise too
         forget_outcome(job)
         started = time.monotonic()
         try:
@@ -150,6 +177,7 @@ class CliptextWorker(Worker):
                 self._scratch = None
             outcome = record_job(job, queue.name, time.monotonic() - started)
             log.info("job %s on %s ended: %s", job.id, queue.name, outcome)
+            request_id_var.set(None)  # the worker's own lines that follow are about no request
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         """In the forked horse: its downloads go to the job folder."""

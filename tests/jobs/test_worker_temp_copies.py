@@ -46,7 +46,12 @@ def free_port() -> int:
 
 
 def files_under(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    """The files below `folder`, read again when the worker removes a folder while it is walked."""
+    while True:
+        try:
+            return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        except FileNotFoundError:
+            continue
 
 
 def wait_for(condition, timeout: float, what: str) -> None:

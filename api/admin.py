@@ -21,12 +21,16 @@ in constant time. With either unset the dashboard is not mounted at all (404), n
 from __future__ import annotations
 
 import hmac
+import math
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
 import rq_dashboard
 from flask import Flask, Response, redirect, request
+from limits import RateLimitItemPerSecond
+from limits.storage import RedisStorage
+from limits.strategies import FixedWindowRateLimiter
 from rq_dashboard.web import setup_rq_connection
 
 from api.errors import error_response, register_error_handlers
@@ -90,35 +94,31 @@ def _same_origin() -> bool:
 
 
 class _AuthThrottle:
-    """Failed Basic-auth attempts per client address, in a fixed window, counted in Redis."""
+    """Failed Basic-auth attempts per client address, in a fixed window that starts at the first failure,
+    counted in Redis by the `limits` library (flask-limiter's) so every API process shares them."""
 
-    def __init__(self, conn: redis.Redis, prefix: str, max_failures: int, window: int) -> None:
-        self.conn = conn
-        self.prefix = prefix
-        self.max_failures = max_failures
-        self.window = window
+    def __init__(self, redis_url: str, prefix: str, max_failures: int, window: int) -> None:
+        storage = RedisStorage(
+            redis_url, key_prefix=f"{prefix}admin", socket_timeout=5, socket_connect_timeout=2
+        )  # keys: {prefix}admin:auth-failures/{address}/…
+        self.limiter = FixedWindowRateLimiter(storage)
+        self.limit = RateLimitItemPerSecond(max_failures, window, namespace="auth-failures")
 
-    def _key(self) -> str:
-        return f"{self.prefix}admin:auth-failures:{request.remote_addr or 'unknown'}"
+    @staticmethod
+    def _client() -> str:
+        return request.remote_addr or "unknown"
 
     def blocked_for(self) -> int:
         """Seconds this client must wait before it may try again; 0 when it may try now."""
-        pipe = self.conn.pipeline(transaction=False)
-        pipe.get(self._key())
-        pipe.ttl(self._key())
-        count, ttl = pipe.execute()
-        if int(count or 0) < self.max_failures:
+        if self.limiter.test(self.limit, self._client()):
             return 0
-        return max(1, int(ttl))
+        reset_at = self.limiter.get_window_stats(self.limit, self._client()).reset_time
+        return max(1, math.ceil(reset_at - time.time()))
 
     def failed(self) -> int:
         """Count one failure; the seconds to wait when that was one too many, else 0."""
-        pipe = self.conn.pipeline(transaction=True)
-        pipe.set(self._key(), 0, ex=self.window, nx=True)  # the window starts at the first failure
-        pipe.incr(self._key())
-        pipe.ttl(self._key())
-        _, count, ttl = pipe.execute()
-        return max(1, int(ttl)) if count >= self.max_failures else 0
+        self.limiter.hit(self.limit, self._client())
+        return self.blocked_for()
 
     @staticmethod
     def refusal(seconds: int) -> Response:
@@ -139,7 +139,7 @@ def mount_admin(app: Flask, settings: Settings) -> bool:
     app.config.setdefault("RQ_DASHBOARD_POLL_INTERVAL", 2500)
     app.config.setdefault("KEYLESS_BLUEPRINTS", set()).add(BLUEPRINT)
     throttle = _AuthThrottle(
-        redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2),
+        settings.redis_url,
         app.config.get("REDIS_KEY_PREFIX", "cliptext:"),
         int(app.config.setdefault("ADMIN_AUTH_MAX_FAILURES", DEFAULT_MAX_FAILURES)),
         int(app.config.setdefault("ADMIN_AUTH_WINDOW_SECONDS", DEFAULT_WINDOW_SECONDS)),

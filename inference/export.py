@@ -28,6 +28,7 @@ from pathlib import Path
 
 import tokenizers
 
+from cliptext import file_locks
 from inference.config import CONFIG_FILE, PRECISIONS, ModelConfig
 from inference.ct2_reader import CT2FormatError, CT2Model, read_ct2_model
 from inference.onnx_decoder import build_aligner, build_decoder
@@ -344,17 +345,13 @@ def _dir_lock(path: Path) -> Iterator[int]:
 def _abandoned(staging: Path) -> bool:
     """Whether no running exporter holds the lock of `staging` (its own, taken when it was made)."""
     try:
-        fd = os.open(staging, os.O_RDONLY)
-    except OSError:  # another user's: not ours to judge
+        fd = file_locks.hold(staging, wait=False)
+    except OSError:  # another user's (not ours to judge), or a filesystem without locks
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # held: a live exporter, here or in another container sharing the directory
+    if fd is None:  # held: a live exporter, here or in another container sharing the directory
         return False
-    else:
-        return True
-    finally:
-        os.close(fd)
+    os.close(fd)
+    return True
 
 
 def _sweep(out_dir: Path, name: str) -> None:

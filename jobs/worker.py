@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import itertools
 import logging
 import os
@@ -37,6 +36,7 @@ from rq.job import Job
 from api.db import db, init_db
 from api.queue import REQUEST_ID_META
 from api.storage import use_scratch_dir
+from cliptext import file_locks
 from cliptext.jsonlog import configure_logging, request_id_var
 from cliptext.settings import Settings, settings_or_exit
 from jobs.metrics import forget_outcome, record_job, start_exporter
@@ -58,26 +58,15 @@ def scratch_root() -> Path:
     return Path(tempfile.gettempdir()) / SCRATCH_FOLDER
 
 
-def _lock_folder(path: Path, *, wait: bool) -> int | None:
-    """An fd holding `path`'s flock (None if another holds it and `wait` is false). Whoever holds it is
-    alive: the kernel lets go when the last process sharing the fd dies, SIGKILLed or not."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
 def open_scratch(root: Path) -> tuple[Path, int]:
     """A new job folder and the fd that holds its lock. Opened in the worker before the fork, the fd is
-    shared with the horse: the folder is in use until both have ended."""
+    shared with the horse: the folder is in use until both have ended (the kernel lets go when the last
+    process sharing the fd dies, SIGKILLed or not)."""
     root.mkdir(parents=True, exist_ok=True)
     while True:
         path = Path(tempfile.mkdtemp(prefix="job-", dir=root))
         with contextlib.suppress(FileNotFoundError):  # swept by a worker starting at that instant
-            fd = _lock_folder(path, wait=True)
+            fd = file_locks.hold(path, wait=True, folder=True)
             if path.is_dir():
                 return path, fd
             os.close(fd)
@@ -94,7 +83,7 @@ def sweep_scratch(root: Path) -> int:
     removed = 0
     for path in sorted(root.glob("job-*")) if root.is_dir() else []:
         try:
-            fd = _lock_folder(path, wait=False)
+            fd = file_locks.hold(path, wait=False, folder=True)
         except (FileNotFoundError, NotADirectoryError):
             continue
         if fd is not None:

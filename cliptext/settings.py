@@ -70,8 +70,8 @@ def _int_list(name: str, default: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in raw.split(",") if part.strip())
     except ValueError:
-        values = (-1,)
-    if any(value < 0 for value in values):
+        values = None
+    if values is None or any(value < 0 for value in values):
         raise SettingsError(f"{name} must be whole seconds of at least 0 separated by commas, got {raw!r}")
     return values
 

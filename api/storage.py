@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 import boto3.exceptions
 import botocore.exceptions
 
+from cliptext import file_locks
+
 # object storage that cannot answer, for the API (503) and the worker (retried) alike
 STORAGE_ERRORS = (
     botocore.exceptions.BotoCoreError,  # unreachable, timed out, no credentials
@@ -65,18 +67,14 @@ def _hold(path: Path, *, create: bool) -> int | None:
     A holder removes its file before it lets go: whoever opened it meanwhile sees the path no longer
     names the inode it locked, and opens the path again.
     """
-    flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_CREAT if create else 0)
     for _ in range(3):
         try:
-            fd = os.open(path, flags, 0o600)
+            fd = file_locks.hold(path, wait=False, create=create)
         except FileNotFoundError:
             if create:
                 raise
             return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        if fd is None:
             return None
         if _still_named(path, fd):
             return fd

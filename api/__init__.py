@@ -30,7 +30,7 @@ from api.ratelimit import init_rate_limits
 from api.state import AppState
 from api.storage import open_storage
 from cliptext.jsonlog import configure_logging
-from cliptext.settings import Settings
+from cliptext.settings import Settings, settings_or_exit
 
 API_VERSION = "1.0.0"
 API_DESCRIPTION = """\
@@ -90,7 +90,8 @@ class CliptextApi(Api):
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     overrides = dict(overrides or {})
-    settings = Settings.from_env()
+    # a bad setting ends a `flask --app api` command with one line, as every other entry point does
+    settings = settings_or_exit() if loaded_by_flask_cli() else Settings.from_env()
     fields = {f.name for f in dataclasses.fields(Settings)}
     settings = dataclasses.replace(settings, **{k: overrides.pop(k) for k in list(overrides) if k in fields})
 

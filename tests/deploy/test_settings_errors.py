@@ -83,6 +83,7 @@ ENTRY_POINTS = {
     "worker": [sys.executable, "-m", "jobs.worker", "--burst"],
     "make run's stack": [sys.executable, "-m", "cliptext.stack"],
     "engine CLI": [sys.executable, "-m", "inference", "transcribe", "missing.wav"],
+    "flask CLI": [sys.executable, "-m", "flask", "--app", "api", "db", "upgrade"],
     "gunicorn": [
         sys.executable,
         "-m",

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import peewee as pw
 from playhouse import db_url
-from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 from playhouse.shortcuts import ReconnectMixin
 
 from cliptext.settings import Settings
@@ -29,7 +29,27 @@ SQLITE_PRAGMAS = {
 }
 
 
-class ReconnectingPostgresqlDatabase(ReconnectMixin, PooledPostgresqlDatabase):
+class PoolExhausted(pw.OperationalError):
+    """No pooled connection came free within the pool's timeout: a database saturated, answered as one
+    that cannot answer (503 with Retry-After), not as a bug (peewee's MaxConnectionsExceeded is a
+    ValueError: a 500)."""
+
+
+class ExhaustionIsOperational:
+    """A pool whose exhaustion raises PoolExhausted."""
+
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        try:
+            return super().connect(reuse_if_open)
+        except MaxConnectionsExceeded as error:
+            raise PoolExhausted(str(error)) from error
+
+
+class CliptextPooledSqliteDatabase(ExhaustionIsOperational, PooledSqliteDatabase):
+    """Pooled SQLite connections."""
+
+
+class ReconnectingPostgresqlDatabase(ReconnectMixin, ExhaustionIsOperational, PooledPostgresqlDatabase):
     """Pooled connections that reconnect once when the server dropped them (restart, fail-over, idle kill).
 
     Only outside a transaction (ReconnectMixin's rule): a write half done is never silently replayed.
@@ -66,7 +86,7 @@ def make_database(url: str) -> pw.Database:
         params.setdefault("max_connections", 64)
         params.setdefault("stale_timeout", 300)
         params.setdefault("timeout", 10)  # wait this long for a free pooled connection
-        return PooledSqliteDatabase(check_same_thread=False, **params)
+        return CliptextPooledSqliteDatabase(check_same_thread=False, **params)
     return db_url.connect(url)
 
 
@@ -100,6 +120,14 @@ def locked(query: pw.Select) -> pw.Select:
     """`query` taking row locks (SELECT … FOR UPDATE) until the transaction ends, on PostgreSQL. On
     SQLite a write_transaction already holds the database's one write lock: nothing to add."""
     return query if isinstance(db.obj, pw.SqliteDatabase) else query.for_update()
+
+
+def hold_until_commit(namespace: int, key: int) -> None:
+    """Wait for, then hold until the transaction ends, PostgreSQL's advisory lock (namespace, key): for a
+    count-then-insert that no row lock covers (an organization's uploads under its cap). On SQLite a
+    write_transaction already holds the database's one write lock: nothing to take."""
+    if isinstance(db.obj, pw.PostgresqlDatabase):
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s, %s)", (namespace, key))
 
 
 _PREPARED: dict[tuple[type, Hashable], tuple[str, tuple[str, ...]]] = {}

@@ -295,6 +295,10 @@ def delete(state: AppState, transcription: Transcription) -> None:
         upload = None
         if transcription.upload_id:
             upload = locked(Upload.select().where(Upload.id == transcription.upload_id)).first()
+        # then the transcription row, before its segments: the worker's writes take them in that order
+        # (jobs.transcript_store), so a delete removing the segments first and a job failing at the same
+        # moment (the delete stops it) each waited for the other, and PostgreSQL aborted one of them
+        locked(Transcription.select(Transcription.id).where(Transcription.id == transcription.id)).first()
         _remember_position(transcription)
         transcription.delete_instance(recursive=True)
         if upload is not None and not upload.transcriptions.exists():

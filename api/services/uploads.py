@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import peewee as pw
+import redis.exceptions
 from itsdangerous import BadSignature, SignatureExpired
+from redis.lock import Lock
 
-from api.db import locked, write_transaction
+from api.db import hold_until_commit, locked, write_transaction
 from api.errors import RETRY_UNAVAILABLE, ApiError, NotFound
 from api.media import check_content_type, check_format, verify_media
 from api.models import Organization, Transcription, Upload, UploadStatus, utcnow
@@ -28,6 +30,8 @@ URL_TTL = dt.timedelta(hours=1)
 # transcribed; a multipart upload whose request died before its transcription was created)
 UNUSED_RETENTION = dt.timedelta(hours=24)
 LOCK_TIMEOUT_S = 10
+# PostgreSQL advisory lock namespace of the per-organization upload cap ("upl\0"), keyed by the org's id
+_CAP_LOCK_NAMESPACE = 0x75706C00
 _SIGNER_SALT = "upload-content-put"
 _RETRY_BUSY = {"Retry-After": "5"}  # a PUT or complete of the same upload still running
 
@@ -64,7 +68,9 @@ def _reserve(state: AppState, org: Organization, upload: Upload) -> Upload:
     """Insert `upload` (pending or uploaded: it holds a slot) if the plan's concurrent-upload cap allows.
 
     The count-then-insert runs under a per-organization Redis lock, so concurrent calls from any number
-    of API processes cannot exceed the cap.
+    of API processes cannot exceed the cap; inside the transaction the database serializes them too
+    (PostgreSQL's advisory lock, SQLite's write lock), for an insert that waits past the Redis lock's
+    expiry (a table locked by a migration, a stalled server) while another request counts.
     """
     cap = limits_for(org).concurrent_uploads
     lock = state.redis.lock(state.key("lock", "uploads", org.public_id), timeout=LOCK_TIMEOUT_S)
@@ -73,6 +79,7 @@ def _reserve(state: AppState, org: Organization, upload: Upload) -> Upload:
         raise ApiError(ErrorCode.SERVICE_UNAVAILABLE, busy, headers=dict(RETRY_UNAVAILABLE))
     try:
         with write_transaction():
+            hold_until_commit(_CAP_LOCK_NAMESPACE, org.id)
             upload.expires_at = utcnow() + URL_TTL
             active, oldest = (
                 _in_flight(org).select(pw.fn.COUNT(Upload.id), pw.fn.MIN(Upload.expires_at)).tuples().get()
@@ -81,8 +88,18 @@ def _reserve(state: AppState, org: Organization, upload: Upload) -> Upload:
                 raise _cap_reached(org, cap, active, oldest)
             upload.save(force_insert=True)
     finally:
-        lock.release()
+        _let_go(lock)
     return upload
+
+
+def _let_go(lock: Lock) -> None:
+    """Release the reservation's Redis lock. One that expired meanwhile, or a Redis that does not answer
+    now, changes nothing: the reservation is committed (or refused) already, and the lock expires by
+    itself. Raising had answered a 500 for a reservation made, its slot held until it expired."""
+    with contextlib.suppress(
+        redis.exceptions.LockError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError
+    ):
+        lock.release()
 
 
 # Retry-After of the cap's 429 at most: a slot frees when an upload is stored or completed, usually long
@@ -355,7 +372,7 @@ def create_from_file(
             duration = verify_media(path, state.settings.max_audio_seconds)
         values = {
             "filename": sanitize_filename(filename),
-            "content_type": content_type or "application/octet-stream",
+            "content_type": _stored_type(content_type),
             "declared_size": size,
             "received_size": size,
             "duration": duration,
@@ -378,6 +395,15 @@ def create_from_file(
     for name, value in values.items():
         setattr(slot, name, value)
     return slot
+
+
+def _stored_type(part_type: str | None) -> str:
+    """The multipart part's Content-Type as stored: metadata nothing checks (the bytes are probed), so
+    one empty or longer than its column (PostgreSQL refuses those; SQLite kept them) is stored as
+    unknown bytes."""
+    if not part_type or len(part_type) > Upload.content_type.max_length:
+        return "application/octet-stream"
+    return part_type
 
 
 def release_file_slot(state: AppState, slot: Upload) -> None:

@@ -2,10 +2,13 @@
 
 The body is signed with HMAC-SHA256 over f"{timestamp}.{body}" using the organization's webhook
 secret (headers `Cliptext-Timestamp` and `Cliptext-Signature: v1=<hex>`; see docs/webhooks.md).
-A non-2xx answer or a network error raises, and RQ retries the job with backoff (enqueue_webhook
-sets the Retry); every attempt is recorded as a WebhookDelivery. Errors logged or stored name the
-target as scheme://host:port only (its path and query may carry a token); the last attempt's failure
-is logged as a WARNING ("gave up after N attempts") and counted as the job outcome `gave_up`.
+A non-2xx answer, a network error, or status line and headers not all in within
+settings.webhook_timeout seconds (a deadline on the whole answer, not on each read; the body is never
+read) raises, and RQ retries the job with backoff (enqueue_webhook sets the Retry); every attempt is
+recorded as a WebhookDelivery, unless the transcription was deleted meanwhile (then nothing is
+retried). Errors logged or stored name the target as scheme://host:port only (its path and query may
+carry a token); the last attempt's failure is logged as a WARNING ("gave up after N attempts") and
+counted as the job outcome `gave_up`.
 Targets that resolve to private, loopback or link-local addresses are refused unless
 settings.webhook_allow_private: checked once by name (a clear refusal, not retried), and again where
 the connection is opened, to the very address that was checked (ssrfguard), since a name can resolve
@@ -20,7 +23,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import os
 import socket
 import time
 from urllib.parse import urlsplit
@@ -29,16 +31,16 @@ import redis
 import requests
 from rq import Queue, Retry, get_current_job
 from ssrfguard import SSRFGuardError
-from ssrfguard.requests import Session as PinnedSession
 
-from api.db import db, write_transaction
+from api.db import db, locked, write_transaction
 from api.models import Organization, Transcription, WebhookDelivery, utcnow
 from api.queue import REQUEST_ID_META
 from cliptext.jsonlog import request_id_var
 from cliptext.settings import Settings
-from cliptext.webhook_targets import PUBLIC_ONLY, without_credentials
+from cliptext.webhook_targets import without_credentials
 from jobs import metrics
 from jobs.transcript_store import ensure_db
+from jobs.webhook_transport import send_event
 
 log = logging.getLogger(__name__)
 
@@ -127,22 +129,6 @@ def check_target(url: str, allow_private: bool) -> None:
             raise WebhookRefused(f"{parts.hostname} resolves to a non-public address ({address})")
 
 
-def send_event(
-    url: str, body: bytes, headers: dict[str, str], timeout: float, allow_private: bool
-) -> requests.Response:
-    """POST `body`; unless `allow_private`, over a connection to an address the policy let through,
-    resolved once (no proxy: a proxy would resolve the name itself). Raises SSRFGuardError when the
-    name now resolves to a refused address, requests.RequestException when the call fails."""
-    if allow_private:
-        session = requests.Session()
-    else:
-        session = PinnedSession(policy=PUBLIC_ONLY)
-        session.trust_env = False  # no proxy; the CA bundle the environment names still counts
-        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    with session:
-        return session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
-
-
 def event_body(settings: Settings, row: Transcription, event: str) -> bytes:
     """The JSON body: event type, transcription id and status, error, and where to fetch the result."""
     error = {"code": row.error_code, "message": row.error_message} if row.error_code else None
@@ -162,9 +148,13 @@ def event_body(settings: Settings, row: Transcription, event: str) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def _record(row: Transcription, status_code: int | None, error: str | None) -> int:
-    """Store one delivery attempt; its number (1 for the first)."""
+def _record(row: Transcription, status_code: int | None, error: str | None) -> int | None:
+    """Store one delivery attempt; its number (1 for the first), or None when the transcription was
+    deleted meanwhile: its deliveries went with it, and the insert had failed on the foreign key (a
+    crashed job, retried, for an event that had nobody left to tell)."""
     with write_transaction():
+        if locked(Transcription.select(Transcription.id).where(Transcription.id == row.id)).first() is None:
+            return None
         attempt = WebhookDelivery.select().where(WebhookDelivery.transcription == row.id).count() + 1
         WebhookDelivery.create(transcription=row.id, attempt=attempt, status_code=status_code, error=error)
     return attempt
@@ -221,8 +211,8 @@ def _failed(transcription_id: str, attempt: int, reason: str) -> DeliveryFailed:
 
 def _refused(row: Transcription, reason: str) -> None:
     """Record and log a delivery that may not be made (not retried: the URL will not become
-    acceptable), the URL's credentials masked."""
-    reason = without_credentials(reason, row.webhook_url)
+    acceptable), the URL masked as in every other error (ssrfguard's refusal quotes it whole)."""
+    reason = redact_target(reason.replace(row.webhook_url, target_origin(row.webhook_url)), row.webhook_url)
     _record(row, None, f"refused: {reason}"[:1000])
     log.warning("webhook for %s refused: %s", row.public_id, reason)
 
@@ -268,11 +258,18 @@ def deliver_webhook(transcription_id: str, event: str) -> int | None:
             return None
         except requests.RequestException as error:
             reason = _failure_reason(error, row.webhook_url)[:1000]
-            attempt = _record(row, None, reason)
+            if (attempt := _record(row, None, reason)) is None:
+                return _deleted(transcription_id)
             raise _failed(transcription_id, attempt, reason) from None
         if not 200 <= response.status_code < 300:
             reason = f"HTTP {response.status_code}"
-            attempt = _record(row, response.status_code, reason)
+            if (attempt := _record(row, response.status_code, reason)) is None:
+                return _deleted(transcription_id)
             raise _failed(transcription_id, attempt, reason)
         _record(row, response.status_code, None)
         return response.status_code
+
+
+def _deleted(transcription_id: str) -> None:
+    """A failed attempt for a transcription deleted meanwhile: not retried, there is nothing to announce."""
+    log.info("webhook for %s: the transcription was deleted during the attempt", transcription_id)

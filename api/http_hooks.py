@@ -122,6 +122,10 @@ def as_utf8(raw: bytes) -> bytes:
     read bytes, and in UTF-16 an escaped quote or a "\\u0000" no longer looks like one."""
     encoding = json.detect_encoding(raw)
     if encoding == "utf-8":
+        try:  # strictly: Python's JSON reader takes raw surrogate bytes (surrogatepass), no database does
+            raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise BadRequest(f"The JSON body is not valid UTF-8 (at byte {error.start})") from error
         return raw
     try:
         return raw.decode(encoding).encode("utf-8", "surrogatepass")

@@ -50,5 +50,8 @@ def upgrade(database: pw.Database) -> list[str]:
 
 
 def pending(database: pw.Database) -> list[str]:
-    with database.connection_context():
+    """The migrations not yet applied. Under the migration lock: the router creates its history table
+    when missing, which on a fresh PostgreSQL database raced with a process migrating it (a CLI command
+    run while an API process started: one of them failed on the table's type already existing)."""
+    with database.connection_context(), _migration_lock(database):
         return router(database).diff

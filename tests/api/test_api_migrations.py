@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import peewee as pw
 import pytest
 from peewee_migrate.router import compile_migrations
 
 from api.db import db, make_database
-from api.migrations import pending, router, upgrade
+from api.migrations import _migration_lock, pending, router, upgrade
 from api.models import ALL_MODELS, Segment
 from tests.api.postgres_admin import pg_admin
 
@@ -30,6 +32,22 @@ def test_fresh_database_is_migrated_once(database_url):
         assert "migratehistory" in tables
         indexed = {tuple(index.columns) for index in database.get_indexes("transcription")}
         assert ("completed_at",) in indexed  # the missed-webhook sweep's filter
+
+
+def test_pending_waits_for_a_migration_in_progress(database_url):
+    """Reading what is pending creates the history table when missing: outside the migration lock it
+    raced with a process migrating a fresh database (PostgreSQL: one of them failed)."""
+    database = make_database(database_url)
+    db.initialize(database)
+    migrating = make_database(database_url)  # another process's connection
+    found: list[list[str]] = []
+    with migrating.connection_context(), _migration_lock(migrating):
+        reader = threading.Thread(target=lambda: found.append(pending(database)), daemon=True)
+        reader.start()
+        reader.join(1.0)
+        assert reader.is_alive(), "pending() read the history while a migration held the lock"
+    reader.join(30)
+    assert found and found[0][0] == "001_initial"
 
 
 def test_models_match_the_migrations(database_url):

@@ -249,3 +249,22 @@ def test_json_as_deep_as_allowed_reaches_the_view(client, new_org):
         headers={"Authorization": f"Bearer {raw}", "Content-Type": "application/json"},
     )
     assert_envelope(response, 422, "VALIDATION_ERROR")  # the schema's answer, not the depth guard's
+
+
+@pytest.mark.parametrize(
+    "raw_string",
+    [b"\xed\xa0\x80.mp3", b"a\xed\xbf\xbf.mp3", b"\xff\xfe.mp3", b"a\xc3.mp3"],
+    ids=["high-surrogate", "low-surrogate", "not-utf8", "cut-sequence"],
+)
+def test_invalid_utf8_in_a_json_body_is_400_not_500(client, new_org, raw_string):
+    """Surrogates written as raw bytes (not as \\u escapes) are not UTF-8: Python's JSON reader let them
+    through (it decodes with surrogatepass) and the database driver failed on them, a 500."""
+    _, raw = new_org("pro")
+    body = b'{"filename": "' + raw_string + b'", "content_type": "audio/mpeg", "size": 4}'
+    response = client.post(
+        "/v1/uploads/presigned",
+        data=body,
+        headers={"Authorization": f"Bearer {raw}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "UTF-8" in response.get_json()["error"]["message"]

@@ -328,7 +328,11 @@ def _open_container(source: AudioSource) -> Iterator[_Opened]:
                     ErrorCode.AUDIO_DECODE_ERROR,
                     f"not an audio or video file (it looks like {container.format.long_name or 'an image'})",
                 )
-            yield _Opened(container, _states_its_length(container, file) if seekable else False)
+            if seekable:
+                yield _Opened(container, _states_its_length(container, file))
+            else:  # FFmpeg states no length for a stream; a WAV header does (the bytes its data holds)
+                head = file.head if container.format.name == "wav" else b""
+                yield _Opened(container, False, _wav_declared_seconds(head))
     finally:
         if owned:
             file.close()
@@ -339,6 +343,8 @@ class _Opened:
     container: av.container.InputContainer
     # whether the headers state the length (so decoding less than that means a cut or corrupt file)
     states_length: bool
+    # the length a non-seekable WAV's header states, read by us (FFmpeg gives none for a stream)
+    stream_declared_seconds: float | None = None
 
 
 def _usable_file_object(source: BinaryIO) -> BinaryIO:
@@ -370,6 +376,7 @@ class _PeekedStream(io.RawIOBase):
         super().__init__()
         self._file = file
         self._head = self._read_source(_IO_BUFFER)
+        self.head = self._head  # kept: the first bytes, headers to read once the container is open
 
     def _read_source(self, size: int) -> bytes:
         data = self._file.read(size)
@@ -443,21 +450,42 @@ def _check_wav_size(file: BinaryIO) -> None:
         file.seek(position)
     except (OSError, AttributeError):
         return
+    found = _wav_data_chunk(header)
+    if found is None:
+        return
+    offset, length, _ = found
+    available = size - offset - 8
+    if available < length:
+        raise AudioError(
+            ErrorCode.AUDIO_DECODE_ERROR,
+            f"the file is truncated: the WAV header declares {length} bytes of audio,"
+            f" {max(available, 0)} are present",
+        )
+
+
+def _wav_declared_seconds(header: bytes) -> float | None:
+    """The seconds of audio a RIFF/WAVE header declares (its data chunk's size over its byte rate)."""
+    found = _wav_data_chunk(header)
+    if found is None or not found[2]:
+        return None
+    return found[1] / found[2]
+
+
+def _wav_data_chunk(header: bytes) -> tuple[int, int, int] | None:
+    """(offset of the data chunk, the size it declares, the fmt chunk's bytes per second) of a RIFF/WAVE
+    header; None for other files (RF64, W64...: FFmpeg's own checks only), a data chunk beyond these
+    bytes, or a size left unknown (a WAV streamed to a pipe: 0 or a placeholder)."""
     if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
-        return  # RF64, W64...: FFmpeg's own checks only
-    offset = 12
+        return None
+    offset, byte_rate = 12, 0
     while offset + 8 <= len(header):
         chunk, length = header[offset : offset + 4], int.from_bytes(header[offset + 4 : offset + 8], "little")
+        if chunk == b"fmt " and offset + 20 <= len(header):
+            byte_rate = int.from_bytes(header[offset + 16 : offset + 20], "little")
         if chunk == b"data":
-            available = size - offset - 8
-            if 0 < length < _WAV_UNKNOWN_SIZE and available < length:
-                raise AudioError(
-                    ErrorCode.AUDIO_DECODE_ERROR,
-                    f"the file is truncated: the WAV header declares {length} bytes of audio,"
-                    f" {max(available, 0)} are present",
-                )
-            return
+            return (offset, length, byte_rate) if 0 < length < _WAV_UNKNOWN_SIZE else None
         offset += 8 + length + (length & 1)
+    return None
 
 
 def _states_its_length(container: av.container.InputContainer, file: BinaryIO) -> bool:
@@ -531,7 +559,7 @@ def _length_to_check(opened: _Opened, stream) -> float | None:
     container's when the stream is all it holds (Matroska's length is its longest track's: a video that
     runs on after its audio is not a cut file), never one FFmpeg guessed from a bitrate."""
     if not opened.states_length:
-        return None
+        return opened.stream_declared_seconds
     if stream.duration is None and len(opened.container.streams) > 1:
         return None
     return _declared_duration(opened.container, stream)

@@ -125,6 +125,19 @@ def test_a_cut_wav_is_still_called_truncated(tmp_path: Path) -> None:
         decode_audio(raw[: len(raw) // 2])
 
 
+def test_a_cut_wav_read_from_a_stream_is_called_truncated_too(tmp_path: Path) -> None:
+    """From a pipe or socket (no seeking back), a WAV cut in half was decoded as a shorter recording:
+    FFmpeg states no length for a stream, so the header's data size is read by us."""
+    raw = media.write_wav(tmp_path / "a.wav", media.sine(4.0), 16000).read_bytes()
+    with pytest.raises(AudioError, match=r"2\.0 s of audio decoded, 4\.0 s declared"):
+        decode_audio(_ReadOnly(raw[: len(raw) // 2]))
+    assert decode_audio(_ReadOnly(raw)).size == 4 * 16000
+    streamed = bytearray(raw)  # written to a pipe: the size is a placeholder, nothing to check
+    data_at = streamed.index(b"data")
+    streamed[data_at + 4 : data_at + 8] = (0x7FFFF000).to_bytes(4, "little")
+    assert decode_audio(_ReadOnly(bytes(streamed[: len(streamed) // 2]))).size > 0
+
+
 def test_a_chained_ogg_is_refused_naming_the_chaining(tmp_path: Path) -> None:
     first = _encode(tmp_path / "1.opus", "ogg", "libopus", _tone(2.0, 48000), 48000)
     second = _encode(tmp_path / "2.opus", "ogg", "libopus", _tone(3.0, 48000, 2), 48000)

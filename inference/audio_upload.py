@@ -8,6 +8,7 @@ memory took over 1 GB).
 
 from __future__ import annotations
 
+import itertools
 import struct
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -24,9 +25,13 @@ from inference.types import AudioError, EngineError
 
 # PCM up to this long (and this large) is converted whole in memory, as it always was: the engine decodes
 # files up to inference.transcribe.STREAM_MIN_SECONDS whole anyway, and short calls skip the file.
+# Split, the seconds of every channel count: the array is held from the upload on, while the call waits
+# for its turn, and 32 channels of 119 s at 1 kHz (a 7.6 MB upload) made 245 MB of float32 samples.
 IN_MEMORY_PCM_SECONDS = 120.0
 IN_MEMORY_PCM_BYTES = 16 * 1024 * 1024
-_PIECE_BYTES = 1 << 20
+# PCM is converted into the spool this many bytes at a time: at 1 kHz each s16le byte becomes 32 bytes of
+# float32 16 kHz, so converting a whole 4 MiB message at once took 128 MiB
+_PIECE_BYTES = 64 * 1024
 _WAV_HEADER_BYTES = 44
 _WAV_FLOAT = 3  # WAVE_FORMAT_IEEE_FLOAT
 _WAV_UNKNOWN_SIZE = 0xFFFFFFFF  # over 4 GB: FFmpeg then reads the data chunk to the end of the file
@@ -111,9 +116,11 @@ def received_audio(
     check_announced(fmt, limits, split=not mix)
     if fmt.is_pcm:
         received = _counted(chunks, fmt, limits, split=not mix)
-        head, complete = _short_head(received, fmt)
+        head, complete = _short_head(received, fmt, split=not mix)
         if complete:
-            yield pcm_to_float32(head, fmt.kind, fmt.sample_rate, fmt.channels, mix=mix)
+            audio = pcm_to_float32(head, fmt.kind, fmt.sample_rate, fmt.channels, mix=mix)
+            del head  # the call holds its samples until it ends, not its bytes too
+            yield audio
             return
         with tempfile.NamedTemporaryFile(prefix="cliptext-pcm-", suffix=".wav") as spool:
             _write_float_wav(
@@ -132,13 +139,13 @@ def received_audio(
         yield spool.name
 
 
-def _short_head(received: Iterator[bytes], fmt: AudioFormat) -> tuple[bytearray, bool]:
-    """(the bytes, True) when all of the PCM is short enough to convert whole; else (the first bytes, False),
-    the rest still in `received`."""
+def _short_head(received: Iterator[bytes], fmt: AudioFormat, split: bool) -> tuple[bytearray, bool]:
+    """(the bytes, True) when all of the PCM is short enough to convert whole (`split`: its channels'
+    seconds together); else (the first bytes, False), the rest still in `received`."""
     head = bytearray()
     for chunk in received:
         head += chunk
-        if len(head) > IN_MEMORY_PCM_BYTES or fmt.pcm_seconds(len(head)) > IN_MEMORY_PCM_SECONDS:
+        if len(head) > IN_MEMORY_PCM_BYTES or fmt.pcm_seconds(len(head), split) > IN_MEMORY_PCM_SECONDS:
             return head, False
     return head, True
 
@@ -146,10 +153,9 @@ def _short_head(received: Iterator[bytes], fmt: AudioFormat) -> tuple[bytearray,
 def _write_float_wav(spool: IO[bytes], head: bytearray, rest: Iterator[bytes], stream: PcmStream) -> None:
     """Convert `head` then every chunk of `rest` into `spool`, a float32 16 kHz WAV file."""
     spool.write(bytes(_WAV_HEADER_BYTES))  # filled in once the size is known
-    for start in range(0, len(head), _PIECE_BYTES):  # in pieces: the float32 of 16 MiB is 32 MiB or more
-        _write_samples(spool, stream.push(memoryview(head)[start : start + _PIECE_BYTES]))
-    for chunk in rest:
-        _write_samples(spool, stream.push(chunk))
+    for chunk in itertools.chain((head,), rest):
+        for start in range(0, len(chunk), _PIECE_BYTES):
+            _write_samples(spool, stream.push(memoryview(chunk)[start : start + _PIECE_BYTES]))
     _write_samples(spool, stream.finish())
     size = spool.tell() - _WAV_HEADER_BYTES
     spool.seek(0)

@@ -47,6 +47,10 @@ REFLECTION_STREAMS = 4
 # on CUDA each engine thread warms up on every decoder shape before SERVING, about 38 s per thread on an
 # H200, and 2 streams gave 94% of the throughput of 4 there (docs/deploy.md)
 GPU_STREAMS = 2
+# after the grace period grpc cancels the calls still running, and each stops within one 30 s window of
+# decoding (seconds, or tens of them for a large model on a slow CPU): the server waits up to this for their
+# handlers to return before it exits (TranscriberServicer.wait_for_handlers)
+HANDLERS_END_SECONDS = 60.0
 
 
 def default_max_concurrent(device: str) -> int:
@@ -271,6 +275,8 @@ def serve(config: ServerConfig) -> None:
         "NOT_SERVING; refusing new calls, waiting up to %.0f s for calls in flight", config.grace_seconds
     )
     stopped.wait()
+    if not servicer.wait_for_handlers(HANDLERS_END_SECONDS):
+        log.warning("stopping with transcriptions still running after %.0f s", HANDLERS_END_SECONDS)
     log.info("stopped")
 
 

@@ -7,6 +7,7 @@ become a status code plus the Cliptext error code in the trailing metadata "clip
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
@@ -149,6 +150,18 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
         # set by the server when a shutdown begins: grpc's own stop() may cancel a call it has accepted
         # but not started, and a caller must read UNAVAILABLE (go elsewhere), not CANCELLED
         self.draining = False
+        self._handlers = 0  # Transcribe handlers not yet returned (their log line written)
+        self._handlers_changed = threading.Condition()
+
+    def wait_for_handlers(self, timeout: float) -> bool:
+        """Wait until every Transcribe handler has returned; False if some still run after `timeout`.
+
+        grpc's stop() is done once it has cancelled the calls, not once their handlers return: a server
+        that exits then shuts its engine threads while a handler still needs them (a call cut off
+        mid-upload goes on with the audio it got, and was logged INTERNAL with a traceback).
+        """
+        with self._handlers_changed:
+            return self._handlers_changed.wait_for(lambda: self._handlers == 0, timeout)
 
     def _ready(self) -> Loaded:
         if self.draining:
@@ -173,6 +186,8 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
 
     def Transcribe(self, request_iterator: Iterable[pb2.TranscribeRequest], context) -> Iterator:
         call = _Call(peer=context.peer(), started=time.monotonic())
+        with self._handlers_changed:
+            self._handlers += 1
         metrics.IN_FLIGHT.inc()
         sending: Sending | None = None
         try:
@@ -226,6 +241,9 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
                 call.outcome,
                 extra={"request_id": call.request_id or None},
             )
+            with self._handlers_changed:
+                self._handlers -= 1
+                self._handlers_changed.notify_all()
 
     def _transcribe(self, requests: Iterator, context, call: _Call) -> Iterator[pb2.TranscribeResponse]:
         loaded = self._ready()

@@ -6,13 +6,21 @@ timed by their word timestamps when the transcription has them, else by sharing 
 out in proportion to characters. Cues never cross a segment boundary (segments are whisper's own
 phrase units), are stretched to `min_seconds` where the next cue leaves room, and never overlap.
 Times are whole milliseconds: `00:00:01,000` in SRT, `00:00:01.000` in WebVTT.
+
+Line lengths are display widths (a CJK character is two columns, a combining mark none). Scripts
+written without spaces (Chinese, Japanese) break between characters, never before closing
+punctuation. Any whitespace in the text (a newline whisper decoded, a CR) is one space: a blank line
+would end the cue early, a lone line end would add a line. WebVTT escapes `&`, `<` and `>`; SRT has
+no escapes, so an arrow `-->` in the text is written `->` there (it would read as a timing line).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 MAX_CHARS = 42
@@ -21,7 +29,15 @@ MIN_SECONDS = 1.0
 MAX_SECONDS = 7.0
 
 _PIECE = re.compile(r"\s*\S+")
+_SPACES = re.compile(r"\s+")
 _SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
+# no line starts with closing punctuation or a small kana, none ends with opening punctuation (kinsoku)
+_NO_LINE_START = frozenset(
+    ".,!?:;)]}%…‥。．，、！？：；）」』】〉》〕］｝”’・ー々"  # closing punctuation
+    "ぁぃぅぇぉっゃゅょァィゥェォッャュョ"  # small kana
+)
+_NO_LINE_END = frozenset("([{（「『【〈《〔［｛“‘")
+_HANGUL = ((0x1100, 0x11FF), (0x3130, 0x318F), (0xA960, 0xA97F), (0xAC00, 0xD7FF))
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,64 @@ class _Word:
     start: float
     end: float
     text: str  # as whisper writes it: a leading space where a space separates it from the previous word
+    # measured once: layout sums these instead of measuring joined text again for every candidate
+    width: int = field(init=False)  # display width of `text`, spaces included
+    lead: int = field(init=False)  # width of its leading space (0 or 1: whitespace is one space)
+    trail: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "width", _width(self.text))
+        object.__setattr__(self, "lead", len(self.text) - len(self.text.lstrip()))
+        object.__setattr__(self, "trail", len(self.text) - len(self.text.rstrip()))
+
+
+@lru_cache(maxsize=8192)
+def _char_width(char: str) -> int:
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def _width(text: str) -> int:
+    """Display columns: what a line limit means on screen."""
+    return sum(_char_width(char) for char in text)
+
+
+@lru_cache(maxsize=8192)
+def _unspaced(char: str) -> bool:
+    """A character of a script written without spaces between words (a line may break beside it).
+
+    Korean is wide but spaced: it breaks at its spaces only. Emoji are wide too, but a sequence of
+    them (joiners, skin tones) is one picture: they break at spaces as words do.
+    """
+    if unicodedata.east_asian_width(char) not in ("W", "F") or unicodedata.category(char) in ("So", "Sk"):
+        return False
+    return not any(low <= ord(char) <= high for low, high in _HANGUL)
+
+
+def _one_line(text: str) -> str:
+    return _SPACES.sub(" ", text)
+
+
+def _pieces(text: str) -> list[str]:
+    """The words of `text` with their leading space; each character of an unspaced script is one."""
+    pieces: list[str] = []
+    for word in _PIECE.findall(_one_line(text)):
+        run = ""
+        for char in word:
+            if _char_width(char) == 0 and not run and pieces:
+                pieces[-1] += char  # a combining mark stays with its base character
+                continue
+            if _unspaced(char) and run.strip():
+                pieces.append(run)
+                run = ""
+            run += char
+            if _unspaced(char):
+                pieces.append(run)
+                run = ""
+        if run.strip():
+            pieces.append(run)
+    return pieces
 
 
 def _words_of(segment: Mapping[str, Any]) -> list[_Word]:
@@ -44,11 +118,15 @@ def _words_of(segment: Mapping[str, Any]) -> list[_Word]:
     timed = segment.get("words")
     if timed:
         return [
-            _Word(max(start, float(w["start"])), min(max(end, float(w["start"])), float(w["end"])), w["word"])
+            _Word(
+                max(start, float(w["start"])),
+                min(max(end, float(w["start"])), float(w["end"])),
+                _one_line(str(w["word"])),
+            )
             for w in timed
             if str(w["word"]).strip()
         ]
-    pieces = _PIECE.findall(str(segment.get("text") or ""))
+    pieces = _pieces(str(segment.get("text") or ""))
     total = sum(len(p.strip()) for p in pieces)
     words, done = [], 0
     for piece in pieces:
@@ -64,16 +142,35 @@ def _join(words: Sequence[_Word]) -> str:
     return "".join(w.text for w in words).strip()
 
 
+def _span_width(words: Sequence[_Word]) -> int:
+    """The display width of _join(words)."""
+    return sum(w.width for w in words) - words[0].lead - words[-1].trail
+
+
+def _breaks_before(words: Sequence[_Word], i: int) -> bool:
+    """Whether a line may break before words[i]: at a space, or beside a character of an unspaced script."""
+    return words[i].text[:1].isspace() or _may_break(words[i - 1].text, words[i].text)
+
+
+@lru_cache(maxsize=65536)
+def _may_break(before: str, word: str) -> bool:
+    first, last = word[:1], before.rstrip()[-1:]
+    return (_unspaced(first) or _unspaced(last)) and first not in _NO_LINE_START and last not in _NO_LINE_END
+
+
 def _wrap(words: Sequence[_Word], max_chars: int) -> list[str]:
-    """Greedy line filling, breaking only before a word that starts with a space."""
+    """Greedy line filling: a line that overflows breaks at its last place _breaks_before allows."""
     lines: list[str] = []
-    current: list[_Word] = []
-    for word in words:
-        if current and word.text[:1].isspace() and len(_join([*current, word])) > max_chars:
-            lines.append(_join(current))
-            current = []
-        current.append(word)
-    lines.append(_join(current))
+    start, last_break, width = 0, None, words[0].width  # width: of words[start : i + 1], spaces included
+    for i in range(1, len(words)):
+        width += words[i].width
+        if _breaks_before(words, i):
+            last_break = i
+        if last_break is not None and width - words[start].lead - words[i].trail > max_chars:
+            lines.append(_join(words[start:last_break]))
+            width -= sum(w.width for w in words[start:last_break])
+            start, last_break = last_break, None
+    lines.append(_join(words[start:]))
     return lines
 
 
@@ -82,24 +179,24 @@ def _layout(words: Sequence[_Word], max_chars: int, max_lines: int) -> tuple[str
 
     A run with no break in it (one very long word) stays on one line, even past max_chars.
     """
-    text = _join(words)
-    if len(text) <= max_chars:
-        return (text,)
+    if _span_width(words) <= max_chars:
+        return (_join(words),)
     lines = _wrap(words, max_chars)
     if len(lines) > max_lines:
         return None
     if len(lines) == 2:  # the most even split (a pyramid reads better than a full line and a stub)
-        best: tuple[int, tuple[str, ...]] | None = None
+        best: tuple[int, int] | None = None  # (difference, where the second line starts)
+        total, before = sum(w.width for w in words), 0
         for i in range(1, len(words)):
-            if not words[i].text[:1].isspace():
+            before += words[i - 1].width
+            if not _breaks_before(words, i):
                 continue
-            first, second = _join(words[:i]), _join(words[i:])
-            if len(first) <= max_chars and len(second) <= max_chars:
-                score = abs(len(first) - len(second))
-                if best is None or score < best[0]:
-                    best = (score, (first, second))
+            first = before - words[0].lead - words[i - 1].trail
+            second = total - before - words[i].lead - words[-1].trail
+            if first <= max_chars and second <= max_chars and (best is None or abs(first - second) < best[0]):
+                best = (abs(first - second), i)
         if best is not None:
-            return best[1]
+            return _join(words[: best[1]]), _join(words[best[1] :])
     return tuple(lines)
 
 
@@ -117,7 +214,8 @@ def _segment_cues(
             yield current[0].start, current[-1].end, lines
             candidate, fits = [word], _layout([word], max_chars, max_lines)
         current, lines = candidate, fits or (_join(candidate),)
-        if current and _join(current).endswith(_SENTENCE_END) and len(_join(current)) >= max_chars:
+        ends_sentence = current and current[-1].text.rstrip().endswith(_SENTENCE_END)
+        if ends_sentence and _span_width(current) >= max_chars:
             yield current[0].start, current[-1].end, lines
             current, lines = [], ()
     if current:
@@ -162,7 +260,10 @@ def timestamp(ms: int, separator: str) -> str:
 
 
 def _safe(line: str) -> str:
-    return line.replace("-->", "->")  # an arrow inside text would read as a timing line
+    """No `-->` left (an arrow inside text reads as a timing line): `--->` gives `-->` after one pass."""
+    while "-->" in line:
+        line = line.replace("-->", "->")
+    return line
 
 
 def to_srt(cues: Sequence[Cue]) -> str:

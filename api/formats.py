@@ -12,9 +12,9 @@ from typing import Any
 
 from werkzeug.datastructures import MIMEAccept
 
-from api import subtitles
 from api.errors import ApiError
 from api.models import Segment, Transcription, TranscriptionStatus
+from cliptext import subtitles
 from cliptext.errors import ErrorCode
 
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")

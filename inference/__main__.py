@@ -10,36 +10,21 @@ import json
 import sys
 from dataclasses import asdict
 
+from cliptext import subtitles
 from cliptext.settings import settings_or_exit
 from inference.transcribe import WhisperEngine
 from inference.types import EngineError, Segment, TranscribeOptions
 
 
-def _timestamp(seconds: float, separator: str) -> str:
-    millis = int(round(seconds * 1000))
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    secs, millis = divmod(millis, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
-
-
 def render(segments: list[Segment], fmt: str) -> str:
-    """The transcript as text, json, srt or vtt."""
+    """The transcript as text, json, srt or vtt (subtitles laid out as the API serves them)."""
     if fmt == "json":
         return json.dumps(
             {"text": "".join(s.text for s in segments).strip(), "segments": [asdict(s) for s in segments]}
         )
-    if fmt == "srt":
-        blocks = [
-            f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text.strip()}\n"
-            for i, s in enumerate(segments, 1)
-        ]
-        return "\n".join(blocks)
-    if fmt == "vtt":
-        blocks = [
-            f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text.strip()}\n" for s in segments
-        ]
-        return "WEBVTT\n\n" + "\n".join(blocks)
+    if fmt in ("srt", "vtt"):
+        rows = [asdict(s) for s in segments]
+        return subtitles.srt(rows) if fmt == "srt" else subtitles.vtt(rows)
     return "".join(s.text for s in segments).strip()
 
 

@@ -1,10 +1,10 @@
-"""Subtitle layout (api.subtitles): line and cue limits, word-timed cuts, no overlaps, timestamp formats."""
+"""Subtitle layout (cliptext.subtitles): line and cue limits, word-timed cuts, no overlaps, timestamps."""
 
 from __future__ import annotations
 
 import re
 
-from api.subtitles import build_cues, srt, timestamp, vtt
+from cliptext.subtitles import build_cues, srt, timestamp, vtt
 
 LONG = (
     " And so, my fellow Americans, ask not what your country can do for you,"

@@ -11,7 +11,7 @@ import unicodedata
 
 import pytest
 
-from api.subtitles import build_cues, srt, vtt
+from cliptext.subtitles import build_cues, srt, vtt
 from tests.api.test_formats_review_parsers import ParsedCue, parse_srt, parse_vtt
 
 CHINESE = "你好世界我们今天来谈一谈语音识别的问题。"

@@ -1,4 +1,5 @@
-"""`flask --app api …` commands: organizations, API keys, a local dev key, database migrations.
+"""`flask --app api …` commands: organizations (and their webhook secret), API keys, a local dev key,
+database migrations.
 
 Loading the app for these commands does not migrate the database (api.create_app): `db upgrade` applies
 the pending migrations and lists them, and every command that reads or writes the tables first refuses,
@@ -102,6 +103,26 @@ def create_org_command(
     click.echo(f"organization: {org.public_id} ({plan})", err=True)
     click.echo(f"api key id:   {key.public_id} (shown once, store it now)", err=True)
     click.echo(raw)
+
+
+@orgs_cli.command("webhook-secret")
+@click.argument("org_id")
+@click.option("--rotate", is_flag=True, help="Replace it first; the old one signs too for 24 h.")
+@needs_schema
+def webhook_secret_command(org_id: str, rotate: bool) -> None:
+    """Print an organization's webhook signing secret (hand it to its owner to verify deliveries)."""
+    with db.connection_context():
+        try:
+            if rotate:
+                found = org_service.operator_rotate_webhook_secret(org_id)
+            else:
+                found = org_service.operator_webhook_secret(org_id)
+        except LookupError as error:
+            raise click.ClickException(str(error)) from error
+    if found.previous_secret_valid_until is not None:
+        until = f"{found.previous_secret_valid_until:%Y-%m-%d %H:%M:%S} UTC"
+        click.echo(f"the previous secret also signs deliveries until {until}", err=True)
+    click.echo(found.secret)
 
 
 @keys_cli.command("create")

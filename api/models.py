@@ -84,6 +84,10 @@ class Organization(BaseModel):
     custom_rate_limit = pw.IntegerField(null=True)
     custom_concurrent_uploads = pw.IntegerField(null=True)
     webhook_secret = pw.CharField(max_length=100, default=lambda: secrets.token_urlsafe(32))
+    # the secret a rotation replaced, and when: deliveries are signed with it too for a while after
+    # (api.services.orgs.WEBHOOK_SECRET_OVERLAP), so receivers can switch without refusing any
+    webhook_secret_previous = pw.CharField(max_length=100, null=True)
+    webhook_secret_rotated_at = pw.DateTimeField(null=True)
     created_at = pw.DateTimeField(default=utcnow)
 
 

@@ -41,6 +41,7 @@ from cliptext.sdk_types import (
     Transcription,
     TranscriptionError,
     Upload,
+    WebhookSecret,
     Word,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "Transcription",
     "TranscriptionError",
     "Upload",
+    "WebhookSecret",
     "Word",
 ]
 
@@ -589,3 +591,13 @@ class Client:
         return Member.from_json(
             self._json("POST", f"/orgs/{org_id}/members", json={"email": email, "role": role})
         )
+
+    def webhook_secret(self, org_id: str) -> WebhookSecret:
+        """The secret webhook deliveries are signed with (to verify them); owners and admins only."""
+        return WebhookSecret.from_json(self._json("GET", f"/orgs/{org_id}/webhook-secret"))
+
+    def rotate_webhook_secret(self, org_id: str) -> WebhookSecret:
+        """Replace the webhook secret; for 24 h deliveries are signed with the old one too (see
+        `previous_secret_valid_until`). Owners and admins only. Not retried on a network error: a
+        rotation whose answer was lost may have happened, so call webhook_secret() to see."""
+        return WebhookSecret.from_json(self._json("POST", f"/orgs/{org_id}/webhook-secret/rotate"))

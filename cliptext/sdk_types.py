@@ -228,3 +228,22 @@ class Organization:
             limits=_build(Limits, limits) if isinstance(limits, Mapping) else None,
             created_at=_parse_time(data.get("created_at")),
         )
+
+
+@dataclass(frozen=True)
+class WebhookSecret:
+    """An organization's webhook signing secret (owners and admins only); after a rotation, deliveries
+    are also signed with the old one until `previous_secret_valid_until` (None: only this one)."""
+
+    secret: str
+    previous_secret_valid_until: dt.datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __repr__(self) -> str:  # a secret is not printed by a log line that shows the object
+        return f"WebhookSecret(secret='…', previous_secret_valid_until={self.previous_secret_valid_until!r})"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WebhookSecret:
+        return _build(
+            cls, data, previous_secret_valid_until=_parse_time(data.get("previous_secret_valid_until"))
+        )

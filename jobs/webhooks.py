@@ -1,7 +1,9 @@
 """Webhook deliveries: a signed JSON POST when a transcription completes or fails.
 
 The body is signed with HMAC-SHA256 over f"{timestamp}.{body}" using the organization's webhook
-secret (headers `Cliptext-Timestamp` and `Cliptext-Signature: v1=<hex>`; see docs/webhooks.md).
+secret (headers `Cliptext-Timestamp` and `Cliptext-Signature: v1=<hex>`; see docs/webhooks.md). For
+a while after a rotation (api.services.orgs.WEBHOOK_SECRET_OVERLAP) the secret it replaced signs too:
+`v1=<hex with the new>,v1=<hex with the previous>`, so a receiver holding either accepts the delivery.
 A non-2xx answer, a network error, or status line and headers not all in within
 settings.webhook_timeout seconds (a deadline on the whole answer, not on each read; the body is never
 read) raises, and RQ retries the job with backoff (enqueue_webhook sets the Retry); every attempt is
@@ -35,6 +37,7 @@ from ssrfguard import SSRFGuardError
 from api.db import db, locked, write_transaction
 from api.models import Organization, Transcription, WebhookDelivery, utcnow
 from api.queue import REQUEST_ID_META
+from api.services.orgs import signing_secrets
 from cliptext.jsonlog import request_id_var
 from cliptext.settings import Settings
 from cliptext.webhook_targets import without_credentials
@@ -107,6 +110,12 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     """The `Cliptext-Signature` value: "v1=" + hex HMAC-SHA256 of f"{timestamp}.{body}"."""
     message = str(timestamp).encode() + b"." + body
     return "v1=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signature_header(org_secrets: list[str], timestamp: int, body: bytes) -> str:
+    """The `Cliptext-Signature` value for several secrets (the current one first): their signatures
+    joined by commas, as Stripe does, so a receiver accepts the delivery if any one matches."""
+    return ",".join(sign(secret, timestamp, body) for secret in org_secrets)
 
 
 def check_target(url: str, allow_private: bool) -> None:
@@ -239,7 +248,7 @@ def deliver_webhook(transcription_id: str, event: str) -> int | None:
         except WebhookRefused as refused:
             _refused(row, str(refused))
             return None
-        secret = Organization.get_by_id(row.organization_id).webhook_secret
+        org_secrets = signing_secrets(Organization.get_by_id(row.organization_id))
         body = event_body(settings, row, event)
         timestamp = int(time.time())
         headers = {
@@ -247,7 +256,7 @@ def deliver_webhook(transcription_id: str, event: str) -> int | None:
             "User-Agent": USER_AGENT,
             EVENT_HEADER: event,
             TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(secret, timestamp, body),
+            SIGNATURE_HEADER: signature_header(org_secrets, timestamp, body),
         }
         try:
             response = send_event(

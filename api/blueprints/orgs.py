@@ -1,4 +1,5 @@
-"""/v1/orgs: the caller's organizations, one organization's details, adding a member."""
+"""/v1/orgs: the caller's organizations, one organization's details, adding a member, the webhook
+signing secret (shown and rotated by owners and admins)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ from flask.views import MethodView
 
 from api.auth import current_principal
 from api.blueprints import Blueprint, errors
-from api.schemas.orgs import AddMemberSchema, MemberSchema, OrganizationListSchema, OrganizationSchema
+from api.schemas.orgs import (
+    AddMemberSchema,
+    MemberSchema,
+    OrganizationListSchema,
+    OrganizationSchema,
+    WebhookSecretSchema,
+)
 from api.services import orgs as service
 
 blp = Blueprint("orgs", __name__, url_prefix="/v1/orgs", description="Organizations and members")
@@ -46,3 +53,27 @@ class Members(MethodView):
             "role": membership.role,
             "created_at": membership.created_at,
         }
+
+
+# A secret must not be kept by a proxy or a browser cache: set here, whatever the app's defaults become.
+NO_STORE = {"Cache-Control": "no-store"}
+_NO_STORE_DOC = {"Cache-Control": {"description": "no-store", "schema": {"type": "string"}}}
+
+
+@blp.route("/<string:org_id>/webhook-secret")
+class WebhookSecret(MethodView):
+    @blp.response(200, WebhookSecretSchema, headers=_NO_STORE_DOC)
+    @errors(blp, 403, 404)
+    def get(self, org_id):
+        """The secret webhook deliveries are signed with (owners and admins only)"""
+        return service.webhook_secret(current_principal().membership, org_id), 200, NO_STORE
+
+
+@blp.route("/<string:org_id>/webhook-secret/rotate")
+class RotateWebhookSecret(MethodView):
+    @blp.response(200, WebhookSecretSchema, headers=_NO_STORE_DOC)
+    @errors(blp, 400, 403, 404, 413, 415)
+    def post(self, org_id):
+        """Replace the webhook secret (owners and admins only); for 24 h deliveries carry a signature
+        with the old secret too"""
+        return service.rotate_webhook_secret(current_principal().membership, org_id), 200, NO_STORE

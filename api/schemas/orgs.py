@@ -37,3 +37,16 @@ class MemberSchema(ma.Schema):
     email = ma.fields.String()
     role = ma.fields.String()
     created_at = UTCDateTime()
+
+
+class WebhookSecretSchema(ma.Schema):
+    secret = ma.fields.String(
+        metadata={"description": "signs every webhook delivery (HMAC-SHA256, see docs/webhooks.md)"}
+    )
+    previous_secret_valid_until = UTCDateTime(
+        allow_none=True,
+        metadata={
+            "description": "until when deliveries are also signed with the secret the last rotation "
+            "replaced (24 h after it); null when they no longer are"
+        },
+    )

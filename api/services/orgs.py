@@ -1,15 +1,19 @@
-"""Organizations and their members: creation (CLI), listing, adding members (owner/admin only)."""
+"""Organizations and their members: creation (CLI), listing, adding members (owner/admin only), and
+the webhook signing secret: shown and rotated by owners and admins (API) or the operator (CLI)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import secrets
 from dataclasses import dataclass
 
 import marshmallow as ma
 import peewee as pw
 
 from api.auth import issue_key
+from api.db import locked, write_transaction
 from api.errors import ApiError, NotFound
-from api.models import ApiKey, Membership, Organization, Plan, Role, User, db
+from api.models import ApiKey, Membership, Organization, Plan, Role, User, db, utcnow
 from api.services.plans import Limits, limits_for
 from cliptext.errors import ErrorCode
 
@@ -215,3 +219,106 @@ def create_key(org_public_id: str, email: str) -> tuple[ApiKey, str]:
         raise LookupError(f"{email} is not a member of {org_public_id}")
     with db.atomic():
         return issue_key(membership)
+
+
+# How long the secret a rotation replaced still signs deliveries (beside the new one): the time a
+# receiver has to switch to the new secret without refusing a delivery.
+WEBHOOK_SECRET_OVERLAP = dt.timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class WebhookSecret:
+    """The secret deliveries are signed with, and until when the one it replaced signs them too."""
+
+    secret: str
+    previous_secret_valid_until: dt.datetime | None
+
+
+def previous_secret_valid_until(org: Organization, now: dt.datetime | None = None) -> dt.datetime | None:
+    """When the secret the last rotation replaced stops signing deliveries; None when it no longer
+    does (or the organization was never rotated)."""
+    if org.webhook_secret_previous is None or org.webhook_secret_rotated_at is None:
+        return None
+    until = org.webhook_secret_rotated_at + WEBHOOK_SECRET_OVERLAP
+    return until if until > (now or utcnow()) else None
+
+
+def signing_secrets(org: Organization, now: dt.datetime | None = None) -> list[str]:
+    """The secrets a delivery is signed with now: the current one, then the previous one while it is
+    within its overlap (the job sends a signature for each)."""
+    found = [org.webhook_secret]
+    if previous_secret_valid_until(org, now) is not None:
+        found.append(org.webhook_secret_previous)
+    return found
+
+
+def _secret_of(org: Organization) -> WebhookSecret:
+    return WebhookSecret(org.webhook_secret, previous_secret_valid_until(org))
+
+
+def _new_webhook_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _rotate(org_id: int) -> WebhookSecret | None:
+    """Replace the organization's secret with a new one, keeping the old one as the previous. The row
+    is locked between reading the old secret and writing: of two rotations at once, the second starts
+    from the first one's secret (unlocked, both kept the same old one and the first's new secret, maybe
+    already handed to a receiver, was lost). None when there is no such organization."""
+    with write_transaction():
+        org = locked(Organization.select().where(Organization.id == org_id)).first()
+        if org is None:
+            return None
+        org.webhook_secret_previous = org.webhook_secret
+        org.webhook_secret = _new_webhook_secret()
+        org.webhook_secret_rotated_at = utcnow()
+        org.save(
+            only=[
+                Organization.webhook_secret,
+                Organization.webhook_secret_previous,
+                Organization.webhook_secret_rotated_at,
+            ]
+        )
+    return _secret_of(org)
+
+
+def _managed_org(actor: Membership, org_public_id: str) -> Organization:
+    """The actor's organization when it is `org_public_id` (else 404) and the actor manages it (else 403)."""
+    mine = membership_in(actor, org_public_id)
+    if mine.role not in Role.MANAGERS:
+        raise ApiError(ErrorCode.FORBIDDEN, "Only owners and admins can see or rotate the webhook secret")
+    return mine.organization
+
+
+def webhook_secret(actor: Membership, org_public_id: str) -> WebhookSecret:
+    """The organization's webhook secret, for its owners and admins."""
+    return _secret_of(_managed_org(actor, org_public_id))
+
+
+def rotate_webhook_secret(actor: Membership, org_public_id: str) -> WebhookSecret:
+    """A new webhook secret, for owners and admins; the old one signs too for WEBHOOK_SECRET_OVERLAP."""
+    rotated = _rotate(_managed_org(actor, org_public_id).id)
+    if rotated is None:
+        raise NotFound("Organization")
+    return rotated
+
+
+def _org_by_public_id(org_public_id: str) -> Organization:
+    org = Organization.get_or_none(Organization.public_id == org_public_id)
+    if org is None:
+        raise LookupError(f"no organization {org_public_id}")
+    return org
+
+
+def operator_webhook_secret(org_public_id: str) -> WebhookSecret:
+    """The operator's view (CLI, no membership): the secret of any organization, or LookupError."""
+    return _secret_of(_org_by_public_id(org_public_id))
+
+
+def operator_rotate_webhook_secret(org_public_id: str) -> WebhookSecret:
+    """The operator's rotation (CLI, no membership), as rotate_webhook_secret; LookupError when there
+    is no such organization."""
+    rotated = _rotate(_org_by_public_id(org_public_id).id)
+    if rotated is None:
+        raise LookupError(f"no organization {org_public_id}")
+    return rotated

@@ -22,6 +22,7 @@ def test_fresh_database_is_migrated_once(database_url):
         "002_segment_decoding",
         "003_transcription_completed_at_index",
         "004_deleted_transcription",
+        "005_webhook_secret_rotation",
     ]
     assert pending(database) == names
     assert upgrade(database) == names

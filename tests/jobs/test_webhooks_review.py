@@ -18,7 +18,7 @@ import pytest
 
 from api.db import db, init_db
 from api.models import Organization, Transcription, TranscriptionStatus, WebhookDelivery, utcnow
-from api.services.orgs import create_org
+from api.services.orgs import create_org, operator_rotate_webhook_secret
 from cliptext.settings import Settings
 from jobs.webhooks import DeliveryFailed, deliver_webhook
 from tests.api.postgres_admin import fresh_database
@@ -228,5 +228,33 @@ def test_the_documented_verify_accepts_a_delivery_and_refuses_forgeries(loopback
         ("soon", signature),
         ("", signature),
         (timestamp, "v1=\u00e9" + signature[4:]),
+        ("9" * 5000, signature),  # past int()'s 4,300 digits: the example raised ValueError
+        (timestamp, ","),
     ]:
         assert not verify(secret, forged_timestamp, forged_signature, body)
+
+
+def test_the_documented_verify_accepts_either_signature_after_a_rotation(
+    loopback_allowed_any_db: None,
+) -> None:
+    """After a rotation each delivery carries `v1=<new>,v1=<previous>`: the documented verify compared
+    the whole header with one signature, so a receiver that pasted it refused every delivery for the
+    24 h overlap, whichever secret it held."""
+    verify = docs_verify()
+    receiver = Receiver([])
+    try:
+        row = ended_with_webhook(receiver.url)
+        with db.connection_context():
+            old = Organization.get_by_id(row.organization_id).webhook_secret
+            new = operator_rotate_webhook_secret(row.organization.public_id).secret
+        assert deliver_webhook(row.public_id, EVENT) == 200
+    finally:
+        receiver.close()
+    [(headers, body)] = receiver.requests
+    timestamp, signature = headers["Cliptext-Timestamp"], headers["Cliptext-Signature"]
+    assert signature.count("v1=") == 2
+    assert verify(new, timestamp, signature, body)
+    assert verify(old, timestamp, signature, body)
+    assert not verify("another secret", timestamp, signature, body)
+    assert not verify(new, timestamp, signature, body.replace(b"completed", b"failed"))
+    assert not verify(old, str(int(timestamp) - 301), signature, body)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from api.models import Membership, Segment, Transcription, Upload, utcnow
+from api.models import Membership, Organization, Segment, Transcription, Upload, utcnow
 from tests.media import AUDIO_DIR
 
 JFK_MP3 = AUDIO_DIR / "jfk.mp3"
@@ -62,7 +62,7 @@ def seed_org_a(app, new_org) -> dict[str, Any]:
             "transcription_id": [txn.public_id],
             "upload_id": [completed.public_id, pending.public_id],
         },
-        "secrets": [SECRET_TEXT, SECRET_NAME, SECRET_FILENAME, "secret-a"],
+        "secrets": [SECRET_TEXT, SECRET_NAME, SECRET_FILENAME, "secret-a", org.webhook_secret],
     }
 
 
@@ -184,6 +184,9 @@ def test_cross_organization_matrix(app, client, new_org):
         statuses = sorted(u.status for u in Upload.select().where(Upload.organization == a["org"]))
         assert statuses == ["completed", "pending"]
         assert Membership.select().where(Membership.organization == a["org"]).count() == 1
+        # B's POST .../webhook-secret/rotate with A's id replaced nothing
+        org_a = Organization.get_by_id(a["org"].id)
+        assert org_a.webhook_secret == a["org"].webhook_secret and org_a.webhook_secret_previous is None
         assert Transcription.select().where(Transcription.organization == org_b).count() == 0
     listing = client.get("/v1/transcriptions", headers=b).get_json()
     assert listing == {"data": [], "has_more": False}

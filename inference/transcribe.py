@@ -213,11 +213,12 @@ class WhisperEngine:
             split = options.channels == "split"
             n_channels = (probed.channels or 1) if split else 1
             _check_split_channels(n_channels)
-            if probed.duration is not None and probed.duration > STREAM_MIN_SECONDS:
+            # split, every channel's seconds count: 32 channels of 119 s decoded whole held 245 MB
+            if probed.duration is not None and probed.duration * n_channels > STREAM_MIN_SECONDS:
                 if split and max_seconds is not None:  # (_load_audio checks what it decodes)
                     _check_channel_seconds(n_channels, probed.duration, max_seconds)
                 return None
-            whole_limit = STREAM_MIN_SECONDS * n_channels  # every channel up to STREAM_MIN_SECONDS
+            whole_limit = STREAM_MIN_SECONDS  # of every channel together
             if probed.duration is None and (max_seconds is None or max_seconds > whole_limit):
                 try:
                     return self._load_audio(source, options.channels, whole_limit, probed)
@@ -590,10 +591,12 @@ def _channels_to_files(
     closed or collected), in one decoding pass; every channel's seconds count against `max_seconds`
     (`n_channels`: as the headers say, to bound each channel's decoding; the decoder's count decides)."""
     per_channel = None if max_seconds is None else max_seconds / n_channels
+    # chunks of STREAM_CHUNK_SECONDS of all channels together: 30 s of each of 24 channels is 46 MB
+    chunk_seconds = STREAM_CHUNK_SECONDS / max(n_channels, 1)
     spools: list[IO[bytes]] = []
     n_samples = 0
     try:
-        chunks = iter_audio_chunks(path, SAMPLING_RATE, STREAM_CHUNK_SECONDS, "split", per_channel)
+        chunks = iter_audio_chunks(path, SAMPLING_RATE, chunk_seconds, "split", per_channel)
         for chunk in _until_stopped(chunks, stop):
             if not spools:  # the decoder's count: the headers may not give it
                 _check_split_channels(chunk.shape[0])

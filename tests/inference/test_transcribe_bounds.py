@@ -206,3 +206,26 @@ def test_split_takes_at_most_32_channels(tmp_path: Path, monkeypatch: pytest.Mon
         assert raised.value.code == "VALIDATION_ERROR" and "at most 32 channels" in raised.value.message
     segments, info = engine("fp32").transcribe(str(many), TranscribeOptions(beam_size=1))
     assert info.channels == 1 and list(segments) == []  # silence, mixed
+
+
+def test_many_short_channels_split_are_streamed_not_decoded_whole(tmp_path: Path) -> None:
+    """Split, the whole-file cut-off counted each channel on its own: 32 channels of 119 s were decoded
+    whole (245 MB of samples per call). It now counts them together, as the limit on audio does."""
+    import tracemalloc
+
+    path = tmp_path / "many.wav"
+    channels, seconds = 32, 90  # 2,880 channel-seconds, each channel under the 120 s cut-off
+    sf.write(path, np.zeros((seconds * 16000, channels), np.int16), 16000, subtype="PCM_16")
+    options = TranscribeOptions(beam_size=1, channels="split")
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc
+    try:
+        segments, info = engine("fp32").transcribe(str(path), options)
+        produced = list(segments)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.channels == channels and info.duration == pytest.approx(seconds)
+    assert produced == []  # digital silence
+    whole = channels * seconds * 16000 * 4  # 176 MiB
+    # streamed: one channel's windows and features at a time (about 40 MiB, as for mono audio)
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB traced; whole samples alone: {whole / 2**20:.0f} MiB"

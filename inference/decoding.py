@@ -8,15 +8,17 @@ round(beam x patience) finished ones, scores normalised by length ** length_pena
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from inference.model import CrossKV, OnnxWhisper
-from inference.types import OptionsError
+from inference.types import OptionsError, Stopped
 
 NEG_INF = np.float32(-np.inf)
+# how often a window's decoding asks whether its caller has gone (a step is a few ms)
+STOP_CHECK_STEPS = 8
 # CTranslate2 gives this score to candidates it must keep but never pick
 _HOPELESS = -1e10
 # beam search ranks its candidates among the entries that reach the k-th best of these first columns
@@ -261,10 +263,23 @@ def _sot_index_and_prompt_length(prompt: Sequence[int], ids: SpecialIds) -> tupl
 class WindowDecoder:
     """Decodes one window's prompt against its encoder output; one instance per call, never shared."""
 
-    def __init__(self, model: OnnxWhisper, ids: SpecialIds, rng: np.random.Generator | None = None):
+    def __init__(
+        self,
+        model: OnnxWhisper,
+        ids: SpecialIds,
+        rng: np.random.Generator | None = None,
+        stop: Callable[[], bool] | None = None,
+    ):
         self.model = model
         self.ids = ids
         self.rng = rng or np.random.default_rng()
+        self.stop = stop
+
+    def _check_stop(self, step: int) -> None:
+        """Raise Stopped every STOP_CHECK_STEPS steps once `stop()` is true: a window's decoding (up to
+        224 steps, times the temperatures tried) ran on for seconds for a caller that had gone."""
+        if self.stop is not None and step % STOP_CHECK_STEPS == 0 and self.stop():
+            raise Stopped("the caller has gone")
 
     def decode(self, cross: CrossKV, prompt: Sequence[int], options: DecodingOptions) -> DecodingResult:
         """The best hypothesis for `prompt` (faster-whisper's get_prompt output) on `cross` (batch 1)."""
@@ -325,6 +340,7 @@ class WindowDecoder:
                 cache = cache.reorder(keep)
                 alive = [alive[p] for p in keep]
             feed = np.asarray([[seqs[row][-1]] for row in alive], dtype=np.int64)
+            self._check_stop(step)
             logits, cache = self.model.decode(feed, cache, cross)
             step += 1
         best = max(range(n), key=lambda r: _normalized(scores[r], len(seqs[r]), options.length_penalty))
@@ -378,6 +394,7 @@ class WindowDecoder:
             seqs = [seqs[origins[j]] + [int(words[j])] for j in keep]
             scores = cand_scores[keep]
             cache = cache.reorder(origins[keep])
+            self._check_stop(step)
             logits, cache = self.model.decode(words[keep][:, None].astype(np.int64), cache, cross)
             step += 1
         ranked = sorted(

@@ -393,7 +393,7 @@ class WhisperEngine:
         base = self._decoding_options(tokenizer, options)
         # the temperature fallback samples: seeded per transcription, the same audio and options give the
         # same transcript (a job run again after its worker died stores what the first run would have)
-        decoder = WindowDecoder(self.model, self.ids, rng=np.random.default_rng(SAMPLING_SEED))
+        decoder = WindowDecoder(self.model, self.ids, rng=np.random.default_rng(SAMPLING_SEED), stop=stop)
         seek = 0
         all_tokens: list[int] = []
         prompt_reset_since = 0
@@ -416,9 +416,12 @@ class WhisperEngine:
             prompt = self._prompt(
                 tokenizer, all_tokens[prompt_reset_since:], options, options.prefix if seek == 0 else None
             )
-            result, avg_logprob, temperature, ratio = self._generate_with_fallback(
-                decoder, cross, prompt, tokenizer, options, base, stop
-            )
+            try:
+                result, avg_logprob, temperature, ratio = self._generate_with_fallback(
+                    decoder, cross, prompt, tokenizer, options, base, stop
+                )
+            except Stopped:  # the caller went during the window: it is dropped, as below
+                return
             if stop():
                 return
             if options.no_speech_threshold is not None:

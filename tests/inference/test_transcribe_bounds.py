@@ -229,3 +229,33 @@ def test_many_short_channels_split_are_streamed_not_decoded_whole(tmp_path: Path
     whole = channels * seconds * 16000 * 4  # 176 MiB
     # streamed: one channel's windows and features at a time (about 40 MiB, as for mono audio)
     assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB traced; whole samples alone: {whole / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("beam_size", [1, 5])
+def test_a_stop_during_a_window_ends_its_decoding_within_a_few_steps(beam_size: int) -> None:
+    """stop() was asked only between windows and temperatures: a window's decoding (jfk: 27 steps and
+    more, up to 224 per temperature) ran to its end for a caller that had gone."""
+    from inference.decoding import STOP_CHECK_STEPS
+
+    whisper = engine("fp32")
+    steps = 0
+    gone_at = 10  # the caller goes during the 10th decoder step of the window
+
+    decode = whisper.model.decode
+
+    def counted(*args, **kwargs):
+        nonlocal steps
+        steps += 1
+        return decode(*args, **kwargs)
+
+    def stop() -> bool:
+        return steps >= gone_at
+
+    whisper.model.decode = counted
+    try:
+        segments, _ = whisper.transcribe(str(JFK), TranscribeOptions(beam_size=beam_size), stop=stop)
+        produced = list(segments)
+    finally:
+        del whisper.model.decode  # the instance's own attribute: the class's method again
+    assert produced == []  # the window was dropped
+    assert steps - gone_at <= STOP_CHECK_STEPS, f"{steps - gone_at} decoder steps after the caller went"

@@ -1,8 +1,10 @@
 """What a failed transcription attempt means for the job: which ErrorCode, and whether to try again.
 
-Transient failures (no server reachable, servers busy, a deadline passed, object storage unreachable)
-are retried with backoff; everything the audio itself causes (cannot be decoded, no audio stream, too
-long) fails at once.
+Transient failures (no server reachable, servers busy, object storage unreachable) are retried with
+backoff; everything the audio itself causes (cannot be decoded, no audio stream, too long) fails at once,
+and so does TIMEOUT: the call's deadline is the time the audio's duration allows (jobs.timeouts), and a
+retry starts the audio over with the same deadline, so it ran out again, hours later for a long file
+(five runs of 8 h each for a 4 h file on an engine slower than the budget).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from cliptext.errors import ErrorCode
 from inference.client import InferenceError
 from inference.types import EngineError
 
-# codes the server gives that are not the audio's fault
-_TRANSIENT_CODES = {ErrorCode.INFERENCE_UNAVAILABLE, ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.TIMEOUT}
+# codes the server gives that are not the audio's fault, and that a later try may not meet
+_TRANSIENT_CODES = {ErrorCode.INFERENCE_UNAVAILABLE, ErrorCode.SERVICE_UNAVAILABLE}
 # codes a failed transcription may carry as they are; anything else the server says becomes INTERNAL
 _AUDIO_CODES = {
     ErrorCode.AUDIO_DECODE_ERROR,
@@ -43,8 +45,8 @@ class Failure:
 def _from_status(status: grpc.StatusCode, code: str, message: str) -> Failure:
     if status == grpc.StatusCode.UNAVAILABLE or code == ErrorCode.INFERENCE_UNAVAILABLE:
         return Failure(ErrorCode.INFERENCE_UNAVAILABLE, message, transient=True)
-    if status == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return Failure(ErrorCode.TIMEOUT, message, transient=True)
+    if status == grpc.StatusCode.DEADLINE_EXCEEDED:  # not retried: see the module docstring
+        return Failure(ErrorCode.TIMEOUT, message, transient=False)
     if status == grpc.StatusCode.RESOURCE_EXHAUSTED:
         if code in {ErrorCode.AUDIO_TOO_LONG, ErrorCode.PAYLOAD_TOO_LARGE}:
             return Failure(ErrorCode.AUDIO_TOO_LONG, message, transient=False)
@@ -76,6 +78,7 @@ def classify(error: BaseException) -> Failure:
         return Failure(ErrorCode.SERVICE_UNAVAILABLE, "object storage is unavailable", transient=True)
     if isinstance(error, EngineError):
         transient = error.code in _TRANSIENT_CODES
-        code = error.code if error.code in _AUDIO_CODES | _TRANSIENT_CODES else ErrorCode.INTERNAL
+        known = _AUDIO_CODES | _TRANSIENT_CODES | {ErrorCode.TIMEOUT}
+        code = error.code if error.code in known else ErrorCode.INTERNAL
         return Failure(ErrorCode(code), error.message, transient=transient)
     return Failure(ErrorCode.INTERNAL, "internal error while transcribing", transient=False)

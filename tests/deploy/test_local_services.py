@@ -234,3 +234,16 @@ def test_a_killed_make_run_takes_its_servers_with_it(shared_tmp: Path) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
         stack.stdout.close()
+
+
+def test_the_newest_system_postgresql_is_chosen_by_version_not_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With PostgreSQL 9.6 and 15 both installed, a text sort put 9.6 last and chose it."""
+    for version in ("9.6", "15", "10"):
+        binary = tmp_path / "postgresql" / version / "bin" / "pg_ctl"
+        binary.parent.mkdir(parents=True)
+        binary.touch()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no pg_ctl on PATH
+    monkeypatch.setattr(local_services, "SYSTEM_PG_CTL_GLOB", str(tmp_path / "postgresql/*/bin/pg_ctl"))
+    assert local_services.postgres_bin_dir() == tmp_path / "postgresql" / "15" / "bin"

@@ -11,14 +11,14 @@ import itertools
 import json
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-from cliptext.sdk import Client, CliptextError, Transcription
+from cliptext.sdk import Client, CliptextError, Transcription, key_problem
 
 EXIT_OK = 0
 EXIT_API_ERROR = 1
@@ -26,6 +26,7 @@ EXIT_USAGE = 2
 EXIT_FAILED = 3
 EXIT_TIMEOUT = 4
 EXIT_UNREACHABLE = 5
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 EPILOG = """\b
 Environment:
@@ -39,6 +40,7 @@ Exit codes:
   3  a transcription failed or was canceled
   4  timed out waiting for a transcription (--timeout)
   5  the API could not be reached or did not answer in time (cliptext --timeout)
+  130  interrupted (Ctrl-C); transcriptions already queued go on
 """
 
 FORMATS = click.Choice(["json", "verbose_json", "text", "srt", "vtt"])
@@ -50,9 +52,20 @@ def _fail(error: CliptextError) -> NoReturn:
     click.echo(f"error: {error.code}: {error.message}", err=True)
     if error.details:
         click.echo(f"details: {json.dumps(error.details, sort_keys=True)}", err=True)
+    if error.request_id:
+        click.echo(f"request id: {error.request_id}", err=True)
     if error.code == "TIMEOUT" and error.status is None:
         sys.exit(EXIT_TIMEOUT)
     sys.exit(EXIT_UNREACHABLE if error.status is None else EXIT_API_ERROR)
+
+
+def _interrupted(queued: Sequence[tuple[Path, Transcription]] = ()) -> NoReturn:
+    """Ctrl-C: a line instead of click's "Aborted!" (exit 1, an API error's code), naming what the server
+    goes on with."""
+    click.echo("interrupted", err=True)
+    for path, transcription in queued:
+        click.echo(f"not waited for, goes on: {transcription.id} ({path.name})", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def _interactive() -> bool:
@@ -145,6 +158,9 @@ def _client(ctx: click.Context) -> Client:
     client = Client(api_key=options["api_key"], base_url=options["base_url"], timeout=options["http_timeout"])
     if not client.api_key:
         raise click.UsageError("no API key: set CLIPTEXT_API_KEY or pass --api-key", ctx)
+    problem = key_problem(client.api_key)
+    if problem:
+        raise click.UsageError(problem, ctx)
     return ctx.with_resource(client)
 
 
@@ -153,7 +169,10 @@ def pass_client(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @click.pass_context
     def wrapper(ctx: click.Context, /, *args: Any, **kwargs: Any) -> Any:
-        return ctx.invoke(command, _client(ctx), *args, **kwargs)
+        try:
+            return ctx.invoke(command, _client(ctx), *args, **kwargs)
+        except KeyboardInterrupt:
+            _interrupted()
 
     return functools.update_wrapper(wrapper, command)
 
@@ -164,6 +183,7 @@ def pass_client(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--timeout",
     "http_timeout",
+    type=click.FloatRange(min=0, min_open=True),
     default=60.0,
     show_default=True,
     help="Seconds per HTTP request (no answer in time: exit 5, as unreachable).",
@@ -210,6 +230,9 @@ def transcribe(
     transcript in --format as it completes; exits 3 when any transcription failed."""
     exit_code = EXIT_OK
     created: list[tuple[Path, Transcription]] = []
+    finished = 0  # of `created`, those waited for
+    if wait and output_dir is not None:
+        _refuse_same_output(files, fmt)
     try:
         for path in files:
             progress, close = _upload_progress(f"uploading {path.name}")
@@ -231,7 +254,7 @@ def transcribe(
             return
         if output_dir is not None:
             output_dir.mkdir(parents=True, exist_ok=True)
-        for path, transcription in created:
+        for finished, (path, transcription) in enumerate(created):  # noqa: B007 (read on Ctrl-C)
             with _spinner(f"{path.name} ({transcription.id})") as on_update:
                 done = client.wait(transcription.id, wait_timeout, on_update=on_update)
             if done.status != "completed":
@@ -241,11 +264,29 @@ def transcribe(
                 exit_code = EXIT_FAILED
                 continue
             text = _fetch(client, done, fmt)
-            target = output_dir / f"{path.stem}.{EXTENSIONS[fmt]}" if output_dir else None
+            target = output_dir / _output_name(path, fmt) if output_dir else None
             _emit(text, target)
     except CliptextError as error:
         _fail(error)
+    except KeyboardInterrupt:
+        _interrupted(created[finished:])
     sys.exit(exit_code)
+
+
+def _output_name(path: Path, fmt: str) -> str:
+    return f"{path.stem}.{EXTENSIONS[fmt]}"
+
+
+def _refuse_same_output(files: tuple[Path, ...], fmt: str) -> None:
+    """-o DIR names each output after its input's stem: two inputs of one stem (talk.mp3, talk.wav; a
+    file given twice) would write one file, the last transcript over the first. Refused before any
+    upload."""
+    seen: dict[str, Path] = {}
+    for path in files:
+        name = _output_name(path, fmt)
+        if name in seen:
+            raise click.UsageError(f"{seen[name]} and {path} would both be written to {name} (-o)")
+        seen[name] = path
 
 
 @cli.command("list", epilog=EPILOG)
@@ -328,8 +369,17 @@ def delete(client: Client, transcription_ids: tuple[str, ...]) -> None:
         _fail(error)
 
 
+def _tolerate_unencodable_output() -> None:
+    """A transcript with characters the terminal's encoding lacks (Japanese on a Latin-1 terminal) is
+    printed with '?' for them, not a UnicodeEncodeError traceback; UTF-8 output is unchanged."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="replace")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point (`cliptext = "cliptext.cli:main"`); returns the exit code."""
+    _tolerate_unencodable_output()
     try:
         cli.main(args=argv, prog_name="cliptext", standalone_mode=True)
     except SystemExit as exit_:

@@ -7,8 +7,10 @@
 
 Every failure is one exception type, `CliptextError(code, message, details, status)`: the API's error
 envelope, or a local condition with a code of the same list (`SERVICE_UNAVAILABLE` when the API
-cannot be reached or does not answer in time, `TIMEOUT` only when wait() gives up). Answers 429 (and
-503 with Retry-After) are retried a bounded number of times after sleeping what Retry-After says.
+cannot be reached or does not answer in time, `TIMEOUT` only when wait() gives up); `.request_id` is
+the X-Request-Id the API logged the request under. Answers 429 (and 503 with Retry-After) are retried
+a bounded number of times after sleeping what Retry-After says; a 502, 503 or 504 (a load balancer
+between deploys) too when the request is safe to repeat.
 
 The key and base URL are client-side settings, so the client reads them itself (not cliptext.settings,
 which configures the server): `CLIPTEXT_API_KEY` and `CLIPTEXT_BASE_URL` (default
@@ -22,6 +24,7 @@ import datetime as dt
 import email.utils
 import mimetypes
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -59,6 +62,7 @@ __all__ = [
     "Upload",
     "WebhookSecret",
     "Word",
+    "key_problem",
 ]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
@@ -66,6 +70,26 @@ TEXT_FORMATS = frozenset({"text", "srt", "vtt"})
 Format = Literal["json", "verbose_json", "text", "srt", "vtt"]
 ProgressCallback = Callable[[int, int], None]  # (bytes sent, total bytes)
 UPLOAD_CHUNK = 1024 * 1024
+# the code of an error answer that is not the API's envelope (a proxy's page), by HTTP status: as the API
+# itself would have answered it (api/errors.py CODE_FOR_HTTP)
+CODE_FOR_STATUS = {
+    400: "VALIDATION_ERROR",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    502: "SERVICE_UNAVAILABLE",
+    503: "SERVICE_UNAVAILABLE",
+    504: "SERVICE_UNAVAILABLE",
+}
+GATEWAY_STATUSES = frozenset({502, 503, 504})
+# what an HTTP header can carry of a key: printable ASCII, no spaces (a key copied with a line break)
+KEY_CHARACTERS = re.compile(r"[\x21-\x7e]+")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -134,6 +158,11 @@ def _backoff(attempt: int) -> float:
     return min(2.0**attempt * 0.25, 5.0)
 
 
+def _busy(error: CliptextError) -> bool:
+    """The 409 of local storage while another PUT or complete of the same upload runs (Retry-After)."""
+    return error.status == 409 and error.retry_after is not None and error.retry_after <= 60
+
+
 def _in_progress(error: CliptextError) -> bool:
     """The 409 the API answers while the first request under the same Idempotency-Key still runs
     (details.reason "in_progress"), not "used with a different request" ("key_reused": never worth
@@ -160,19 +189,19 @@ def _error_from_response(response: requests.Response) -> CliptextError:
         body = response.json()
     except ValueError:
         body = None
+    request_id = response.headers.get("X-Request-Id")
     if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
         error = body["error"]
+        details = error.get("details") if isinstance(error.get("details"), Mapping) else None
         return CliptextError(
             str(error.get("code") or "INTERNAL"),
             str(error.get("message") or response.reason or ""),
-            error.get("details") if isinstance(error.get("details"), Mapping) else None,
+            details,
             response.status_code,
             retry_after=_retry_after(response),
+            request_id=request_id or (details or {}).get("request_id"),
         )
-    code = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 429: "RATE_LIMITED"}.get(
-        response.status_code,
-        "SERVICE_UNAVAILABLE" if response.status_code in (502, 503, 504) else "INTERNAL",
-    )
+    code = CODE_FOR_STATUS.get(response.status_code, "INTERNAL")
     text = (response.text or response.reason or "").strip()[:500]
     return CliptextError(
         code,
@@ -180,7 +209,33 @@ def _error_from_response(response: requests.Response) -> CliptextError:
         None,
         response.status_code,
         retry_after=_retry_after(response),
+        request_id=request_id,
     )
+
+
+def _decoded(response: requests.Response, what: str) -> Any:
+    """The JSON of a successful answer; a page instead (a proxy's, or a base URL that is not the API's)
+    is an error, not a JSONDecodeError."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise CliptextError(
+            "INTERNAL",
+            f"The API answered {what} with non-JSON (is the base URL the API's /v1?)",
+            None,
+            response.status_code,
+            request_id=response.headers.get("X-Request-Id"),
+        ) from exc
+
+
+def key_problem(api_key: str) -> str | None:
+    """Why this key cannot be sent, or None. A key is never quoted: requests' own error for a header
+    with a line break would print the whole header, key included (and a non-Latin-1 one crashes)."""
+    if not api_key:
+        return "No API key: pass api_key= or set CLIPTEXT_API_KEY"
+    if not KEY_CHARACTERS.fullmatch(api_key):
+        return "The API key has characters no key has (spaces, line breaks, non-ASCII): check its copy"
+    return None
 
 
 def _sleep(seconds: float, deadline: float | None, why: str) -> None:
@@ -209,8 +264,12 @@ class Client:
         session: requests.Session | None = None,
     ) -> None:
         """`max_retries` bounds the retries of a 429/503 answer; a Retry-After above `max_retry_wait`
-        seconds is not waited for (the error is raised)."""
-        self.api_key = api_key if api_key is not None else os.environ.get("CLIPTEXT_API_KEY", "").strip()
+        seconds is not waited for (the error is raised). `timeout`: seconds to connect, and seconds
+        of silence while sending or awaiting the answer (a slow upload that keeps going is not cut)."""
+        if timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        key = api_key if api_key is not None else os.environ.get("CLIPTEXT_API_KEY", "")
+        self.api_key = key.strip()  # a key read from a file comes with its line break
         self.base_url = (
             base_url or os.environ.get("CLIPTEXT_BASE_URL", "").strip() or DEFAULT_BASE_URL
         ).rstrip("/")
@@ -249,16 +308,24 @@ class Client:
 
         Retried, at most `max_retries` times in all: 429 / 503 after Retry-After; with an
         Idempotency-Key, the 409 saying the key's first request is still running (that attempt outlived
-        our timeout); network errors, for requests safe to repeat (GET, DELETE, or a POST carrying an
-        Idempotency-Key). No answer in time is SERVICE_UNAVAILABLE, like no connection: TIMEOUT is
-        wait()'s. `deadline` (time.monotonic()) bounds the whole call: a request still unanswered or a
-        Retry-After sleep ending past it raises TIMEOUT (a network error is not retried past it).
+        our timeout); network errors and a gateway's 502 / 503 / 504, for requests safe to repeat (GET,
+        DELETE, or a POST carrying an Idempotency-Key). Every attempt carries one X-Request-Id, which
+        any error raised carries as `request_id`. No answer in time is SERVICE_UNAVAILABLE, like no
+        connection: TIMEOUT is wait()'s. `deadline` (time.monotonic()) bounds the whole call: a request
+        still unanswered or a Retry-After sleep ending past it raises TIMEOUT (a network error is not
+        retried past it).
         `gone_ok`: a 404 after an attempt whose answer was lost is success (a DELETE that the lost
         attempt carried out)."""
-        if not self.api_key:
-            raise CliptextError("UNAUTHORIZED", "No API key: pass api_key= or set CLIPTEXT_API_KEY")
+        problem = key_problem(self.api_key)
+        if problem:
+            raise CliptextError("UNAUTHORIZED", problem)
         url = self.base_url + path
-        all_headers = {"Authorization": f"Bearer {self.api_key}", **(headers or {})}
+        request_id = uuid.uuid4().hex
+        all_headers = {
+            "Authorization": f"Bearer {self.api_key}",
+            "X-Request-Id": request_id,
+            **(headers or {}),
+        }
         keyed = "Idempotency-Key" in all_headers
         if retry_network is None:
             retry_network = method in ("GET", "DELETE", "HEAD") or keyed
@@ -289,7 +356,9 @@ class Client:
                     and time.monotonic() >= deadline
                 ):
                     raise CliptextError(
-                        "TIMEOUT", f"No answer from the API before the deadline: {exc}"
+                        "TIMEOUT",
+                        f"No answer from the API before the deadline: {exc}",
+                        request_id=request_id,
                     ) from exc
                 pause = _backoff(attempt + 1)
                 in_time = deadline is None or time.monotonic() + pause <= deadline
@@ -299,36 +368,43 @@ class Client:
                     time.sleep(pause)
                     continue
                 raise CliptextError(
-                    "SERVICE_UNAVAILABLE", f"Cannot reach the Cliptext API at {self.base_url}: {exc}"
+                    "SERVICE_UNAVAILABLE",
+                    f"Cannot reach the Cliptext API at {self.base_url}: {exc}",
+                    request_id=request_id,
                 ) from exc
             if response.status_code < 400 or (response.status_code == 404 and gone_ok and unanswered):
                 return response
             error = _error_from_response(response)
-            wait = self._retry_wait(error, attempt, keyed)
+            error.request_id = error.request_id or request_id
+            wait = self._retry_wait(error, attempt, keyed, retry_network)
             if wait is None:
                 raise error
             attempt += 1
+            # a gateway's 502/504 may come after the API carried the request out
+            unanswered = unanswered or error.status in GATEWAY_STATUSES
             _sleep(wait, deadline, f"retrying {error.code}")
 
-    def _retry_wait(self, error: CliptextError, attempt: int, keyed: bool) -> float | None:
-        """Seconds to sleep before retrying this error answer; None when it is raised instead."""
+    def _retry_wait(
+        self, error: CliptextError, attempt: int, keyed: bool, safe: bool = False
+    ) -> float | None:
+        """Seconds to sleep before retrying this error answer; None when it is raised instead.
+
+        `safe`: the request may be repeated (GET, DELETE, a keyed POST), so a gateway's 502/503/504
+        without Retry-After (the API restarting behind a load balancer) is retried after a back-off."""
         if attempt >= self.max_retries:
             return None
         if error.status == 429 or (error.status == 503 and error.retry_after is not None):
             wait = 1.0 if error.retry_after is None else error.retry_after
+            return wait if wait <= self.max_retry_wait else None
+        if safe and error.status in GATEWAY_STATUSES:
+            wait = _backoff(attempt + 1) if error.retry_after is None else error.retry_after
             return wait if wait <= self.max_retry_wait else None
         if keyed and _in_progress(error):
             return _backoff(attempt + 1)
         return None
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._request(method, path, **kwargs)
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise CliptextError(
-                "INTERNAL", f"The API answered {method} {path} with non-JSON", None, response.status_code
-            ) from exc
+        return _decoded(self._request(method, path, **kwargs), f"{method} {path}")
 
     # -- uploads ------------------------------------------------------------------------------------
 
@@ -338,8 +414,12 @@ class Client:
         return PresignedUpload.from_json(self._json("POST", "/uploads/presigned", json=body))
 
     def complete_upload(self, upload_id: str) -> Upload:
-        """Tell the API the bytes are in place; it checks them and returns the upload."""
-        return Upload.from_json(self._json("POST", "/uploads/complete", json={"upload_id": upload_id}))
+        """Tell the API the bytes are in place; it checks them and returns the upload.
+
+        Safe to repeat (a completed upload is answered as it is), so retried after a network error."""
+        return Upload.from_json(
+            self._json("POST", "/uploads/complete", json={"upload_id": upload_id}, retry_network=True)
+        )
 
     def upload(
         self,
@@ -359,23 +439,61 @@ class Client:
         kind = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
         size = _remaining_size(source)
         presigned = self.presign_upload(name, kind, size)
+        self._put(presigned, source, name, size, kind, progress)
+        return self.complete_upload(presigned.id)
+
+    def _put(
+        self,
+        presigned: PresignedUpload,
+        source: IO[bytes],
+        name: str,
+        size: int,
+        kind: str,
+        progress: ProgressCallback | None,
+    ) -> None:
+        """PUT the bytes to the presigned URL, streamed.
+
+        A PUT may be sent again (S3 keeps the last whole one; the API's local storage takes a PUT
+        again once the one before failed), and an upload left unsent holds one of the plan's
+        concurrent uploads for an hour: so a PUT that got no answer, or was asked to come back later
+        (429, 503, the 409 of a PUT of this upload still running, all with Retry-After), is sent again
+        from the start, at most `max_retries` times, when the file can seek back. After an unanswered
+        attempt, the 409 saying the URL was used means that attempt's bytes arrived: complete checks
+        them."""
         body = _ProgressBody(source, size, progress)
         headers = {"Content-Type": kind, **presigned.headers, "Content-Length": str(size)}
-        try:
-            response = self._session.request(
-                presigned.method, presigned.url, data=body, headers=headers, timeout=self.timeout
-            )
-        except requests.RequestException as exc:
-            raise CliptextError(
-                "SERVICE_UNAVAILABLE",
-                f"Upload of {name} to storage failed: {exc}",
-                {"upload_id": presigned.id},
-            ) from exc
-        if response.status_code >= 400:
+        can_resend = source.seekable()
+        attempt = 0
+        unanswered = False
+        while True:
+            try:
+                response = self._session.request(
+                    presigned.method, presigned.url, data=body, headers=headers, timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                if can_resend and attempt < self.max_retries:
+                    attempt += 1
+                    unanswered = True
+                    time.sleep(_backoff(attempt))
+                    continue
+                raise CliptextError(
+                    "SERVICE_UNAVAILABLE",
+                    f"Upload of {name} to storage failed: {exc}",
+                    {"upload_id": presigned.id, "attempts": attempt + 1},
+                ) from exc
+            if response.status_code < 400:
+                return
             error = _error_from_response(response)
             error.details.setdefault("upload_id", presigned.id)
-            raise error
-        return self.complete_upload(presigned.id)
+            if unanswered and error.status == 409 and error.retry_after is None:
+                return
+            wait = self._retry_wait(error, attempt, keyed=False) if can_resend else None
+            if wait is None and can_resend and _busy(error) and attempt < self.max_retries:
+                wait = error.retry_after
+            if wait is None:
+                raise error
+            attempt += 1
+            time.sleep(wait)
 
     # -- transcriptions -----------------------------------------------------------------------------
 
@@ -462,16 +580,25 @@ class Client:
             params["timestamp_granularities"] = list(timestamp_granularities)
         response = self._request("GET", f"/transcriptions/{transcription_id}", params=params)
         if format in TEXT_FORMATS:
-            if response.headers.get("Content-Type", "").startswith("application/json"):
+            content_type = response.headers.get("Content-Type", "")
+            if content_type.startswith("application/json"):
                 raise CliptextError(
                     "VALIDATION_ERROR",
                     f"This server does not render format={format} (it answered JSON)",
                     {"format": format},
                     response.status_code,
                 )
+            if content_type.startswith("text/html"):  # a proxy's or a web server's page, no transcript
+                raise CliptextError(
+                    "INTERNAL",
+                    f"The API answered format={format} with an HTML page (is the base URL the API's /v1?)",
+                    {"format": format},
+                    response.status_code,
+                    request_id=response.headers.get("X-Request-Id"),
+                )
             response.encoding = response.encoding or "utf-8"
             return response.text
-        body = response.json()
+        body = _decoded(response, f"GET /transcriptions/{transcription_id}")
         if format != "verbose_json":
             return Transcription.from_json(body)
         # OpenAI's object has no id or status: it exists only for completed transcriptions

@@ -16,7 +16,8 @@ class CliptextError(Exception):
     """Any error: the API's envelope {"error": {code, message, details}} plus the HTTP status.
 
     `status` is None when no HTTP answer came (network error, local timeout); `retry_after` is the
-    server's Retry-After in seconds when it sent one.
+    server's Retry-After in seconds when it sent one; `request_id` is the X-Request-Id of the request
+    (what the API logged it under: quote it to support), also when no answer came.
     """
 
     def __init__(
@@ -27,6 +28,7 @@ class CliptextError(Exception):
         status: int | None = None,
         *,
         retry_after: float | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -34,6 +36,7 @@ class CliptextError(Exception):
         self.details = dict(details or {})
         self.status = status
         self.retry_after = retry_after
+        self.request_id = request_id
 
 
 # ---------------------------------------------------------------------------------------------------

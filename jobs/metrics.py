@@ -2,8 +2,10 @@
 
 A job runs in a forked work horse whose memory dies with it, so the horse writes what happened into
 the job's meta in Redis (`report`) and the worker process, which outlives its horses, counts it after
-the horse exits (`record_job`). Queue depths are read from Redis at scrape time. The worker serves
-them on settings.worker_metrics_port (0 = no exporter): one port per worker process.
+the horse exits (`record_job`). Queue depths are read from Redis at scrape time. Both are labelled by
+the worker's `--queues` name, not by per-organization queue (api.queue.org_queue): one series per
+kind of job, however many organizations. The worker serves them on settings.worker_metrics_port
+(0 = no exporter): one port per worker process.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rq import Queue, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from api.queue import family_queues
 from cliptext.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -110,7 +113,8 @@ def record_job(job: Job, queue_name: str, seconds: float) -> str:
 
 
 class QueueDepth(Collector):
-    """cliptext_queue_depth{queue}: jobs waiting in each queue, read from Redis at scrape time."""
+    """cliptext_queue_depth{queue}: jobs waiting under each `--queues` name (its per-organization queues
+    summed), read from Redis at scrape time."""
 
     def __init__(self, connection: redis.Redis, queue_names: Iterable[str]) -> None:
         self.connection = connection
@@ -120,7 +124,8 @@ class QueueDepth(Collector):
         family = GaugeMetricFamily("cliptext_queue_depth", "Jobs waiting in the queue", labels=["queue"])
         for name in self.queue_names:
             try:
-                family.add_metric([name], Queue(name, connection=self.connection).count)
+                queues = family_queues(self.connection, name)
+                family.add_metric([name], sum(Queue(q, connection=self.connection).count for q in queues))
             except redis.RedisError:
                 continue
         yield family

@@ -30,8 +30,8 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 from api.db import db
-from api.models import Transcription, TranscriptionStatus, WebhookDelivery, utcnow
-from api.queue import REQUEST_ID_META, enqueue_transcription
+from api.models import Organization, Transcription, TranscriptionStatus, WebhookDelivery, utcnow
+from api.queue import REQUEST_ID_META, enqueue_transcription, queue_family
 from cliptext.errors import ErrorCode
 from cliptext.jsonlog import request_id_context
 from cliptext.settings import Settings
@@ -114,7 +114,8 @@ def _recover(connection: redis.Redis, settings: Settings, registry: FailedJobReg
 
 
 def requeue_orphans(connection: redis.Redis, settings: Settings, queue_name: str) -> list[str]:
-    """Enqueue again the queued/processing transcriptions that have no RQ job (see the module docstring).
+    """Enqueue again the queued/processing transcriptions that have no RQ job (see the module docstring),
+    each on its organization's queue of the family of `queue_name` (api.queue.org_queue).
 
     Returns their ids. The grace covers the moment between the API's insert and its enqueue; a
     short-lived Redis key keeps two workers' sweeps from enqueueing the same one twice.
@@ -123,27 +124,31 @@ def requeue_orphans(connection: redis.Redis, settings: Settings, queue_name: str
     queued, processing = TranscriptionStatus.QUEUED, TranscriptionStatus.PROCESSING
     with db.connection_context():
         rows = list(
-            Transcription.select(Transcription.public_id, Transcription.duration).where(
+            Transcription.select(Transcription.public_id, Transcription.duration, Organization.public_id)
+            .join(Organization)
+            .where(
                 ((Transcription.status == queued) & (Transcription.created_at < cutoff))
                 | ((Transcription.status == processing) & (Transcription.started_at < cutoff))
             )
+            .tuples()
         )
     requeued: list[str] = []
-    for row in rows:
-        if connection.exists(Job.key_for(row.public_id)):
+    for public_id, duration, org_public_id in rows:
+        if connection.exists(Job.key_for(public_id)):
             continue
-        claim = f"cliptext:orphan-requeue:{row.public_id}"
+        claim = f"cliptext:orphan-requeue:{public_id}"
         if not connection.set(claim, 1, nx=True, ex=max(1, settings.job_orphan_grace)):
             continue
         enqueue_transcription(
             connection,
-            row.public_id,
-            queue_name=queue_name,
-            job_timeout=job_timeout(settings, row.duration),
+            public_id,
+            queue_name=queue_family(queue_name),  # a worker pinned to one organization's queue too
+            job_timeout=job_timeout(settings, duration),
+            org_public_id=org_public_id,
         )
-        with request_id_context(row.public_id):  # the X-Request-Id went with the lost job
-            log.warning("transcription %s had no job (Redis lost it?): enqueued again", row.public_id)
-        requeued.append(row.public_id)
+        with request_id_context(public_id):  # the X-Request-Id went with the lost job
+            log.warning("transcription %s had no job (Redis lost it?): enqueued again", public_id)
+        requeued.append(public_id)
     return requeued
 
 

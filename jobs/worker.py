@@ -8,6 +8,11 @@ kills it and the job is recovered by another worker). Two things are tuned from 
 - the maintenance: every `worker_maintenance_seconds` RQ cleans its registries (abandoned jobs go
   to the failed registry) and jobs.recovery requeues the transcriptions among them, and enqueues
   again those whose job Redis lost.
+Fair queueing: each name on `--queues` also stands for its per-organization queues `NAME.<org id>`
+(api.queue.org_queue), looked up in RQ's set of queues before every wait (at most
+QUEUE_REFRESH_SECONDS apart). The worker takes one job from each non-empty queue of a name in turn
+(round robin), and the names keep their order of priority: with the default
+`transcriptions,webhooks`, a webhook delivery runs when no transcription waits, as before.
 Each job's temporary files (the audio S3Storage.local_copy downloads) go to a folder of its own under
 scratch_root(), removed by the worker once the horse has ended, even SIGKILLed (a stopped job, a
 timeout, out of memory); folders left when the worker itself was killed go when a worker starts.
@@ -30,11 +35,14 @@ from pathlib import Path
 
 import redis
 from rq import Queue, Worker
-from rq.exceptions import StopRequested
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.exceptions import DequeueTimeout, StopRequested
 from rq.job import Job
+from rq.scheduler import RQScheduler
+from rq.worker import WorkerStatus
 
 from api.db import db, init_db
-from api.queue import REQUEST_ID_META
+from api.queue import REQUEST_ID_META, family_queues, forget_empty_queue, in_family
 from api.storage import use_scratch_dir
 from cliptext import file_locks
 from cliptext.jsonlog import configure_logging, request_id_var
@@ -51,6 +59,10 @@ log = logging.getLogger("jobs.worker")
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 SCRATCH_FOLDER = "cliptext-worker"
+
+# the longest a worker waits on the queues it knows before looking for new per-organization queues:
+# the most a job of an organization whose queue was idle (taken off RQ's set) waits on an idle worker
+QUEUE_REFRESH_SECONDS = 1
 
 
 def scratch_root() -> Path:
@@ -115,6 +127,21 @@ class RequestIdQueue(Queue):
         return result
 
 
+class FamilyScheduler(RQScheduler):
+    """RQ's scheduler (retries waiting their interval), whose lock on a queue name covers the
+    per-organization queues of that name too, looked up at every pass: RQ's own takes the queue names
+    once, when the worker starts, and a retry of an organization's job never came back."""
+
+    def prepare_registries(self, queue_names=None) -> None:
+        names = queue_names or self._acquired_locks
+        connection = self.connection
+        super().prepare_registries(sorted({n for family in names for n in family_queues(connection, family)}))
+
+    def enqueue_scheduled_jobs(self) -> None:
+        self._scheduled_job_registries = []  # looked up again: RQ keeps the first list
+        super().enqueue_scheduled_jobs()
+
+
 class CliptextWorker(Worker):
     """rq.Worker with a settable heartbeat grace, the transcription recovery sweeps, and no exit on a
     Redis outage: RQ quits on a connection error met anywhere but in its dequeue loop (a heartbeat
@@ -123,15 +150,144 @@ class CliptextWorker(Worker):
 
     queue_class = RequestIdQueue
 
-    def __init__(self, *args, settings: Settings, **kwargs):
+    def __init__(self, families: list[str], *args, settings: Settings, **kwargs):
         super().__init__(
+            families,
             *args,
             job_monitoring_interval=settings.worker_heartbeat_seconds,
             maintenance_interval=settings.worker_maintenance_seconds,
             **kwargs,
         )
         self.settings = settings
+        self.families = list(dict.fromkeys(families))  # the `--queues` names, in priority order
+        # per name, its queues in the order of their next turn (the one served last goes last)
+        self._turns: dict[str, list[str]] = {family: [family] for family in self.families}
         self._scratch: tuple[Path, int] | None = None  # the running job's folder and its lock
+
+    # fair queueing -------------------------------------------------------------------------------
+    def family_of(self, queue_name: str) -> str:
+        """The `--queues` name that `queue_name` is listened to for (the first that covers it)."""
+        return next((f for f in self.families if in_family(queue_name, f)), queue_name)
+
+    def refresh_queues(self) -> None:
+        """Listen to the per-organization queues in RQ's set of queues now: new ones take the next turns
+        (they have had none; the queue served last stays last), queues gone from the set are dropped."""
+        claimed: set[str] = set()
+        for family in self.families:
+            found = [n for n in family_queues(self.connection, family) if n not in claimed]
+            known = [n for n in self._turns[family] if n in found]
+            self._turns[family] = [n for n in found if n not in known] + known
+            claimed.update(found)
+        self._order_queues()
+
+    def _order_queues(self) -> None:
+        """`queues`, and RQ's `_ordered_queues` (what it waits on, first to last), as the turns say."""
+        by_name = {queue.name: queue for queue in self.queues}
+        order = [name for family in self.families for name in self._turns[family]]
+        self.queues = [by_name.get(name) or self._new_queue(name) for name in order]
+        self._ordered_queues = self.queues[:]
+
+    def _new_queue(self, name: str) -> Queue:
+        return self.queue_class(
+            name,
+            connection=self.connection,
+            job_class=self.job_class,
+            serializer=self.serializer,
+            death_penalty_class=self.death_penalty_class,
+        )
+
+    def reorder_queues(self, reference_queue: Queue) -> None:
+        """Round robin within the queue's name: the queue just served goes last among its name's queues;
+        the names keep their order (transcriptions before webhooks)."""
+        turns = self._turns.get(self.family_of(reference_queue.name))
+        if turns is not None and reference_queue.name in turns:
+            turns.remove(reference_queue.name)
+            turns.append(reference_queue.name)
+        self._order_queues()
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        """RQ's dequeue loop, but waiting at most QUEUE_REFRESH_SECONDS on the queues known, then looking
+        for new per-organization queues (RQ waits on one list of queues until a job comes)."""
+        self.set_state(WorkerStatus.IDLE)
+        self.procline("Listening on " + ",".join(self.families))
+        idle_since = time.monotonic()
+        connection_wait = 1.0
+        while True:
+            try:
+                self.heartbeat()
+                if self.should_run_maintenance_tasks:
+                    self.run_maintenance_tasks()
+                self.refresh_queues()
+                wait = None if timeout is None else max(1, min(timeout, QUEUE_REFRESH_SECONDS))
+                result = self.queue_class.dequeue_any(
+                    self._ordered_queues,
+                    wait,
+                    connection=self.connection,
+                    job_class=self.job_class,
+                    serializer=self.serializer,
+                    death_penalty_class=self.death_penalty_class,
+                )
+            except DequeueTimeout:
+                if max_idle_time is not None and time.monotonic() - idle_since >= max_idle_time:
+                    return None
+                continue
+            except _REDIS_DOWN as error:
+                log.error(
+                    "Redis unreachable while waiting for jobs: %s; retrying in %.0f s", error, connection_wait
+                )
+                time.sleep(connection_wait)
+                connection_wait = min(
+                    connection_wait * self.exponential_backoff_factor, self.max_connection_wait_time
+                )
+                continue
+            if result is not None:
+                job, queue = result
+                self.reorder_queues(reference_queue=queue)
+                job.redis_server_version = self.get_redis_server_version()
+                if self.log_job_description:  # RQ's pick-up line
+                    self.log.info("Worker %s: %s: %s (%s)", self.name, queue.name, job.description, job.id)
+                else:
+                    self.log.info("Worker %s: %s: %s", self.name, queue.name, job.id)
+            self.heartbeat()
+            return result
+
+    def prepare_execution(self, job: Job):
+        """RQ's, then the job's queue registered again: maintenance finds the queues of the running jobs
+        even if api.queue.forget_empty_queue took this one off between the pop and the start."""
+        execution = super().prepare_execution(job)
+        try:
+            self.connection.sadd(Queue.redis_queues_keys, Queue(job.origin, connection=self.connection).key)
+        except _REDIS_DOWN as error:
+            log.warning("job %s: its queue not registered again, Redis unreachable: %s", job.id, error)
+        return execution
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        """RQ's, with FamilyScheduler on the `--queues` names."""
+        self.scheduler = FamilyScheduler(
+            self.families,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            if burst:
+                try:
+                    self.scheduler.register_birth()
+                    self.scheduler.enqueue_scheduled_jobs()
+                finally:
+                    self.scheduler.release_locks()
+                    self.scheduler.register_death()
+            else:
+                self.scheduler.start()
 
     def request_stop(self, signum, frame) -> None:
         # RQ sets `_stop_requested` only when the worker is busy; set it when idle too, so that `main`
@@ -164,7 +320,7 @@ class CliptextWorker(Worker):
             if self._scratch is not None:
                 close_scratch(*self._scratch)
                 self._scratch = None
-            outcome = record_job(job, queue.name, time.monotonic() - started)
+            outcome = record_job(job, self.family_of(queue.name), time.monotonic() - started)
             log.info("job %s on %s ended: %s", job.id, queue.name, outcome)
             request_id_var.set(None)  # the worker's own lines that follow are about no request
 
@@ -206,21 +362,33 @@ class CliptextWorker(Worker):
             super().check_for_suspension(burst)
 
     def run_maintenance_tasks(self) -> None:
+        """RQ's (registries of every queue listened to), then the recovery sweeps: abandoned jobs of every
+        transcription queue, orphans and missed webhooks once per name; then the idle per-organization
+        queues taken off RQ's set."""
         try:
+            self.refresh_queues()
             super().run_maintenance_tasks()
         except _REDIS_DOWN as error:
             log.warning("maintenance skipped, Redis unreachable: %s", error)
             return
-        for queue in self.queues:
-            if queue.name == WEBHOOK_QUEUE:
+        for family in self.families:
+            if family == WEBHOOK_QUEUE:
                 continue
-            for sweep in (recover_abandoned, requeue_orphans, enqueue_missed_webhooks):
+            sweeps = [(recover_abandoned, name) for name in self._turns[family]]
+            sweeps += [(requeue_orphans, family), (enqueue_missed_webhooks, family)]
+            sweeps += [(_forget_if_empty, name) for name in self._turns[family] if name != family]
+            for sweep, name in sweeps:
                 try:
-                    sweep(self.connection, self.settings, queue.name)
+                    sweep(self.connection, self.settings, name)
                 except StopRequested:  # SIGTERM arrived during the sweep: RQ's way of ending the loop
                     raise
                 except Exception:  # a sweep must never take the worker down
-                    log.exception("%s of %s failed", sweep.__name__, queue.name)
+                    log.exception("%s of %s failed", sweep.__name__, name)
+
+
+def _forget_if_empty(connection: redis.Redis, settings: Settings, queue_name: str) -> None:
+    """A sweep: an idle per-organization queue off RQ's set (api.queue.forget_empty_queue)."""
+    forget_empty_queue(connection, queue_name)
 
 
 def _preload() -> None:
@@ -236,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--queues",
         default=f"{TRANSCRIPTION_QUEUE},{WEBHOOK_QUEUE}",
-        help="comma list of queues, in priority order",
+        help="comma list of queues, in priority order; each with its per-organization queues NAME.<org id>",
     )
     parser.add_argument("--log-level", default=os.environ.get("CLIPTEXT_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)

@@ -218,6 +218,7 @@ def create(
             queue_name=state.queue_name,
             job_timeout=job_timeout(state.settings, upload.duration),
             request_id=request_id,
+            org_public_id=org.public_id,
         )
     except Exception:
         row.delete_instance()

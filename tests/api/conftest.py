@@ -18,6 +18,7 @@ from rq import Queue
 
 from api import create_app
 from api.db import db
+from api.queue import family_queues
 from api.services.orgs import create_org
 from tests.api.postgres_admin import fresh_database
 
@@ -69,8 +70,8 @@ def make_app(
     yield build
     if db.obj is not None and not db.is_closed():
         db.close()
-    queue = Queue(f"transcriptions-{test_ns}", connection=redis_conn)
-    queue.delete(delete_jobs=True)
+    for name in family_queues(redis_conn, f"transcriptions-{test_ns}"):  # its per-organization queues too
+        Queue(name, connection=redis_conn).delete(delete_jobs=True)
     for key in redis_conn.scan_iter(match=f"{test_ns}:*"):
         redis_conn.delete(key)
 

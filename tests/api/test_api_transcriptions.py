@@ -10,7 +10,7 @@ from rq import Queue
 from rq.job import Job
 
 from api.models import DeletedTranscription, Segment, Transcription, TranscriptionStatus, Upload, utcnow
-from api.queue import JOB_FUNCTION
+from api.queue import JOB_FUNCTION, org_queue
 from tests.api.helpers import JFK_MP3, upload_file
 
 
@@ -19,7 +19,7 @@ def create(client, headers, upload_id, **options):
 
 
 def test_create_enqueues_job_and_get(client, app, new_org, redis_conn, test_ns):
-    _, headers = new_org("pro")
+    org, headers = new_org("pro")
     upload_id = upload_file(client, headers, JFK_MP3)
     response = create(
         client, headers, upload_id, language="en", prompt="JFK", webhook_url="https://example.com/hook"
@@ -31,7 +31,7 @@ def test_create_enqueues_job_and_get(client, app, new_org, redis_conn, test_ns):
     assert body["options"] == {"language": "en", "prompt": "JFK", "word_timestamps": False}
     assert body["segments"] == [] and body["error"] is None and body["created_at"].endswith("Z")
 
-    queue = Queue(f"transcriptions-{test_ns}", connection=redis_conn)
+    queue = Queue(org_queue(f"transcriptions-{test_ns}", org.public_id), connection=redis_conn)
     assert queue.job_ids == [body["id"]]
     job = Job.fetch(body["id"], connection=redis_conn)
     assert job.func_name == JOB_FUNCTION
@@ -84,7 +84,7 @@ def test_completed_failed_and_processing_shapes(client, app, new_org):
 
 
 def test_multipart_create(client, new_org, redis_conn, test_ns):
-    _, headers = new_org("pro")
+    org, headers = new_org("pro")
     with open(JFK_MP3, "rb") as handle:
         response = client.post(
             "/v1/transcriptions",
@@ -94,7 +94,9 @@ def test_multipart_create(client, new_org, redis_conn, test_ns):
     assert response.status_code == 202, response.get_json()
     body = response.get_json()
     assert body["status"] == "queued" and body["options"]["word_timestamps"] is True
-    assert Queue(f"transcriptions-{test_ns}", connection=redis_conn).job_ids == [body["id"]]
+    assert Queue(org_queue(f"transcriptions-{test_ns}", org.public_id), connection=redis_conn).job_ids == [
+        body["id"]
+    ]
 
 
 def test_multipart_refusals(client, new_org):
@@ -218,7 +220,7 @@ def test_an_unknown_query_parameter_is_refused_not_ignored(client, new_org, path
 
 
 def test_delete_removes_everything_and_cancels_job(client, app, new_org, redis_conn, tmp_path, test_ns):
-    _, headers = new_org("pro")
+    org, headers = new_org("pro")
     upload_id = upload_file(client, headers, JFK_MP3)
     txn_id = create(client, headers, upload_id).get_json()["id"]
     with app.app_context():
@@ -234,14 +236,14 @@ def test_delete_removes_everything_and_cancels_job(client, app, new_org, redis_c
     assert client.delete(f"/v1/transcriptions/{txn_id}", headers=headers).status_code == 404
     assert not (tmp_path / "storage" / storage_key).exists()
     assert not Job.exists(txn_id, connection=redis_conn)
-    assert Queue(f"transcriptions-{test_ns}", connection=redis_conn).job_ids == []
+    assert Queue(org_queue(f"transcriptions-{test_ns}", org.public_id), connection=redis_conn).job_ids == []
     with app.app_context():
         assert Segment.select().count() == 0
         assert Upload.select().where(Upload.public_id == upload_id).count() == 0
 
 
 def test_idempotency_key(client, new_org, redis_conn, test_ns):
-    _, headers = new_org("pro")
+    org, headers = new_org("pro")
     upload_id = upload_file(client, headers, JFK_MP3)
     keyed = {**headers, "Idempotency-Key": "abc-123"}
     first = create(client, keyed, upload_id, language="en")
@@ -249,7 +251,7 @@ def test_idempotency_key(client, new_org, redis_conn, test_ns):
     assert first.status_code == second.status_code == 202
     assert json.loads(first.data) == json.loads(second.data)
     assert second.headers["Idempotent-Replayed"] == "true"
-    assert Queue(f"transcriptions-{test_ns}", connection=redis_conn).count == 1
+    assert Queue(org_queue(f"transcriptions-{test_ns}", org.public_id), connection=redis_conn).count == 1
     different = create(client, keyed, upload_id, language="de")
     assert different.status_code == 409 and different.get_json()["error"]["code"] == "CONFLICT"
     assert different.get_json()["error"]["details"] == {"header": "Idempotency-Key", "reason": "key_reused"}

@@ -44,7 +44,7 @@ def _wait_heartbeat_expired(stack: Stack, job_id: str, timeout: float = 60.0) ->
     """Until the started-job entry of `job_id` (its worker is dead) is past its heartbeat's expiry."""
     deadline = time.monotonic() + timeout
     while True:
-        registry = StartedJobRegistry("transcriptions", connection=stack.redis)
+        registry = StartedJobRegistry(stack.job_hash(job_id)["origin"], connection=stack.redis)
         expired = stack.redis.zrangebyscore(registry.key, 0, time.time())
         if any(member.decode().startswith(job_id) for member in expired):
             return
@@ -85,11 +85,12 @@ def test_the_stopped_job_of_a_transcription_deleted_while_processing_does_not_st
     while not stack.segments(created):
         assert time.monotonic() < deadline, worker.log()
         time.sleep(0.1)
+    origin = stack.job_hash(created)["origin"]  # its organization's queue
     assert stack.http("DELETE", f"/v1/transcriptions/{created}").status_code == 204
-    failed = FailedJobRegistry("transcriptions", connection=stack.redis)
+    failed = FailedJobRegistry(origin, connection=stack.redis)
     deadline = time.monotonic() + 60  # the next maintenance: every 2 s in these tests
     while stack.redis.exists(f"rq:job:{created}") or created in failed.get_job_ids():
         assert time.monotonic() < deadline, worker.log()
         time.sleep(0.2)
-    assert f"job {created} on transcriptions ended: stopped" in worker.log()
+    assert f"job {created} on {origin} ended: stopped" in worker.log()
     assert not stack.redis.exists(f"rq:results:{created}")

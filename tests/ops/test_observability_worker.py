@@ -141,10 +141,11 @@ def test_a_horse_killed_after_a_retry_is_crashed_and_the_job_lines_carry_the_req
             assert found, (needle, about)
             assert all(e["request_id"] == request_id for e in found), found
 
-        carried(f"transcriptions: transcription {txn_id}")  # RQ's pick-up line
+        queue = job.origin  # its organization's queue
+        carried(f"{queue}: transcription {txn_id}")  # RQ's pick-up line
         carried("Work horse killed")
-        carried(f"job {txn_id} on transcriptions ended: retried")
-        carried(f"job {txn_id} on transcriptions ended: crashed")
+        carried(f"job {txn_id} on {queue} ended: retried")
+        carried(f"job {txn_id} on {queue} ended: crashed")
         carried("job died with its worker, requeued")
         # the worker's lines about no job carry none
         idle = [e for e in lines(worker) if "cleaning registries" in e["msg"]]

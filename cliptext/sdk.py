@@ -24,6 +24,7 @@ import datetime as dt
 import email.utils
 import mimetypes
 import os
+import random
 import re
 import time
 import uuid
@@ -154,8 +155,10 @@ def _retry_after(response: requests.Response) -> float | None:
 
 
 def _backoff(attempt: int) -> float:
-    """Seconds before retry number `attempt` (1, 2, ...) when the server named no time."""
-    return min(2.0**attempt * 0.25, 5.0)
+    """Seconds before retry number `attempt` (1, 2, ...) when the server named no time: exponential,
+    jittered to between half and all of it, so that clients that failed together (an API restart, a
+    load balancer's 502s) do not all come back at the same instant."""
+    return min(2.0**attempt * 0.25, 5.0) * random.uniform(0.5, 1.0)
 
 
 def _busy(error: CliptextError) -> bool:

@@ -405,3 +405,13 @@ def test_a_transcript_a_latin1_terminal_cannot_show(
     )
     assert done.returncode == EXIT_OK, done.stderr
     assert done.stdout.decode("latin-1").rstrip("\n").endswith("Grüße, ???")
+
+
+def test_backoff_is_jittered_within_its_exponential_bound() -> None:
+    """Clients that failed together (an API restart) came back at the same instant: the same pause."""
+    from cliptext.sdk import _backoff
+
+    for attempt, bound in ((1, 0.5), (3, 2.0), (10, 5.0)):
+        pauses = {_backoff(attempt) for _ in range(50)}
+        assert len(pauses) > 1
+        assert all(bound / 2 <= pause <= bound for pause in pauses)

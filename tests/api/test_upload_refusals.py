@@ -13,6 +13,7 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import encode_multipart
 
 from api.models import Transcription, Upload, utcnow
+from api.queue import org_queue
 from api.services import uploads as upload_service
 from tests.api.helpers import JFK_MP3, upload_file
 
@@ -147,8 +148,9 @@ def test_multipart_whose_job_cannot_be_queued_leaves_nothing(
     string): the transcription goes, and so do the completed upload and its bytes, which no one could
     ever have named or purged."""
     app = make_app(openai_wait_seconds=0)
-    _, headers = new_org("pro")
-    queue_key, queue = f"rq:queue:transcriptions-{test_ns}", f"transcriptions-{test_ns}"
+    org, headers = new_org("pro")
+    queue = org_queue(f"transcriptions-{test_ns}", org.public_id)  # the organization's own queue
+    queue_key = f"rq:queue:{queue}"
     redis_conn.set(queue_key, "not a list")
     try:
         response = app.test_client().post(path, data=form_for(path), headers=headers)

@@ -316,15 +316,19 @@ def _interrupt_when_seen(command: list[str], key: str, proxy: _Proxy) -> subproc
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a test run started in the background (`make test &`, nohup) ignores
+        # SIGINT, and a child inherits that, so the Ctrl-C under test would never arrive
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    try:
-        assert proxy.seen.wait(60), "the command never got to its wait"
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with process:
+        try:
+            assert proxy.seen.wait(60), "the command never got to its wait"
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 

@@ -18,7 +18,7 @@ from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from api.storage import STORAGE_ERRORS
-from cliptext.errors import ErrorCode
+from cliptext.errors import CODE_FOR_HTTP, ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +61,6 @@ DEFAULT_STATUS: dict[ErrorCode, int] = {
     ErrorCode.TIMEOUT: 504,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
-}
-
-CODE_FOR_HTTP: dict[int, ErrorCode] = {
-    400: ErrorCode.VALIDATION_ERROR,
-    401: ErrorCode.UNAUTHORIZED,
-    403: ErrorCode.FORBIDDEN,
-    404: ErrorCode.NOT_FOUND,
-    405: ErrorCode.METHOD_NOT_ALLOWED,
-    409: ErrorCode.CONFLICT,
-    413: ErrorCode.PAYLOAD_TOO_LARGE,
-    415: ErrorCode.UNSUPPORTED_MEDIA,
-    422: ErrorCode.VALIDATION_ERROR,
-    429: ErrorCode.RATE_LIMITED,
-    503: ErrorCode.SERVICE_UNAVAILABLE,
 }
 
 

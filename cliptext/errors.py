@@ -23,3 +23,20 @@ class ErrorCode(StrEnum):
     TIMEOUT = "TIMEOUT"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     INTERNAL = "INTERNAL"
+
+
+# The code of an answer known only by its HTTP status: an error the API's own code did not raise (werkzeug's
+# 404/405/413, a refused body), and, in the SDK, a page that is not the envelope (a proxy's 413)
+CODE_FOR_HTTP: dict[int, ErrorCode] = {
+    400: ErrorCode.VALIDATION_ERROR,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA,
+    422: ErrorCode.VALIDATION_ERROR,
+    429: ErrorCode.RATE_LIMITED,
+    503: ErrorCode.SERVICE_UNAVAILABLE,
+}

@@ -34,6 +34,7 @@ from typing import IO, Any, Literal, overload
 
 import requests
 
+from cliptext.errors import CODE_FOR_HTTP, ErrorCode
 from cliptext.sdk_types import (
     FINAL_STATUSES,
     CliptextError,
@@ -72,21 +73,11 @@ Format = Literal["json", "verbose_json", "text", "srt", "vtt"]
 ProgressCallback = Callable[[int, int], None]  # (bytes sent, total bytes)
 UPLOAD_CHUNK = 1024 * 1024
 # the code of an error answer that is not the API's envelope (a proxy's page), by HTTP status: as the API
-# itself would have answered it (api/errors.py CODE_FOR_HTTP)
+# itself would have answered it, and a gateway's 502/504 as its 503
 CODE_FOR_STATUS = {
-    400: "VALIDATION_ERROR",
-    401: "UNAUTHORIZED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    409: "CONFLICT",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA",
-    422: "VALIDATION_ERROR",
-    429: "RATE_LIMITED",
-    502: "SERVICE_UNAVAILABLE",
-    503: "SERVICE_UNAVAILABLE",
-    504: "SERVICE_UNAVAILABLE",
+    **{status: str(code) for status, code in CODE_FOR_HTTP.items()},
+    502: str(ErrorCode.SERVICE_UNAVAILABLE),
+    504: str(ErrorCode.SERVICE_UNAVAILABLE),
 }
 GATEWAY_STATUSES = frozenset({502, 503, 504})
 # what an HTTP header can carry of a key: printable ASCII, no spaces (a key copied with a line break)

@@ -31,8 +31,6 @@ from rq.registry import (
     StartedJobRegistry,
 )
 
-from api.models import Organization, Transcription
-
 QUEUE_NAME = "transcriptions"
 JOB_FUNCTION = "jobs.transcribe.run_transcription"
 
@@ -102,6 +100,16 @@ def forget_empty_queue(connection: redis.Redis, name: str) -> bool:
 
 
 REQUEST_ID_META = "request_id"  # the X-Request-Id of the creating request, for the job's logs
+
+
+def job_request_id(job: Job | None, transcription_id: str | None) -> str | None:
+    """The request id a job's log lines carry, wherever they are written (the job itself, the worker
+    around it, the recovery sweeps): the X-Request-Id the API stored in its meta, else the id of its
+    transcription."""
+    found = (job.meta.get(REQUEST_ID_META) if job is not None else None) or transcription_id
+    return str(found)[:128] if found else None
+
+
 _FINAL_CHANNEL = "cliptext:transcription-final:"
 
 
@@ -116,21 +124,16 @@ def enqueue_transcription(
     *,
     queue_name: str = QUEUE_NAME,
     job_timeout: int = 3600,
+    org_public_id: str,
     request_id: str | None = None,
-    org_public_id: str | None = None,
 ) -> Job:
     """Queue `run_transcription(transcription_id)` on its organization's queue (`org_queue` of the
-    prefix `queue_name`); the job id is the transcription's public id. The organization is looked up
-    when not given (a transcription deleted meanwhile goes to the prefix queue; its job ends at once).
+    prefix `queue_name`); the job id is the transcription's public id.
 
     One transaction, one round trip: RQ registers the queue and stores the job in our pipeline
     (left to itself it sends each in a transaction of its own).
     """
-    if org_public_id is None:
-        org_public_id = _org_of(transcription_id)
-    if org_public_id is not None:
-        queue_name = org_queue(queue_name, org_public_id)
-    queue = Queue(queue_name, connection=connection)
+    queue = Queue(org_queue(queue_name, org_public_id), connection=connection)
     with connection.pipeline() as pipe:
         job = queue.enqueue(
             JOB_FUNCTION,
@@ -145,16 +148,6 @@ def enqueue_transcription(
         )
         pipe.execute()
     return job
-
-
-def _org_of(transcription_id: str) -> str | None:
-    """The public id of the organization of a transcription, from the database."""
-    return (
-        Transcription.select(Organization.public_id)
-        .join(Organization)
-        .where(Transcription.public_id == transcription_id)
-        .scalar()
-    )
 
 
 def cancel_transcription(connection: redis.Redis, transcription_id: str) -> None:

@@ -31,7 +31,7 @@ from rq.registry import FailedJobRegistry
 
 from api.db import db
 from api.models import Organization, Transcription, TranscriptionStatus, WebhookDelivery, utcnow
-from api.queue import REQUEST_ID_META, enqueue_transcription, queue_family
+from api.queue import enqueue_transcription, job_request_id, queue_family
 from cliptext.errors import ErrorCode
 from cliptext.jsonlog import request_id_context
 from cliptext.settings import Settings
@@ -70,7 +70,7 @@ def recover_abandoned(connection: redis.Redis, settings: Settings, queue_name: s
                 job = Job.fetch(job_id, connection=connection)
             except NoSuchJobError:
                 continue
-            with request_id_context(_request_id(job)):
+            with request_id_context(job_request_id(job, job.id)):
                 if _recover(connection, settings, registry, job):
                     requeued.append(job_id)
     return requeued
@@ -83,11 +83,6 @@ def _forget_deleted(registry: FailedJobRegistry, job_ids: list[str]) -> None:
     for job_id in job_ids:
         with contextlib.suppress(NoSuchJobError):
             registry.remove(job_id, delete_job=True)
-
-
-def _request_id(job: Job) -> str:
-    """The request id of the job's lines (its X-Request-Id, else its transcription id, as the job's own)."""
-    return str(job.meta.get(REQUEST_ID_META) or job.id)[:128]
 
 
 def _recover(connection: redis.Redis, settings: Settings, registry: FailedJobRegistry, job: Job) -> bool:

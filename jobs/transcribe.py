@@ -19,7 +19,7 @@ from rq import Retry, get_current_job
 from rq.timeouts import JobTimeoutException
 
 from api.db import db
-from api.queue import REQUEST_ID_META, final_channel
+from api.queue import final_channel, job_request_id
 from api.storage import open_storage
 from cliptext.errors import ErrorCode
 from cliptext.jsonlog import request_id_var
@@ -136,18 +136,11 @@ def _fail(settings: Settings, started: store.Started, failure: Failure) -> None:
         _notify(settings, started, FAILED_EVENT)
 
 
-def _request_id(transcription_id: str) -> str:
-    """The X-Request-Id of the request that created the transcription (job meta), else its id."""
-    job = get_current_job()
-    found = job.meta.get(REQUEST_ID_META) if job is not None else None
-    return str(found or transcription_id)[:128]
-
-
 def run_transcription(transcription_id: str) -> Retry | None:
     """Transcribe one queued transcription (the RQ job; see the module docstring)."""
     settings = Settings.from_env()
     store.ensure_db(settings)
-    request_id = _request_id(transcription_id)
+    request_id = job_request_id(get_current_job(), transcription_id)
     request_id_var.set(request_id)  # this work horse serves this one request: every log line names it
     with db.connection_context():
         started = store.start(transcription_id)

@@ -36,7 +36,7 @@ from ssrfguard import SSRFGuardError
 
 from api.db import db, locked, write_transaction
 from api.models import Organization, Transcription, WebhookDelivery, utcnow
-from api.queue import REQUEST_ID_META
+from api.queue import REQUEST_ID_META, job_request_id
 from api.services.orgs import signing_secrets
 from cliptext.jsonlog import request_id_var
 from cliptext.settings import Settings
@@ -230,8 +230,7 @@ def deliver_webhook(transcription_id: str, event: str) -> int | None:
     """POST the signed event to the transcription's webhook_url; returns the receiver's status code."""
     settings = Settings.from_env()
     ensure_db(settings)
-    job = get_current_job()
-    request_id_var.set((job.meta.get(REQUEST_ID_META) if job is not None else None) or transcription_id)
+    request_id_var.set(job_request_id(get_current_job(), transcription_id))
     with db.connection_context():
         row = Transcription.get_or_none(Transcription.public_id == transcription_id)
         if row is None or not row.webhook_url:

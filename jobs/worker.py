@@ -42,7 +42,7 @@ from rq.scheduler import RQScheduler
 from rq.worker import WorkerStatus
 
 from api.db import db, init_db
-from api.queue import REQUEST_ID_META, family_queues, forget_empty_queue, in_family
+from api.queue import family_queues, forget_empty_queue, in_family, job_request_id
 from api.storage import use_scratch_dir
 from cliptext import file_locks
 from cliptext.jsonlog import configure_logging, request_id_var
@@ -104,14 +104,11 @@ def sweep_scratch(root: Path) -> int:
     return removed
 
 
-def job_request_id(job: Job) -> str | None:
-    """The request id a job's log lines carry: the X-Request-Id the API stored in its meta, else its
-    transcription's id (its first argument), as the job itself does (jobs.transcribe, jobs.webhooks)."""
-    found = job.meta.get(REQUEST_ID_META)
-    if not found:
-        with contextlib.suppress(Exception):  # a job whose data cannot be read: no id
-            found = job.args[0] if job.args and isinstance(job.args[0], str) else None
-    return str(found)[:128] if found else None
+def _transcription_of(job: Job) -> str | None:
+    """The transcription id a job is about: its first argument (transcriptions and webhooks alike)."""
+    with contextlib.suppress(Exception):  # a job whose data cannot be read: none
+        return job.args[0] if job.args and isinstance(job.args[0], str) else None
+    return None
 
 
 class RequestIdQueue(Queue):
@@ -123,7 +120,7 @@ class RequestIdQueue(Queue):
     def dequeue_any(cls, *args, **kwargs):
         result = super().dequeue_any(*args, **kwargs)
         if result is not None:
-            request_id_var.set(job_request_id(result[0]))
+            request_id_var.set(job_request_id(result[0], _transcription_of(result[0])))
         return result
 
 
@@ -305,7 +302,9 @@ class CliptextWorker(Worker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Fork the horse as RQ does, in a job folder removed once it has ended however it ended; then
         count what it reported (jobs.metrics). The job's request id is on every line meanwhile."""
-        request_id_var.set(job_request_id(job))  # set at dequeue already; a job run otherwise too
+        request_id_var.set(
+            job_request_id(job, _transcription_of(job))
+        )  # set at dequeue already; a job run otherwise too
         forget_outcome(job)
         started = time.monotonic()
         try:

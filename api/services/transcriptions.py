@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import peewee as pw
+import redis.exceptions
 from ssrfguard import SSRFGuardError
 
 from api.db import locked, prepared, write_transaction
@@ -287,9 +288,13 @@ def list_page(
 
 
 def delete(state: AppState, transcription: Transcription) -> None:
-    """Cancel the job, then remove transcript, segments, deliveries and the audio for good."""
-    if transcription.status not in TranscriptionStatus.FINAL:
-        cancel_transcription(state.redis, transcription.public_id)
+    """Remove transcript, segments, deliveries and the audio for good, then stop or drop the job.
+
+    The rows go first: a job stopped while its transcription still stood was, at the worker's next
+    maintenance, taken for one that had died with its worker and run again (the sweep, a few ms after the
+    stop, saw `processing`). A job still running meanwhile stores nothing more: each of its writes names
+    the status it expects (jobs.transcript_store).
+    """
     with write_transaction():
         # the upload row locked first: of two deletes at once, or a delete and a create, the second
         # sees what the first did (two last deletes had each seen the other's row and kept the upload)
@@ -304,6 +309,11 @@ def delete(state: AppState, transcription: Transcription) -> None:
         transcription.delete_instance(recursive=True)
         if upload is not None and not upload.transcriptions.exists():
             delete_upload(state, upload)  # a storage that fails rolls the rows back: retry the DELETE
+    if transcription.status not in TranscriptionStatus.FINAL:
+        try:
+            cancel_transcription(state.redis, transcription.public_id)
+        except redis.exceptions.RedisError as error:  # deleted all the same: the job finds nothing to do
+            log.warning("transcription %s deleted, its job not stopped: %s", transcription.public_id, error)
 
 
 def _remember_position(transcription: Transcription) -> None:

@@ -68,6 +68,16 @@ class Proc:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_line(self, text: str, timeout: float = 30.0) -> bool:
+        """Whether `text` shows in the log within `timeout` s: the worker logs a job's end after the
+        job's own last write, which a test waiting on the database sees first."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
     def alive(self) -> bool:
         return self.process.poll() is None
 

@@ -59,7 +59,7 @@ def test_a_job_queued_before_the_upgrade_on_the_single_queue_still_runs(stack: S
 
     worker = stack.start_worker()
     assert stack.wait(created, timeout=120)["status"] == "completed", worker.log()
-    assert f"job {created} on {QUEUE_NAME} ended: completed" in worker.log()
+    assert worker.wait_for_line(f"job {created} on {QUEUE_NAME} ended: completed"), worker.log()
 
 
 def test_the_job_of_a_worker_killed_is_requeued_on_its_organizations_queue(stack: Stack) -> None:
@@ -84,7 +84,7 @@ def test_the_job_of_a_worker_killed_is_requeued_on_its_organizations_queue(stack
     assert stack.wait(created, timeout=240)["status"] == "completed", second.log()
     job = Job.fetch(created, connection=stack.redis)
     assert job.meta.get("recoveries") == 1 and job.origin == origin
-    assert f"job {created} on {origin} ended: completed" in second.log()
+    assert second.wait_for_line(f"job {created} on {origin} ended: completed"), second.log()
 
 
 def test_an_idle_organizations_queue_leaves_rqs_set_of_queues_and_a_busy_one_stays(stack: Stack) -> None:

@@ -3,6 +3,9 @@ failed jobs deleted transcriptions left in Redis."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -92,5 +95,34 @@ def test_the_stopped_job_of_a_transcription_deleted_while_processing_does_not_st
     while stack.redis.exists(f"rq:job:{created}") or created in failed.get_job_ids():
         assert time.monotonic() < deadline, worker.log()
         time.sleep(0.2)
-    assert f"job {created} on {origin} ended: stopped" in worker.log()
+    assert worker.wait_for_line(f"job {created} on {origin} ended: stopped"), worker.log()
     assert not stack.redis.exists(f"rq:results:{created}")
+
+
+def test_a_transcription_deleted_while_its_database_is_busy_is_not_run_again(stack: Stack) -> None:
+    """The API stopped the job, then deleted the rows: a worker's maintenance between the two (here: the
+    database held by another writer for 5 s, two maintenances) saw the stopped job's transcription still
+    `processing`, took the job for one that died with its worker and ran it again."""
+    worker = stack.start_worker()
+    created = stack.create(stack.upload(LONG, "audio/mpeg"))["id"]
+    deadline = time.monotonic() + 120
+    while not stack.segments(created):
+        assert time.monotonic() < deadline, worker.log()
+        time.sleep(0.1)
+    answers: list[int] = []
+    with contextlib.closing(sqlite3.connect(stack.tmp / "jobs.db", timeout=10, isolation_level=None)) as busy:
+        busy.execute("BEGIN IMMEDIATE")  # another writer: the DELETE waits for it (busy timeout 10 s)
+        deleting = threading.Thread(
+            target=lambda: answers.append(stack.http("DELETE", f"/v1/transcriptions/{created}").status_code)
+        )
+        deleting.start()
+        time.sleep(5)
+        busy.execute("ROLLBACK")
+    deleting.join(timeout=60)
+    assert answers == [204], worker.log()
+    deadline = time.monotonic() + 60
+    while stack.redis.exists(f"rq:job:{created}"):
+        assert time.monotonic() < deadline, worker.log()
+        time.sleep(0.2)
+    assert "requeued" not in worker.log(), worker.log()
+    assert worker.log().count(f"transcription {created}: processing") == 1, worker.log()

@@ -153,6 +153,7 @@ class Settings:
     job_orphan_grace: int = 120
     worker_heartbeat_seconds: int = 30
     worker_heartbeat_grace: int = 60
+    worker_stop_grace: float = 45.0
     worker_maintenance_seconds: int = 60
     # webhooks
     webhook_timeout: float = 10.0
@@ -209,6 +210,7 @@ class Settings:
             job_orphan_grace=_int("CLIPTEXT_JOB_ORPHAN_GRACE", 120),
             worker_heartbeat_seconds=_int("CLIPTEXT_WORKER_HEARTBEAT", 30, minimum=1),
             worker_heartbeat_grace=_int("CLIPTEXT_WORKER_HEARTBEAT_GRACE", 60),
+            worker_stop_grace=_float("CLIPTEXT_WORKER_STOP_GRACE", 45),
             worker_maintenance_seconds=_int("CLIPTEXT_WORKER_MAINTENANCE", 60, minimum=1),
             webhook_timeout=_float("CLIPTEXT_WEBHOOK_TIMEOUT", 10, above_minimum=True),
             webhook_retries=_int("CLIPTEXT_WEBHOOK_RETRIES", 5),

@@ -96,14 +96,16 @@ def forget_outcome(job: Job) -> None:
         log.warning("could not clear the previous outcome of job %s", job.id)
 
 
-def record_job(job: Job, queue_name: str, seconds: float) -> str:
-    """Count the job the horse just finished (called in the worker process); returns the outcome."""
+def record_job(job: Job, queue_name: str, seconds: float, outcome: str | None = None) -> str:
+    """Count the job the horse just finished (called in the worker process); returns the outcome, the
+    one given or else the one the job reported (or its status tells)."""
     try:
         meta = job.get_meta(refresh=True)
         status = job.get_status(refresh=True)
     except (NoSuchJobError, redis.RedisError):
         meta, status = {}, None  # deleted meanwhile (the transcription was deleted)
-    outcome = meta.get(OUTCOME_META) or _BY_STATUS.get(status, "deleted" if status is None else str(status))
+    by_status = _BY_STATUS.get(status, "deleted" if status is None else str(status))
+    outcome = outcome or meta.get(OUTCOME_META) or by_status
     JOBS.labels(queue_name, outcome).inc()
     JOB_SECONDS.labels(queue_name).observe(seconds)
     audio = float(meta.get(AUDIO_SECONDS_META) or 0.0)

@@ -2,7 +2,12 @@
 
 RQ's own Worker: each job runs in a forked work horse (so the job makes its own gRPC channel and
 database connection), SIGTERM asks for a warm shutdown (the running job finishes; a second SIGTERM
-kills it and the job is recovered by another worker). Two things are tuned from settings:
+kills it and the job is recovered by another worker). A job still running `worker_stop_grace` seconds
+after the SIGTERM is handed back: its horse is stopped and the job put at the front of its queue at
+once, before the container's own stop grace (compose: 60 s) ends in a SIGKILL. Killed with the worker,
+it waited for its heartbeat to expire and a maintenance (90-150 s), and counted as one of the job's
+`job_max_recoveries`: three deploys during one long transcription failed it. Two things are tuned
+from settings:
 - the heartbeat: the started-job entry of a running job expires `worker_heartbeat_grace` seconds
   after the last heartbeat (RQ hard-codes 60), so a SIGKILLed worker's job is found sooner;
 - the maintenance: every `worker_maintenance_seconds` RQ cleans its registries (abandoned jobs go
@@ -26,9 +31,11 @@ import itertools
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -36,8 +43,9 @@ from pathlib import Path
 import redis
 from rq import Queue, Worker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
-from rq.exceptions import DequeueTimeout, StopRequested
+from rq.exceptions import DequeueTimeout, InvalidJobOperation, NoSuchJobError, StopRequested
 from rq.job import Job
+from rq.registry import FailedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.worker import WorkerStatus
 
@@ -160,6 +168,9 @@ class CliptextWorker(Worker):
         # per name, its queues in the order of their next turn (the one served last goes last)
         self._turns: dict[str, list[str]] = {family: [family] for family in self.families}
         self._scratch: tuple[Path, int] | None = None  # the running job's folder and its lock
+        self._running: Job | None = None  # the job the horse runs
+        self._hand_back_timer: threading.Timer | None = None
+        self._handed_back: str | None = None  # the id of the job whose horse the timer stopped
 
     # fair queueing -------------------------------------------------------------------------------
     def family_of(self, queue_name: str) -> str:
@@ -291,7 +302,38 @@ class CliptextWorker(Worker):
         # does not take the loop's return for an error and start again, and so that RQ's loop still
         # ends should its StopRequested be caught on the way up
         self._stop_requested = True
-        super().request_stop(signum, frame)
+        super().request_stop(signum, frame)  # raises StopRequested when idle
+        job = self._running
+        if job is not None and self._hand_back_timer is None:
+            self._hand_back_timer = threading.Timer(self.settings.worker_stop_grace, self._hand_back, [job])
+            self._hand_back_timer.daemon = True
+            self._hand_back_timer.start()
+
+    def _hand_back(self, job: Job) -> None:
+        """In the timer's thread: stop the horse of `job` as RQ's stop command does (execute_job then
+        requeues the job). The pid is read once: the main thread resets it when the horse has ended."""
+        pid = self.horse_pid
+        if not pid or self._running is not job:
+            return
+        log.warning(
+            "job %s still running %d s after the stop request: handed back to its queue",
+            job.id,
+            self.settings.worker_stop_grace,
+        )
+        self._handed_back = job.id
+        self._stopped_job_id = job.id  # RQ files the job as stopped, not as crashed
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # the horse leads its own process group (RQ's setpgrp)
+
+    def _requeue_handed_back(self, job: Job) -> bool:
+        """Put a handed-back job at the front of its queue, not counted as a recovery; whether done
+        (else the recovery sweep of the next maintenance takes it)."""
+        try:
+            FailedJobRegistry(job.origin, connection=self.connection).requeue(job.id, at_front=True)
+        except (InvalidJobOperation, NoSuchJobError, *_REDIS_DOWN) as error:
+            log.warning("job %s: not handed back (%s); the recovery sweep requeues it", job.id, error)
+            return False
+        return True
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         interval = self.job_monitoring_interval
@@ -307,6 +349,7 @@ class CliptextWorker(Worker):
         )  # set at dequeue already; a job run otherwise too
         forget_outcome(job)
         started = time.monotonic()
+        self._running = job
         try:
             self._scratch = open_scratch(scratch_root())
         except OSError as error:  # the horse's temporary files go to the system's temp folder
@@ -316,10 +359,14 @@ class CliptextWorker(Worker):
         except _REDIS_DOWN as error:  # the transcription's outcome is in the database already
             log.warning("job %s: Redis unreachable while its end was recorded: %s", job.id, error)
         finally:
+            self._running = None
+            if self._hand_back_timer is not None:
+                self._hand_back_timer.cancel()
             if self._scratch is not None:
                 close_scratch(*self._scratch)
                 self._scratch = None
-            outcome = record_job(job, self.family_of(queue.name), time.monotonic() - started)
+            given = "handed_back" if self._handed_back == job.id and self._requeue_handed_back(job) else None
+            outcome = record_job(job, self.family_of(queue.name), time.monotonic() - started, given)
             log.info("job %s on %s ended: %s", job.id, queue.name, outcome)
             request_id_var.set(None)  # the worker's own lines that follow are about no request
 

@@ -63,6 +63,9 @@ class UploadStatus:
     PENDING = "pending"  # URL issued, bytes not yet received
     UPLOADED = "uploaded"  # bytes received, not yet verified
     COMPLETED = "completed"  # verified audio/video, usable by transcriptions
+    # deleted by its owner: bytes gone, slot free; the row stays until its URL expires, then the purge
+    # removes it with whatever a late PUT to that URL (S3's cannot be revoked) stored
+    CANCELED = "canceled"
     ALL = (PENDING, UPLOADED, COMPLETED)
 
 
@@ -136,6 +139,9 @@ class Upload(BaseModel):
     expires_at = pw.DateTimeField()
     completed_at = pw.DateTimeField(null=True)
 
+    class Meta:
+        indexes = ((("organization", "status"), False),)  # the concurrent-upload cap's count
+
 
 class Transcription(BaseModel):
     """One transcription request. The RQ job id is `public_id`; the job receives it as its argument."""
@@ -152,9 +158,18 @@ class Transcription(BaseModel):
     error_message = pw.TextField(null=True)
     options = JSONField(default=dict)  # {"language", "prompt", "word_timestamps"}
     webhook_url = pw.CharField(max_length=2000, null=True)
-    created_at = pw.DateTimeField(default=utcnow, index=True)
+    created_at = pw.DateTimeField(default=utcnow)  # indexed after the organization (Meta)
     started_at = pw.DateTimeField(null=True)
     completed_at = pw.DateTimeField(null=True, index=True)  # the missed-webhook sweep
+
+    class Meta:
+        # an organization's list, newest first, whole or of one status: a page reads its rows and no
+        # more (migration 006); (status, completed_at): the missed-webhook sweep on SQLite too
+        indexes = (
+            (("organization", "created_at", "id"), False),
+            (("organization", "status", "created_at", "id"), False),
+            (("status", "completed_at"), False),
+        )
 
 
 class Segment(BaseModel):

@@ -19,6 +19,7 @@ http://127.0.0.1:8000/v1, what `make run` serves).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import email.utils
@@ -425,7 +426,9 @@ class Client:
     ) -> Upload:
         """Upload a file (path or binary file object): presign, PUT the bytes streamed, complete.
 
-        `progress(sent, total)` is called as the bytes go out."""
+        `progress(sent, total)` is called as the bytes go out. An upload that fails for good (its PUT
+        refused or unanswered, the file unreadable midway, Ctrl-C) is deleted before the error is raised:
+        it held one of the plan's concurrent uploads for an hour (the Free plan's only one)."""
         if isinstance(source, (str, os.PathLike)):
             with open(source, "rb") as handle:
                 return self.upload(handle, filename=filename, content_type=content_type, progress=progress)
@@ -433,8 +436,19 @@ class Client:
         kind = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
         size = _remaining_size(source)
         presigned = self.presign_upload(name, kind, size)
-        self._put(presigned, source, name, size, kind, progress)
-        return self.complete_upload(presigned.id)
+        try:
+            self._put(presigned, source, name, size, kind, progress)
+            return self.complete_upload(presigned.id)
+        except BaseException:  # refused, the file unreadable midway, Ctrl-C: the bytes will not come
+            with contextlib.suppress(Exception):  # best effort: else its URL expires within the hour
+                self.delete_upload(presigned.id)
+            raise
+
+    def delete_upload(self, upload_id: str) -> None:
+        """Delete an upload no transcription uses: its bytes go and its concurrent-upload slot is free.
+
+        A 404 answering the automatic retry of a DELETE whose first answer was lost is success."""
+        self._request("DELETE", f"/uploads/{upload_id}", gone_ok=True)
 
     def _put(
         self,

@@ -119,3 +119,20 @@ class Complete(MethodView):
     def post(self, body):
         """Mark an upload complete: it exists, has the declared size and is really audio/video"""
         return service.complete(state(), current_principal().org, body["upload_id"])
+
+
+@blp.route("/<string:upload_id>")
+class UploadById(MethodView):
+    @blp.response(204)
+    @errors(blp, 404, 409)
+    def delete(self, upload_id):
+        """Delete an upload no transcription uses
+
+        Its bytes are removed and its concurrent-upload slot is free at once: the way to give back the
+        slot of an upload that will not be completed (else it is held until `expires_at`). 409 CONFLICT
+        while a transcription uses it (delete the transcription: its upload goes with it) or while its
+        PUT or completion is still running (with Retry-After). Afterwards the upload, its URL included,
+        answers 404.
+        """
+        service.cancel(state(), current_principal().org, upload_id)
+        return None

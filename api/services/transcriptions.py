@@ -339,6 +339,6 @@ def upload_for(org: Organization, upload_public_id: str) -> Upload:
         org=org.id,
     )
     upload = next(iter(Upload.raw(sql, *params)), None)
-    if upload is None:
+    if upload is None or upload.status == UploadStatus.CANCELED:
         raise ApiError(ErrorCode.NOT_FOUND, "Upload not found", {"field": "upload_id"})
     return upload

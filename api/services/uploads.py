@@ -169,7 +169,7 @@ def receive_content(
     if not isinstance(payload, dict) or payload.get("u") != upload_public_id:
         raise ApiError(ErrorCode.FORBIDDEN, "The upload URL signature is invalid")
     upload = Upload.get_or_none(Upload.public_id == upload_public_id)
-    if upload is None:
+    if upload is None or upload.status == UploadStatus.CANCELED:
         raise NotFound("Upload")
     limit = min(upload.declared_size, state.settings.max_upload_bytes)
     if content_length is not None and content_length > limit:
@@ -256,10 +256,40 @@ def _record(state: AppState, upload: Upload, received: int) -> Upload:
 
 
 def get_upload(org: Organization, upload_public_id: str) -> Upload:
-    upload = Upload.get_or_none((Upload.public_id == upload_public_id) & (Upload.organization == org))
+    """One of `org`'s uploads; a deleted (canceled) one is not found."""
+    upload = Upload.get_or_none(
+        (Upload.public_id == upload_public_id)
+        & (Upload.organization == org)
+        & (Upload.status != UploadStatus.CANCELED)
+    )
     if upload is None:
         raise NotFound("Upload")
     return upload
+
+
+def cancel(state: AppState, org: Organization, upload_public_id: str) -> None:
+    """Delete an upload no transcription uses: its bytes go now and its concurrent-upload slot is free at
+    once (an abandoned presign held it until its URL expired: an hour of 429s on the Free plan).
+
+    Under the upload's write lock (409 while a PUT or complete of it runs) and its row lock (a
+    transcription created from it meanwhile is seen). The row stays, canceled, until the URL expires.
+    """
+    upload = get_upload(org, upload_public_id)
+    busy = "This upload's bytes are being received or checked; retry once that request has answered"
+    with _holding(state, upload, busy), write_transaction():
+        current = locked(Upload.select().where(Upload.id == upload.id)).first()
+        if current is None or current.status == UploadStatus.CANCELED:
+            raise NotFound("Upload")
+        user = current.transcriptions.select(Transcription.public_id).first()
+        if user is not None:
+            raise ApiError(
+                ErrorCode.CONFLICT,
+                "A transcription uses this upload; delete the transcription (its upload goes with it)",
+                {"upload_id": current.public_id, "transcription_id": user.public_id},
+            )
+        canceled = {Upload.status: UploadStatus.CANCELED, Upload.received_size: None}
+        Upload.update(canceled).where(Upload.id == current.id).execute()
+        state.storage.delete(current.storage_key)  # a storage that fails rolls the row back: retry the DELETE
 
 
 def complete(state: AppState, org: Organization, upload_public_id: str) -> Upload:
@@ -436,7 +466,9 @@ def delete_upload(state: AppState, upload: Upload) -> None:
 
 
 def _expired(now: dt.datetime) -> pw.Expression:
-    return Upload.status.in_([UploadStatus.PENDING, UploadStatus.UPLOADED]) & (Upload.expires_at < now)
+    """Never completed, or canceled, and its URL expired: no PUT can store anything under it any more."""
+    unfinished = [UploadStatus.PENDING, UploadStatus.UPLOADED, UploadStatus.CANCELED]
+    return Upload.status.in_(unfinished) & (Upload.expires_at < now)
 
 
 def _unused(now: dt.datetime) -> pw.Expression:

@@ -23,6 +23,7 @@ def test_fresh_database_is_migrated_once(database_url):
         "003_transcription_completed_at_index",
         "004_deleted_transcription",
         "005_webhook_secret_rotation",
+        "006_list_and_sweep_indexes",
     ]
     assert pending(database) == names
     assert upgrade(database) == names

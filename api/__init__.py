@@ -139,9 +139,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.before_request(refuse_unstorable_input)  # the body is read only for a caller let in
 
     api = CliptextApi(app)
-    from api.blueprints import health, openai, orgs, transcriptions, uploads
+    from api.blueprints import health, keys, openai, orgs, transcriptions, uploads
 
-    for module in (health, uploads, transcriptions, orgs, openai):
+    for module in (health, uploads, transcriptions, orgs, keys, openai):
         api.register_blueprint(module.blp)
 
     mount_admin(app, settings)

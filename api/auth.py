@@ -90,10 +90,16 @@ def revoke_key(key_public_id: str) -> bool:
         .execute()
     )
     if revoked:
-        app_state = state()
-        app_state.redis.set(generation_key(app_state), _new_generation())
-        principal_cache().clear()
+        announce_revocation()
     return revoked
+
+
+def announce_revocation() -> None:
+    """Tell every API process that a key was revoked (call it once the revocation is committed): a new
+    auth generation in Redis, and this process's cached lookups dropped at once."""
+    app_state = state()
+    app_state.redis.set(generation_key(app_state), _new_generation())
+    principal_cache().clear()
 
 
 def _unauthorized() -> ApiError:

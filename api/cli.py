@@ -22,10 +22,11 @@ from flask.cli import AppGroup, with_appcontext
 
 from api.auth import hash_key, revoke_key
 from api.models import ApiKey, Membership, Organization, Plan, Role, User, db
+from api.services import keys as key_service
 from api.services import orgs as org_service
 
 orgs_cli = AppGroup("orgs", help="Manage organizations.")
-keys_cli = AppGroup("keys", help="Manage API keys.")
+keys_cli = AppGroup("keys", help="Manage API keys (members manage theirs through /v1/orgs/{id}/keys too).")
 db_cli = AppGroup("db", help="Database migrations.")
 uploads_cli = AppGroup("uploads", help="Upload housekeeping.")
 
@@ -133,7 +134,7 @@ def create_key_command(org_id: str, email: str) -> None:
     """Issue a new API key for a member of an organization."""
     with db.connection_context():
         try:
-            key, raw = org_service.create_key(org_id, email)
+            key, raw = key_service.operator_create_key(org_id, email)
         except LookupError as error:
             raise click.ClickException(str(error)) from error
     click.echo(f"api key id: {key.public_id}", err=True)
@@ -147,7 +148,7 @@ def list_keys_command(org_id: str) -> None:
     """The keys of an organization (ids to revoke; the keys themselves are stored only hashed)."""
     with db.connection_context():
         try:
-            keys = org_service.list_keys(org_id)
+            keys = key_service.operator_list_keys(org_id)
         except LookupError as error:
             raise click.ClickException(str(error)) from error
     for key, email in keys:

@@ -38,6 +38,7 @@ import requests
 from cliptext.errors import CODE_FOR_HTTP, ErrorCode
 from cliptext.sdk_types import (
     FINAL_STATUSES,
+    ApiKey,
     CliptextError,
     Limits,
     Member,
@@ -53,6 +54,7 @@ from cliptext.sdk_types import (
 
 __all__ = [
     "FINAL_STATUSES",
+    "ApiKey",
     "Client",
     "CliptextError",
     "Limits",
@@ -736,3 +738,20 @@ class Client:
         `previous_secret_valid_until`). Owners and admins only. Not retried on a network error: a
         rotation whose answer was lost may have happened, so call webhook_secret() to see."""
         return WebhookSecret.from_json(self._json("POST", f"/orgs/{org_id}/webhook-secret/rotate"))
+
+    def create_key(self, org_id: str, member_id: str | None = None) -> ApiKey:
+        """A new API key for yourself, or (owners and admins) for the member `member_id` (usr_…).
+        `.key` is the key itself: the API shows it this once, so store it now. Not retried after a
+        network error (a retry would create a second key)."""
+        body = {} if member_id is None else {"member_id": member_id}
+        return ApiKey.from_json(self._json("POST", f"/orgs/{org_id}/keys", json=body))
+
+    def list_keys(self, org_id: str) -> list[ApiKey]:
+        """The organization's keys, revoked ones too (owners and admins); a member's own for a member."""
+        items = self._json("GET", f"/orgs/{org_id}/keys").get("data") or []
+        return [ApiKey.from_json(item) for item in items]
+
+    def revoke_key(self, org_id: str, key_id: str) -> None:
+        """Revoke a key (key_…): refused by the API from its next request. Revoking a revoked key
+        succeeds; the organization's last owner key is refused (CONFLICT)."""
+        self._request("DELETE", f"/orgs/{org_id}/keys/{key_id}")

@@ -250,3 +250,33 @@ class WebhookSecret:
         return _build(
             cls, data, previous_secret_valid_until=_parse_time(data.get("previous_secret_valid_until"))
         )
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key of an organization: `member_id` / `member_email` say whose it is. `key`, the key
+    itself, is set only in what create_key() returns (the API shows it that once); never printed."""
+
+    id: str
+    prefix: str
+    member_id: str | None = None
+    member_email: str | None = None
+    created_at: dt.datetime | None = None
+    last_used_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+    key: str | None = field(default=None, repr=False)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ApiKey:
+        member = data.get("member")
+        member = member if isinstance(member, Mapping) else {}
+        return _build(
+            cls,
+            data,
+            member_id=member.get("id"),
+            member_email=member.get("email"),
+            created_at=_parse_time(data.get("created_at")),
+            last_used_at=_parse_time(data.get("last_used_at")),
+            revoked_at=_parse_time(data.get("revoked_at")),
+        )

@@ -57,12 +57,12 @@ class Members(MethodView):
 
 # A secret must not be kept by a proxy or a browser cache: set here, whatever the app's defaults become.
 NO_STORE = {"Cache-Control": "no-store"}
-_NO_STORE_DOC = {"Cache-Control": {"description": "no-store", "schema": {"type": "string"}}}
+NO_STORE_DOC = {"Cache-Control": {"description": "no-store", "schema": {"type": "string"}}}
 
 
 @blp.route("/<string:org_id>/webhook-secret")
 class WebhookSecret(MethodView):
-    @blp.response(200, WebhookSecretSchema, headers=_NO_STORE_DOC)
+    @blp.response(200, WebhookSecretSchema, headers=NO_STORE_DOC)
     @errors(blp, 403, 404)
     def get(self, org_id):
         """The secret webhook deliveries are signed with (owners and admins only)"""
@@ -71,7 +71,7 @@ class WebhookSecret(MethodView):
 
 @blp.route("/<string:org_id>/webhook-secret/rotate")
 class RotateWebhookSecret(MethodView):
-    @blp.response(200, WebhookSecretSchema, headers=_NO_STORE_DOC)
+    @blp.response(200, WebhookSecretSchema, headers=NO_STORE_DOC)
     @errors(blp, 400, 403, 404, 413, 415)
     def post(self, org_id):
         """Replace the webhook secret (owners and admins only); for 24 h deliveries carry a signature

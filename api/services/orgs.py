@@ -183,44 +183,6 @@ def create_org(
     return org, key, raw
 
 
-def _require_org(org_public_id: str) -> None:
-    """LookupError naming the organization when there is none with this id (the CLI prints it)."""
-    if not Organization.select().where(Organization.public_id == org_public_id).exists():
-        raise LookupError(f"no organization {org_public_id}")
-
-
-def list_keys(org_public_id: str) -> list[tuple[ApiKey, str]]:
-    """(key, owner's email) of every key of an organization, oldest first; revoked ones too."""
-    _require_org(org_public_id)
-    keys = (
-        ApiKey.select(ApiKey, User.email)
-        .join(Membership)
-        .join(Organization)
-        .switch(Membership)
-        .join(User)
-        .where(Organization.public_id == org_public_id)
-        .order_by(ApiKey.created_at, ApiKey.id)
-        .objects()  # the owner's email on each key row: one query
-    )
-    return [(key, key.email) for key in keys]
-
-
-def create_key(org_public_id: str, email: str) -> tuple[ApiKey, str]:
-    membership = (
-        Membership.select()
-        .join(Organization)
-        .switch(Membership)
-        .join(User)
-        .where((Organization.public_id == org_public_id) & (User.email == email.strip().lower()))
-        .first()
-    )
-    if membership is None:
-        _require_org(org_public_id)
-        raise LookupError(f"{email} is not a member of {org_public_id}")
-    with db.atomic():
-        return issue_key(membership)
-
-
 # How long the secret a rotation replaced still signs deliveries (beside the new one): the time a
 # receiver has to switch to the new secret without refusing a delivery.
 WEBHOOK_SECRET_OVERLAP = dt.timedelta(hours=24)

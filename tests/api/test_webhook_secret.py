@@ -15,6 +15,7 @@ from pathlib import Path
 
 import api.services.orgs as org_service
 from api.models import Organization, utcnow
+from api.services.keys import operator_create_key
 from api.services.orgs import WEBHOOK_SECRET_OVERLAP, signing_secrets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ def key_of(app, client, org: Organization, owner: dict[str, str], email: str, ro
     )
     assert added.status_code == 201, added.get_json()
     with app.app_context():
-        _, raw = org_service.create_key(org.public_id, email)
+        _, raw = operator_create_key(org.public_id, email)
     return {"Authorization": f"Bearer {raw}"}
 
 

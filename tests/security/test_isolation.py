@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from api.models import Membership, Organization, Segment, Transcription, Upload, utcnow
+from api.models import ApiKey, Membership, Organization, Segment, Transcription, Upload, utcnow
 from tests.media import AUDIO_DIR
 
 JFK_MP3 = AUDIO_DIR / "jfk.mp3"
@@ -54,6 +54,8 @@ def seed_org_a(app, new_org) -> dict[str, Any]:
             webhook_url="https://hooks.example.com/secret-a",
         )
         Segment.create(transcription=txn, index=0, start=0.0, end=2.0, text=SECRET_TEXT)
+        key = ApiKey.select(ApiKey, Membership).join(Membership).where(Membership.organization == org).get()
+        owner_id = key.membership.user.public_id
     return {
         "org": org,
         "key": raw,
@@ -61,6 +63,8 @@ def seed_org_a(app, new_org) -> dict[str, Any]:
             "org_id": [org.public_id],
             "transcription_id": [txn.public_id],
             "upload_id": [completed.public_id, pending.public_id],
+            "key_id": [key.public_id],
+            "member_id": [owner_id],
         },
         "secrets": [SECRET_TEXT, SECRET_NAME, SECRET_FILENAME, "secret-a", org.webhook_secret],
     }

@@ -36,7 +36,7 @@ def all_text_in_database(database_path: str) -> str:
 def test_keys_are_stored_only_as_sha256(app, client, new_org, env):
     _, raw = new_org("pro")
     with app.app_context():
-        from api.services.orgs import create_key
+        from api.services.keys import operator_create_key as create_key
 
         org = ApiKey.select().first().membership.organization
         email = ApiKey.select().first().membership.user.email
@@ -169,7 +169,7 @@ def key_id_of(app, raw: str) -> str:
 def test_key_revoked_by_another_process_is_refused_at_once(make_app, new_org):
     """Cached lookups stand only while no key was revoked anywhere: the next request is a 401, also for
     a cached key whose organization is over its rate limit (401, not 429). The org's other key works."""
-    from api.services.orgs import create_key
+    from api.services.keys import operator_create_key as create_key
 
     app = make_app(auth_cache_seconds=3600)  # nothing expires during the test
     client = app.test_client()

@@ -1,0 +1,206 @@
+"""API keys: issued, listed and revoked by an organization's own members (API) or by the operator (CLI).
+
+Who may do what (API):
+- a member creates, lists and revokes their own keys only;
+- owners and admins list and revoke every key of the organization, and create keys for its members;
+  a key for an owner is created by an owner only (an admin handed an owner's key would act as an owner,
+  which `add_member` already refuses them);
+- the last active key held by an owner is not revoked (409): only an owner's key can create owner
+  keys, so without one the organization could no longer manage its owners without the operator. The
+  operator's `flask --app api keys revoke` is not held to this (the operator can always issue a key).
+
+A revocation is seen by every API process from its next request (api.auth: the auth generation in
+Redis, and this process's cache dropped at once).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from api.auth import announce_revocation, issue_key
+from api.db import locked, write_transaction
+from api.errors import ApiError, NotFound
+from api.models import ApiKey, Membership, Organization, Role, User, db, utcnow
+from api.services.orgs import membership_in
+from cliptext.errors import ErrorCode
+
+
+@dataclass(frozen=True)
+class KeyMember:
+    """Whose key it is: the user's id (usr_…) and email."""
+
+    id: str
+    email: str
+
+
+@dataclass(frozen=True)
+class KeyView:
+    """A key as listed: never its hash, never the key itself."""
+
+    public_id: str
+    prefix: str
+    member: KeyMember
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class IssuedKey(KeyView):
+    """A key just created, with the raw key: shown this once, stored only hashed."""
+
+    key: str
+
+
+def _fields(key: ApiKey, user: User) -> dict[str, Any]:
+    return {
+        "public_id": key.public_id,
+        "prefix": key.prefix,
+        "member": KeyMember(user.public_id, user.email),
+        "created_at": key.created_at,
+        "last_used_at": key.last_used_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+def _keys_of(org: Organization):
+    """The organization's keys with their member's user (one query), oldest first."""
+    return (
+        ApiKey.select(ApiKey, Membership, User)
+        .join(Membership)
+        .join(User)
+        .where(Membership.organization == org)
+        .order_by(ApiKey.created_at, ApiKey.id)
+    )
+
+
+def list_keys(actor: Membership, org_public_id: str) -> list[KeyView]:
+    """Every key of the organization (revoked ones too) for owners and admins; a member's own for a member."""
+    mine = membership_in(actor, org_public_id)
+    query = _keys_of(mine.organization)
+    if mine.role not in Role.MANAGERS:
+        query = query.where(ApiKey.membership == mine.id)
+    return [KeyView(**_fields(key, key.membership.user)) for key in query]
+
+
+def _member(org: Organization, user_public_id: str) -> Membership:
+    """The membership of that user in the organization, with its user; 404 when there is none."""
+    found = (
+        Membership.select(Membership, User)
+        .join(User)
+        .where((Membership.organization == org) & (User.public_id == user_public_id))
+        .first()
+    )
+    if found is None:
+        raise NotFound("Member")
+    return found
+
+
+def create_key(actor: Membership, org_public_id: str, member_public_id: str | None = None) -> IssuedKey:
+    """A new key for `member_public_id` (a user's id), or for the caller when None."""
+    mine = membership_in(actor, org_public_id)
+    if member_public_id is None:
+        target, user = mine, mine.user
+    else:
+        target = _member(mine.organization, member_public_id)
+        user = target.user
+    if target.id != mine.id:
+        if mine.role not in Role.MANAGERS:
+            raise ApiError(ErrorCode.FORBIDDEN, "Members can create keys only for themselves")
+        if target.role == Role.OWNER and mine.role != Role.OWNER:
+            raise ApiError(ErrorCode.FORBIDDEN, "Only owners can create keys for owners")
+    with db.atomic():
+        key, raw = issue_key(target)
+    return IssuedKey(**_fields(key, user), key=raw)
+
+
+def revoke_key(actor: Membership, org_public_id: str, key_public_id: str) -> None:
+    """Revoke a key of the organization: owners and admins any, a member their own (403 otherwise).
+
+    Revoking a key already revoked succeeds again and tells the API processes again (a revocation
+    whose Redis could not be told, a 503, is completed by retrying it). The organization's last
+    active owner key is refused with 409; the check and the write hold the organization's row lock,
+    so two revocations at once cannot both take one of its last two owner keys.
+    """
+    mine = membership_in(actor, org_public_id)
+    org = mine.organization
+    key = (
+        ApiKey.select(ApiKey)
+        .join(Membership)
+        .where((ApiKey.public_id == key_public_id) & (Membership.organization == org))
+        .first()
+    )
+    if key is None:
+        raise NotFound("API key")
+    if key.membership_id != mine.id and mine.role not in Role.MANAGERS:
+        raise ApiError(ErrorCode.FORBIDDEN, "Members can revoke only their own keys")
+    if key.revoked_at is None:
+        with write_transaction():
+            locked(Organization.select().where(Organization.id == org.id)).first()
+            _refuse_last_owner_key(org, key)
+            ApiKey.update(revoked_at=utcnow()).where(
+                (ApiKey.id == key.id) & ApiKey.revoked_at.is_null()
+            ).execute()
+    announce_revocation()  # after the commit: a process that looks the key up again sees it revoked
+
+
+def _refuse_last_owner_key(org: Organization, key: ApiKey) -> None:
+    """409 when `key` is the only active key any owner of the organization holds."""
+    owner_keys = [
+        found.id
+        for found in ApiKey.select(ApiKey.id)
+        .join(Membership)
+        .where(
+            (Membership.organization == org) & (Membership.role == Role.OWNER) & ApiKey.revoked_at.is_null()
+        )
+    ]
+    if owner_keys == [key.id]:
+        raise ApiError(
+            ErrorCode.CONFLICT,
+            "This is the organization's last owner key; create another owner key first",
+            {"key_id": key.public_id},
+        )
+
+
+# -- the operator's (CLI): any organization, no membership -------------------------------------------
+
+
+def _require_org(org_public_id: str) -> None:
+    """LookupError naming the organization when there is none with this id (the CLI prints it)."""
+    if not Organization.select().where(Organization.public_id == org_public_id).exists():
+        raise LookupError(f"no organization {org_public_id}")
+
+
+def operator_list_keys(org_public_id: str) -> list[tuple[ApiKey, str]]:
+    """(key, owner's email) of every key of an organization, oldest first; revoked ones too."""
+    _require_org(org_public_id)
+    keys = (
+        ApiKey.select(ApiKey, User.email)
+        .join(Membership)
+        .join(Organization)
+        .switch(Membership)
+        .join(User)
+        .where(Organization.public_id == org_public_id)
+        .order_by(ApiKey.created_at, ApiKey.id)
+        .objects()  # the owner's email on each key row: one query
+    )
+    return [(key, key.email) for key in keys]
+
+
+def operator_create_key(org_public_id: str, email: str) -> tuple[ApiKey, str]:
+    """A new key for the member with that email (LookupError when there is none); the raw key once."""
+    membership = (
+        Membership.select()
+        .join(Organization)
+        .switch(Membership)
+        .join(User)
+        .where((Organization.public_id == org_public_id) & (User.email == email.strip().lower()))
+        .first()
+    )
+    if membership is None:
+        _require_org(org_public_id)
+        raise LookupError(f"{email} is not a member of {org_public_id}")
+    with db.atomic():
+        return issue_key(membership)

@@ -156,7 +156,10 @@ def cancel_transcription(connection: redis.Redis, transcription_id: str) -> None
         job = Job.fetch(transcription_id, connection=connection)
     except NoSuchJobError:
         return
-    status = job.get_status(refresh=True)
+    try:
+        status = job.get_status(refresh=True)
+    except InvalidJobOperation:  # deleted since the fetch (a worker's sweep, its result expired): gone
+        return
     if status == JobStatus.STARTED:
         # the worker kills the work horse; the job record then expires with failure_ttl
         with contextlib.suppress(InvalidJobOperation, NoSuchJobError):  # it may just have finished

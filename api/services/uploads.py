@@ -271,8 +271,9 @@ def cancel(state: AppState, org: Organization, upload_public_id: str) -> None:
     """Delete an upload no transcription uses: its bytes go now and its concurrent-upload slot is free at
     once (an abandoned presign held it until its URL expired: an hour of 429s on the Free plan).
 
-    Under the upload's write lock (409 while a PUT or complete of it runs) and its row lock (a
-    transcription created from it meanwhile is seen). The row stays, canceled, until the URL expires.
+    Under the upload's write lock (409 while a PUT or complete of it runs; S3's holds nothing, and a
+    complete running meanwhile answers 404) and its row lock (a transcription created from it meanwhile
+    is seen). The row stays, canceled, until the URL expires.
     """
     upload = get_upload(org, upload_public_id)
     busy = "This upload's bytes are being received or checked; retry once that request has answered"
@@ -337,12 +338,16 @@ def _check_and_complete(state: AppState, upload: Upload) -> Upload:
         delete_upload(state, upload)
         raise
     now = utcnow()
+    # not over a delete: S3's write lock holds nothing, so a DELETE may cancel it (its object removed)
+    # during the checks, and `completed` written over that had answered 200 for audio already gone
     Upload.update(
         status=UploadStatus.COMPLETED, received_size=size, duration=duration, completed_at=now
-    ).where(Upload.id == upload.id).execute()
+    ).where((Upload.id == upload.id) & (Upload.status != UploadStatus.CANCELED)).execute()
     current = Upload.get_or_none(Upload.id == upload.id)
     if current is None:  # purged as it expired during the checks
         raise _expired_meanwhile(upload)
+    if current.status == UploadStatus.CANCELED:
+        raise NotFound("Upload")
     return current
 
 

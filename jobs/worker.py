@@ -44,7 +44,7 @@ import redis
 from rq import Queue, Worker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import DequeueTimeout, InvalidJobOperation, NoSuchJobError, StopRequested
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.worker import WorkerStatus
@@ -60,6 +60,7 @@ from jobs.recovery import enqueue_missed_webhooks, recover_abandoned, requeue_or
 from jobs.webhooks import QUEUE_NAME as WEBHOOK_QUEUE
 
 TRANSCRIPTION_QUEUE = "transcriptions"
+SCHEDULER_STOP = 5  # seconds: how long a stopping worker waits for its scheduler process
 
 log = logging.getLogger("jobs.worker")
 
@@ -302,12 +303,12 @@ class CliptextWorker(Worker):
         # does not take the loop's return for an error and start again, and so that RQ's loop still
         # ends should its StopRequested be caught on the way up
         self._stop_requested = True
-        super().request_stop(signum, frame)  # raises StopRequested when idle
         job = self._running
-        if job is not None and self._hand_back_timer is None:
+        if job is not None and self._hand_back_timer is None:  # the grace counts from the signal
             self._hand_back_timer = threading.Timer(self.settings.worker_stop_grace, self._hand_back, [job])
             self._hand_back_timer.daemon = True
             self._hand_back_timer.start()
+        super().request_stop(signum, frame)  # raises StopRequested when idle
 
     def _hand_back(self, job: Job) -> None:
         """In the timer's thread: stop the horse of `job` as RQ's stop command does (execute_job then
@@ -327,13 +328,31 @@ class CliptextWorker(Worker):
 
     def _requeue_handed_back(self, job: Job) -> bool:
         """Put a handed-back job at the front of its queue, not counted as a recovery; whether done
-        (else the recovery sweep of the next maintenance takes it)."""
+        (else the recovery sweep of the next maintenance takes it). Only a job RQ filed as stopped: one
+        whose horse ended on its own just before the timer fired keeps its own outcome."""
         try:
+            if job.get_status(refresh=True) != JobStatus.STOPPED:
+                return False
             FailedJobRegistry(job.origin, connection=self.connection).requeue(job.id, at_front=True)
         except (InvalidJobOperation, NoSuchJobError, *_REDIS_DOWN) as error:
             log.warning("job %s: not handed back (%s); the recovery sweep requeues it", job.id, error)
             return False
         return True
+
+    def stop_scheduler(self) -> None:
+        """RQ's (SIGTERM to the scheduler's process, then wait for it), with the wait bounded: it runs in
+        the SIGTERM handler, and a scheduler process that did not end (seen in a test run, after its own
+        "has stopped" line) held the worker there for good, its running job with it."""
+        process = self.scheduler._process if self.scheduler else None
+        if process is None or not process.pid:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(process.pid, signal.SIGTERM)
+        process.join(SCHEDULER_STOP)
+        if process.is_alive():
+            log.warning("scheduler process %d still there after %d s: killed", process.pid, SCHEDULER_STOP)
+            process.kill()
+            process.join()
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         interval = self.job_monitoring_interval

@@ -130,9 +130,9 @@ class UploadById(MethodView):
 
         Its bytes are removed and its concurrent-upload slot is free at once: the way to give back the
         slot of an upload that will not be completed (else it is held until `expires_at`). 409 CONFLICT
-        while a transcription uses it (delete the transcription: its upload goes with it) or while its
-        PUT or completion is still running (with Retry-After). Afterwards the upload, its URL included,
-        answers 404.
+        while a transcription uses it (delete the transcription: its upload goes with it), or, on local
+        storage, while its PUT or completion is still running (with Retry-After; on S3 a completion
+        running meanwhile answers 404). Afterwards the upload, its URL included, answers 404.
         """
         service.cancel(state(), current_principal().org, upload_id)
         return None

@@ -4,6 +4,9 @@ deploys during one long transcription failed it)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -61,3 +64,31 @@ def test_a_job_ending_within_the_stop_grace_finishes_and_the_worker_exits(stack:
     stopping.process.wait(60)
     assert stack.wait(created, timeout=10)["status"] == "completed", stopping.log()
     assert "handed back" not in stopping.log()
+
+
+def test_a_scheduler_process_that_does_not_stop_holds_neither_the_worker_nor_its_job(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """RQ's warm shutdown waits for its scheduler process inside the SIGTERM handler, without a bound: a
+    scheduler that did not end (seen once in a test run; here one stopped with SIGSTOP) held the worker
+    there, and its job was never handed back."""
+    stopping = stack.start_worker(name="stuck-scheduler", CLIPTEXT_WORKER_STOP_GRACE="1")
+    created = stack.create(stack.upload(_long_speech(tmp_path), "audio/wav"))["id"]
+    deadline = time.monotonic() + 120
+    while not stack.segments(created):
+        assert time.monotonic() < deadline, stopping.log()
+        time.sleep(0.1)
+    found = re.search(r"Scheduler for .* started with PID (\d+)", stopping.log())
+    assert found, stopping.log()
+    scheduler = int(found.group(1))
+    os.kill(scheduler, signal.SIGSTOP)
+    try:
+        stopping.process.send_signal(signal.SIGTERM)
+        stopping.process.wait(30)  # the scheduler's 5 s, then the grace
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(scheduler, signal.SIGKILL)
+    assert f"scheduler process {scheduler} still there after 5 s: killed" in stopping.log(), stopping.log()
+    assert stopping.wait_for_line(f"job {created} on "), stopping.log()
+    assert "ended: handed_back" in stopping.log(), stopping.log()
+    assert Job.fetch(created, connection=stack.redis).get_status() == "queued"

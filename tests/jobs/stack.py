@@ -264,6 +264,13 @@ class Stack:
         with contextlib.closing(sqlite3.connect(self.tmp / "jobs.db", timeout=10)) as conn:
             return conn.execute(sql, params).fetchall()
 
+    def wait_for_segments(self, transcription_id: str, worker: Proc, timeout: float = 120) -> None:
+        """Until the job has stored its first segment: it is running, well into its audio."""
+        deadline = time.monotonic() + timeout
+        while not self.segments(transcription_id):
+            assert time.monotonic() < deadline, worker.log()
+            time.sleep(0.1)
+
     def segments(self, transcription_id: str) -> list[tuple]:
         return self.query(
             'SELECT s."index", s.start, s."end", s.text FROM segment s JOIN transcription t '

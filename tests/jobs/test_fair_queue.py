@@ -67,10 +67,7 @@ def test_the_job_of_a_worker_killed_is_requeued_on_its_organizations_queue(stack
     created = stack.create(stack.upload(LONG, "audio/mpeg"))["id"]
     origin = stack.job_hash(created)["origin"]
     assert origin.startswith(f"{QUEUE_NAME}.org_"), origin
-    deadline = time.monotonic() + 120
-    while not stack.segments(created):
-        assert time.monotonic() < deadline, first.log()
-        time.sleep(0.1)
+    stack.wait_for_segments(created, first)
     first.kill()
     deadline = time.monotonic() + 60
     registry = StartedJobRegistry(origin, connection=stack.redis)

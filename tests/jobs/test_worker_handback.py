@@ -30,10 +30,7 @@ def test_a_job_outliving_the_stop_grace_goes_back_to_the_front_of_its_queue_at_o
 ) -> None:
     stopping = stack.start_worker(name="deployed", CLIPTEXT_WORKER_STOP_GRACE="1")
     created = stack.create(stack.upload(_long_speech(tmp_path), "audio/wav"))["id"]
-    deadline = time.monotonic() + 120
-    while not stack.segments(created):
-        assert time.monotonic() < deadline, stopping.log()
-        time.sleep(0.1)
+    stack.wait_for_segments(created, stopping)
     origin = stack.job_hash(created)["origin"]
     stopping.process.send_signal(signal.SIGTERM)
     stopping.process.wait(20)  # the grace (1 s), not the rest of a 130 s transcription
@@ -74,10 +71,7 @@ def test_a_scheduler_process_that_does_not_stop_holds_neither_the_worker_nor_its
     there, and its job was never handed back."""
     stopping = stack.start_worker(name="stuck-scheduler", CLIPTEXT_WORKER_STOP_GRACE="1")
     created = stack.create(stack.upload(_long_speech(tmp_path), "audio/wav"))["id"]
-    deadline = time.monotonic() + 120
-    while not stack.segments(created):
-        assert time.monotonic() < deadline, stopping.log()
-        time.sleep(0.1)
+    stack.wait_for_segments(created, stopping)
     found = re.search(r"Scheduler for .* started with PID (\d+)", stopping.log())
     assert found, stopping.log()
     scheduler = int(found.group(1))

@@ -60,10 +60,7 @@ def test_a_job_whose_worker_died_runs_again_before_the_jobs_queued_after_it(stac
     was requeued behind the whole backlog (hours of other organizations' jobs)."""
     first = stack.start_worker(name="stopped-by-a-deploy")
     interrupted = stack.create(stack.upload(LONG, "audio/mpeg"))["id"]
-    deadline = time.monotonic() + 120
-    while not stack.segments(interrupted):
-        assert time.monotonic() < deadline, first.log()
-        time.sleep(0.1)
+    stack.wait_for_segments(interrupted, first)
     first.kill()
     queued_after = stack.create(stack.upload(JFK, "audio/mpeg"))["id"]
     _wait_heartbeat_expired(stack, interrupted)
@@ -84,10 +81,7 @@ def test_the_stopped_job_of_a_transcription_deleted_while_processing_does_not_st
     each such delete, and every maintenance looked it up in the database again."""
     worker = stack.start_worker()
     created = stack.create(stack.upload(LONG, "audio/mpeg"))["id"]
-    deadline = time.monotonic() + 120
-    while not stack.segments(created):
-        assert time.monotonic() < deadline, worker.log()
-        time.sleep(0.1)
+    stack.wait_for_segments(created, worker)
     origin = stack.job_hash(created)["origin"]  # its organization's queue
     assert stack.http("DELETE", f"/v1/transcriptions/{created}").status_code == 204
     failed = FailedJobRegistry(origin, connection=stack.redis)
@@ -105,10 +99,7 @@ def test_a_transcription_deleted_while_its_database_is_busy_is_not_run_again(sta
     `processing`, took the job for one that died with its worker and ran it again."""
     worker = stack.start_worker()
     created = stack.create(stack.upload(LONG, "audio/mpeg"))["id"]
-    deadline = time.monotonic() + 120
-    while not stack.segments(created):
-        assert time.monotonic() < deadline, worker.log()
-        time.sleep(0.1)
+    stack.wait_for_segments(created, worker)
     answers: list[int] = []
     with contextlib.closing(sqlite3.connect(stack.tmp / "jobs.db", timeout=10, isolation_level=None)) as busy:
         busy.execute("BEGIN IMMEDIATE")  # another writer: the DELETE waits for it (busy timeout 10 s)

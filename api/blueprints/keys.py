@@ -18,11 +18,12 @@ blp = Blueprint("keys", __name__, url_prefix="/v1/orgs", description="API keys")
 class Keys(MethodView):
     @blp.arguments(CreateKeySchema())
     @blp.response(201, CreatedKeySchema, headers=NO_STORE_DOC)
-    @errors(blp, 400, 403, 404, 413, 415, 422)
+    @errors(blp, 400, 403, 404, 409, 413, 415, 422)
     def post(self, body, org_id):
         """Create an API key: yours, or (owners and admins) a member's
 
-        Only owners create keys for owners. The key is in this answer only: store it now.
+        Only owners create keys for owners. The key is in this answer only: store it now. A member holds
+        at most 25 active keys (409 beyond: revoke one first).
         """
         created = service.create_key(current_principal().membership, org_id, body.get("member_id"))
         return created, 201, NO_STORE

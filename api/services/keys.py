@@ -26,6 +26,9 @@ from api.models import ApiKey, Membership, Organization, Role, User, db, utcnow
 from api.services.orgs import membership_in
 from cliptext.errors import ErrorCode
 
+# active keys one member may hold: a key can mint keys (a leaked one too), and the table stays bounded
+MAX_ACTIVE_KEYS = 25
+
 
 @dataclass(frozen=True)
 class KeyMember:
@@ -111,7 +114,15 @@ def create_key(actor: Membership, org_public_id: str, member_public_id: str | No
             raise ApiError(ErrorCode.FORBIDDEN, "Members can create keys only for themselves")
         if target.role == Role.OWNER and mine.role != Role.OWNER:
             raise ApiError(ErrorCode.FORBIDDEN, "Only owners can create keys for owners")
-    with db.atomic():
+    with write_transaction():
+        locked(Membership.select().where(Membership.id == target.id)).first()  # two creations at once
+        active = ApiKey.select().where((ApiKey.membership == target.id) & ApiKey.revoked_at.is_null()).count()
+        if active >= MAX_ACTIVE_KEYS:
+            raise ApiError(
+                ErrorCode.CONFLICT,
+                f"A member holds at most {MAX_ACTIVE_KEYS} active keys; revoke one first",
+                {"member_id": user.public_id, "active_keys": active},
+            )
         key, raw = issue_key(target)
     return IssuedKey(**_fields(key, user), key=raw)
 

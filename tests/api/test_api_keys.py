@@ -253,3 +253,21 @@ def test_two_revocations_at_once_keep_one_owner_key(app, make_app, new_org, monk
     assert [answers[name].status_code for name in ("first", "second")] == [204, 409]
     with app.app_context():
         assert ApiKey.get(ApiKey.public_id == second["id"]).revoked_at is None
+
+
+def test_a_member_holds_at_most_the_cap_of_active_keys(app, client, new_org):
+    """A key can mint keys, a leaked one too: without a cap one key filled the table at the rate limit."""
+    org, team = new_team(client, new_org)
+    member_id, member = team["member"]
+    for _ in range(key_service.MAX_ACTIVE_KEYS - 1):  # the one new_team made, then up to the cap
+        create_key(client, org, member)
+    refused = client.post(keys_url(org), headers=member)
+    assert refused.status_code == 409, refused.get_json()
+    assert refused.get_json()["error"]["details"] == {
+        "member_id": member_id,
+        "active_keys": key_service.MAX_ACTIVE_KEYS,
+    }
+    mine = client.get(keys_url(org), headers=member).get_json()["data"]
+    assert len(mine) == key_service.MAX_ACTIVE_KEYS
+    assert client.delete(keys_url(org, mine[-1]["id"]), headers=member).status_code == 204
+    assert client.post(keys_url(org), headers=member).status_code == 201

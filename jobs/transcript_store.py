@@ -197,6 +197,24 @@ def back_to_queue(run: Started) -> bool:
         return updated
 
 
+def handed_back(public_id: str) -> bool:
+    """processing -> queued for a run its worker stopped to hand the job back (jobs.worker): the API
+    showed it `processing`, with the progress of a run that was over, until a worker started it again.
+
+    Called before the job is queued again, so no later run can own the transcription yet."""
+    with db.connection_context(), write_transaction():
+        row = Transcription.get_or_none(
+            (Transcription.public_id == public_id) & (Transcription.status == TranscriptionStatus.PROCESSING)
+        )
+        if row is None:
+            return False
+        Transcription.update(status=TranscriptionStatus.QUEUED, progress=None, started_at=None).where(
+            (Transcription.id == row.id) & (Transcription.status == TranscriptionStatus.PROCESSING)
+        ).execute()
+        Segment.delete().where(Segment.transcription == row.id).execute()
+        return True
+
+
 def discard(run: Started) -> None:
     """Remove what a canceled run stored; a transcription another run took over, or that completed
     or failed meanwhile, keeps its segments (a deleted one lost them with its row)."""

@@ -50,11 +50,12 @@ from rq.scheduler import RQScheduler
 from rq.worker import WorkerStatus
 
 from api.db import db, init_db
-from api.queue import family_queues, forget_empty_queue, in_family, job_request_id
+from api.queue import JOB_FUNCTION, family_queues, forget_empty_queue, in_family, job_request_id
 from api.storage import use_scratch_dir
 from cliptext import file_locks
 from cliptext.jsonlog import configure_logging, request_id_var
 from cliptext.settings import Settings, settings_or_exit
+from jobs import transcript_store as store
 from jobs.metrics import forget_outcome, record_job, start_exporter
 from jobs.recovery import enqueue_missed_webhooks, recover_abandoned, requeue_orphans
 from jobs.webhooks import QUEUE_NAME as WEBHOOK_QUEUE
@@ -333,6 +334,8 @@ class CliptextWorker(Worker):
         try:
             if job.get_status(refresh=True) != JobStatus.STOPPED:
                 return False
+            if job.func_name == JOB_FUNCTION:
+                _show_queued(job.id)
             FailedJobRegistry(job.origin, connection=self.connection).requeue(job.id, at_front=True)
         except (InvalidJobOperation, NoSuchJobError, *_REDIS_DOWN) as error:
             log.warning("job %s: not handed back (%s); the recovery sweep requeues it", job.id, error)
@@ -449,6 +452,15 @@ class CliptextWorker(Worker):
                     raise
                 except Exception:  # a sweep must never take the worker down
                     log.exception("%s of %s failed", sweep.__name__, name)
+
+
+def _show_queued(transcription_id: str) -> None:
+    """A handed-back transcription back to `queued` in the database (jobs.transcript_store.handed_back);
+    a database that does not answer leaves it `processing` until its next run starts."""
+    try:
+        store.handed_back(transcription_id)
+    except Exception as error:  # the requeue matters more than what the API shows meanwhile
+        log.warning("transcription %s handed back but still shown processing: %s", transcription_id, error)
 
 
 def _forget_if_empty(connection: redis.Redis, settings: Settings, queue_name: str) -> None:

@@ -40,6 +40,8 @@ def test_a_job_outliving_the_stop_grace_goes_back_to_the_front_of_its_queue_at_o
     job = Job.fetch(created, connection=stack.redis)
     assert job.get_status() == "queued" and "recoveries" not in job.meta, (job.get_status(), job.meta)
     assert Queue(origin, connection=stack.redis).job_ids[:1] == [created]
+    waiting = stack.http("GET", f"/v1/transcriptions/{created}").json()
+    assert waiting["status"] == "queued" and not waiting.get("segments"), waiting  # not the dead run's
 
     taking_over = stack.start_worker(name="next")
     body = stack.wait(created, timeout=300)

@@ -305,7 +305,10 @@ class CliptextWorker(Worker):
         # ends should its StopRequested be caught on the way up
         self._stop_requested = True
         job = self._running
-        if job is not None and self._hand_back_timer is None:  # the grace counts from the signal
+        # the timer first: the grace counts from the signal, and RQ's handler below can be cut short (the
+        # job monitor's alarm, every worker_heartbeat_seconds, raises in it while it waits for the
+        # scheduler process to end): a timer started after it was, in one test run of six, never started
+        if job is not None and self._hand_back_timer is None:
             self._hand_back_timer = threading.Timer(self.settings.worker_stop_grace, self._hand_back, [job])
             self._hand_back_timer.daemon = True
             self._hand_back_timer.start()
@@ -343,9 +346,8 @@ class CliptextWorker(Worker):
         return True
 
     def stop_scheduler(self) -> None:
-        """RQ's (SIGTERM to the scheduler's process, then wait for it), with the wait bounded: it runs in
-        the SIGTERM handler, and a scheduler process that did not end (seen in a test run, after its own
-        "has stopped" line) held the worker there for good, its running job with it."""
+        """RQ's (SIGTERM to the scheduler's process, then wait for it), with the wait bounded: a scheduler
+        process that does not end (one stopped with SIGSTOP, in the tests) held the worker's exit for good."""
         process = self.scheduler._process if self.scheduler else None
         if process is None or not process.pid:
             return

@@ -68,9 +68,9 @@ def test_a_job_ending_within_the_stop_grace_finishes_and_the_worker_exits(stack:
 def test_a_scheduler_process_that_does_not_stop_holds_neither_the_worker_nor_its_job(
     stack: Stack, tmp_path: Path
 ) -> None:
-    """RQ's warm shutdown waits for its scheduler process inside the SIGTERM handler, without a bound: a
-    scheduler that did not end (seen once in a test run; here one stopped with SIGSTOP) held the worker
-    there, and its job was never handed back."""
+    """RQ's SIGTERM handler waits for the scheduler process, and the job monitor's alarm can cut that wait
+    short: a handback timer started after it never started (once in six runs). At exit the same wait,
+    unbounded, held the worker for good when the scheduler did not end (here one stopped with SIGSTOP)."""
     stopping = stack.start_worker(name="stuck-scheduler", CLIPTEXT_WORKER_STOP_GRACE="1")
     created = stack.create(stack.upload(_long_speech(tmp_path), "audio/wav"))["id"]
     stack.wait_for_segments(created, stopping)

@@ -19,7 +19,6 @@ http://127.0.0.1:8000/v1, what `make run` serves).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import email.utils
@@ -118,6 +117,9 @@ class _ProgressBody:
             yield chunk
             if self._progress:
                 self._progress(sent, self._total)
+
+
+GIVE_BACK_TRIES = 6  # 2.5 s of waits for the server to let go of a dropped PUT
 
 
 def _remaining_size(handle: IO[bytes]) -> int:
@@ -442,9 +444,22 @@ class Client:
             self._put(presigned, source, name, size, kind, progress)
             return self.complete_upload(presigned.id)
         except BaseException:  # refused, the file unreadable midway, Ctrl-C: the bytes will not come
-            with contextlib.suppress(Exception):  # best effort: else its URL expires within the hour
-                self.delete_upload(presigned.id)
+            self._give_back(presigned.id)
             raise
+
+    def _give_back(self, upload_id: str) -> None:
+        """Best effort: delete a failed upload, else its slot is held until its URL expires. The server
+        may still be ending the PUT the client just dropped (409 with Retry-After): a few short waits."""
+        for attempt in range(GIVE_BACK_TRIES):
+            try:
+                self.delete_upload(upload_id)
+                return
+            except CliptextError as error:
+                if not _busy(error) or attempt == GIVE_BACK_TRIES - 1:
+                    return
+            except Exception:
+                return
+            time.sleep(0.5)
 
     def delete_upload(self, upload_id: str) -> None:
         """Delete an upload no transcription uses: its bytes go and its concurrent-upload slot is free.

@@ -181,6 +181,15 @@ def receive_content(
         _claim(upload)
         try:
             received = state.storage.write_stream(upload.storage_key, stream, limit)
+            if content_length is not None and received < content_length:
+                # the client went away mid-body: taken as the whole upload, the URL counted as used and
+                # the resend of the client's retry was refused, then complete failed on the size
+                state.storage.delete(upload.storage_key)
+                raise ApiError(
+                    ErrorCode.VALIDATION_ERROR,
+                    "The body ended before its Content-Length; send it again",
+                    {"received": received, "content_length": content_length},
+                )
             return _record(state, upload, received)
         except TooLarge as error:
             _release(upload)

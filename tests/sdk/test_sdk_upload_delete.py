@@ -4,9 +4,12 @@ on the Free plan (one upload at a time) a file refused as not audio blocked ever
 from __future__ import annotations
 
 import io
+import socket
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from cliptext.sdk import Client, CliptextError
 from tests.sdk.conftest import AUDIO, ApiServer, Org
@@ -44,3 +47,26 @@ def test_delete_upload_gives_the_slot_back(api_server: ApiServer, make_org: Call
         with pytest.raises(CliptextError) as gone:
             sdk.delete_upload(abandoned.id)
         assert gone.value.code == "NOT_FOUND"
+
+
+def test_a_put_cut_short_by_its_client_leaves_the_url_for_a_resend(
+    api_server: ApiServer, make_org: Callable[..., Org]
+) -> None:
+    """Under gunicorn a body that ended before its Content-Length (the client's connection dropped) was
+    taken as the whole upload: the URL counted as used, the client's resend got 409, complete failed on
+    the size."""
+    org = make_org("free")
+    data = (AUDIO / "jfk.mp3").read_bytes()
+    with Client(api_key=org.key, base_url=api_server.base_url, timeout=30, max_retries=0) as sdk:
+        presigned = sdk.presign_upload("jfk.mp3", "audio/mpeg", len(data))
+        url = urlsplit(presigned.url)
+        with socket.create_connection((url.hostname, url.port), timeout=10) as raw:
+            head = f"PUT {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            head += f"Content-Type: audio/mpeg\r\nContent-Length: {len(data)}\r\n\r\n"
+            raw.sendall(head.encode() + data[:1000])
+            raw.shutdown(socket.SHUT_WR)  # the client is gone: no more bytes will come
+            answer = raw.recv(65536).decode(errors="replace")
+        assert answer.startswith("HTTP/1.1 422"), answer  # VALIDATION_ERROR
+        resent = requests.put(presigned.url, data=data, headers=presigned.headers, timeout=30)
+        assert resent.status_code == 200, resent.text
+        assert sdk.complete_upload(presigned.id).status == "completed"

@@ -187,11 +187,15 @@ def fail_by_public_id(public_id: str, code: str, message: str) -> bool:
     return row is not None and fail(row.id, code, message)
 
 
+# a transcription waiting for another run: no progress, no start (the API showed a queued one started)
+_QUEUED_AGAIN = {"status": TranscriptionStatus.QUEUED, "progress": None, "started_at": None}
+
+
 def back_to_queue(run: Started) -> bool:
     """processing -> queued while the job waits for a retry; partial segments and the start go (the API
     showed a queued transcription with a started_at)."""
     with db.atomic():
-        updated = _still_processing(run, status=TranscriptionStatus.QUEUED, progress=None, started_at=None)
+        updated = _still_processing(run, **_QUEUED_AGAIN)
         if updated:
             Segment.delete().where(Segment.transcription == run.id).execute()
         return updated
@@ -208,7 +212,7 @@ def handed_back(public_id: str) -> bool:
         )
         if row is None:
             return False
-        Transcription.update(status=TranscriptionStatus.QUEUED, progress=None, started_at=None).where(
+        Transcription.update(**_QUEUED_AGAIN).where(
             (Transcription.id == row.id) & (Transcription.status == TranscriptionStatus.PROCESSING)
         ).execute()
         Segment.delete().where(Segment.transcription == row.id).execute()

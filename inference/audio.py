@@ -61,6 +61,9 @@ _MAX_BAD_PACKET_RATIO = 0.2
 # Decoded audio shorter than the container's declared duration by more than this is called truncated.
 _TRUNCATION_TOLERANCE = (0.10, 0.5)  # (fraction of declared, seconds), the larger of the two
 _IO_BUFFER = 1 << 16
+# PyAV before 19 decodes a container's tags strictly unless told otherwise (a tag in a bad encoding then
+# fails the whole open); 19 (Python >= 3.12 only) dropped the argument and decodes them with surrogateescape
+_METADATA_ERRORS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
 _GROUP_SECONDS = 1.0
 _MAX_ARRAY_CHANNELS = 64  # more rows than this: the array is surely [n, channels]
 # Below this no recording carries speech (telephony is 8 kHz, FLV's lowest 5.5 kHz); a header that says
@@ -302,7 +305,7 @@ def _open_container(source: AudioSource) -> Iterator[_Opened]:
             container = av.open(
                 file,
                 mode="r",
-                metadata_errors="ignore",
+                **_METADATA_ERRORS,
                 buffer_size=_IO_BUFFER,
                 io_open=_refuse_nested_open,
                 # no network: an SDP file names RTP streams, which FFmpeg would listen for (UDP ports)

@@ -1,9 +1,9 @@
 """`python -m jobs.worker [--burst] [--name NAME]`: an RQ worker for transcriptions and webhooks.
 
 RQ's own Worker: each job runs in a forked work horse (so the job makes its own gRPC channel and
-database connection), SIGTERM asks for a warm shutdown (the running job finishes; a second SIGTERM
-kills it and the job is recovered by another worker). A job still running `worker_stop_grace` seconds
-after the SIGTERM is handed back: its horse is stopped and the job put at the front of its queue at
+database connection), SIGTERM asks for a warm shutdown (the running job finishes). A job still
+running `worker_stop_grace` seconds after the SIGTERM, or when a second SIGTERM or Ctrl-C comes, is
+handed back: its horse is stopped and the job put at the front of its queue at
 once, before the container's own stop grace (compose: 60 s) ends in a SIGKILL. Killed with the worker,
 it waited for its heartbeat to expire and a maintenance (90-150 s), and counted as one of the job's
 `job_max_recoveries`: three deploys during one long transcription failed it. Two things are tuned
@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import redis
@@ -47,6 +48,7 @@ from rq.exceptions import DequeueTimeout, InvalidJobOperation, NoSuchJobError, S
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.scheduler import RQScheduler
+from rq.utils import now
 from rq.worker import WorkerStatus
 
 from api.db import db, init_db
@@ -309,22 +311,35 @@ class CliptextWorker(Worker):
         # job monitor's alarm, every worker_heartbeat_seconds, raises in it while it waits for the
         # scheduler process to end): a timer started after it was, in one test run of six, never started
         if job is not None and self._hand_back_timer is None:
-            self._hand_back_timer = threading.Timer(self.settings.worker_stop_grace, self._hand_back, [job])
+            grace = self.settings.worker_stop_grace
+            why = f"still running {grace:g} s after the stop request"
+            self._hand_back_timer = threading.Timer(grace, self._hand_back, [job, why])
             self._hand_back_timer.daemon = True
             self._hand_back_timer.start()
         super().request_stop(signum, frame)  # raises StopRequested when idle
 
-    def _hand_back(self, job: Job) -> None:
-        """In the timer's thread: stop the horse of `job` as RQ's stop command does (execute_job then
-        requeues the job). The pid is read once: the main thread resets it when the horse has ended."""
-        pid = self.horse_pid
-        if not pid or self._running is not job:
+    def request_force_stop(self, signum, frame) -> None:
+        """A second SIGTERM or Ctrl-C (RQ's cold shutdown) hands the running job back at once, as the timer
+        would later: RQ's own killed the horse and left the job to a recovery, counted, 90-150 s later. The
+        warm stop already asked for then ends the worker once execute_job has requeued the job."""
+        job = self._running
+        if job is None or not self.horse_pid:
+            super().request_force_stop(signum, frame)  # raises SystemExit
             return
-        log.warning(
-            "job %s still running %d s after the stop request: handed back to its queue",
-            job.id,
-            self.settings.worker_stop_grace,
-        )
+        if (now() - self._shutdown_requested_date) < timedelta(seconds=1):
+            return  # RQ's rule: a worker pool's signal and the terminal's, together, are one request
+        if self._hand_back_timer is not None:
+            self._hand_back_timer.cancel()
+        self._hand_back(job, f"stop asked for again ({signal.Signals(signum).name})")
+
+    def _hand_back(self, job: Job, why: str) -> None:
+        """In the timer's thread (or the second signal's handler): stop the horse of `job` as RQ's stop
+        command does (execute_job then requeues the job). The pid is read once: the main thread resets it
+        when the horse has ended."""
+        pid = self.horse_pid
+        if not pid or self._running is not job or self._handed_back == job.id:
+            return
+        log.warning("job %s %s: handed back to its queue", job.id, why)
         self._handed_back = job.id
         self._stopped_job_id = job.id  # RQ files the job as stopped, not as crashed
         with contextlib.suppress(ProcessLookupError):

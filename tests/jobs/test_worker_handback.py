@@ -52,6 +52,26 @@ def test_a_job_outliving_the_stop_grace_goes_back_to_the_front_of_its_queue_at_o
     assert "requeued" not in taking_over.log()  # not taken for a job that died with its worker
 
 
+def test_a_second_stop_request_hands_the_job_back_at_once(stack: Stack, tmp_path: Path) -> None:
+    """A second SIGTERM (or Ctrl-C) is RQ's cold shutdown: it killed the horse and left the job in the
+    started registry, for a recovery counted against the job 90-150 s later."""
+    stopping = stack.start_worker(name="impatient", CLIPTEXT_WORKER_STOP_GRACE="120")
+    created = stack.create(stack.upload(_long_speech(tmp_path), "audio/wav"))["id"]
+    stack.wait_for_segments(created, stopping)
+    origin = stack.job_hash(created)["origin"]
+    stopping.process.send_signal(signal.SIGTERM)
+    time.sleep(1.5)  # RQ takes two signals within 1 s for one request
+    stopping.process.send_signal(signal.SIGTERM)
+    stopping.process.wait(20)  # neither the 120 s grace nor the rest of a 130 s transcription
+
+    assert f"job {created} stop asked for again (SIGTERM): handed back" in stopping.log(), stopping.log()
+    assert stopping.wait_for_line(f"job {created} on {origin} ended: handed_back"), stopping.log()
+    job = Job.fetch(created, connection=stack.redis)
+    assert job.get_status() == "queued" and "recoveries" not in job.meta, (job.get_status(), job.meta)
+    assert Queue(origin, connection=stack.redis).job_ids[:1] == [created]
+    assert stack.http("GET", f"/v1/transcriptions/{created}").json()["status"] == "queued"
+
+
 def test_a_job_ending_within_the_stop_grace_finishes_and_the_worker_exits(stack: Stack) -> None:
     stopping = stack.start_worker(CLIPTEXT_WORKER_STOP_GRACE="120")
     created = stack.create(stack.upload(clip_path("jfk.flac"), "audio/flac"))["id"]

@@ -761,10 +761,20 @@ class Client:
         body = {} if member_id is None else {"member_id": member_id}
         return ApiKey.from_json(self._json("POST", f"/orgs/{org_id}/keys", json=body))
 
-    def list_keys(self, org_id: str) -> list[ApiKey]:
-        """The organization's keys, revoked ones too (owners and admins); a member's own for a member."""
-        items = self._json("GET", f"/orgs/{org_id}/keys").get("data") or []
-        return [ApiKey.from_json(item) for item in items]
+    def list_keys(self, org_id: str, *, limit: int = 100) -> list[ApiKey]:
+        """The organization's keys, oldest first, revoked ones too (owners and admins); a member's own
+        for a member. Every page of `limit`."""
+        keys: list[ApiKey] = []
+        starting_after: str | None = None
+        while True:
+            page = self._json(
+                "GET", f"/orgs/{org_id}/keys", params={"limit": limit, "starting_after": starting_after}
+            )
+            items = page.get("data") or []
+            keys.extend(ApiKey.from_json(item) for item in items)
+            if not page.get("has_more") or not items:
+                return keys
+            starting_after = items[-1]["id"]
 
     def revoke_key(self, org_id: str, key_id: str) -> None:
         """Revoke a key (key_…): refused by the API from its next request. Revoking a revoked key

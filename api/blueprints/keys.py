@@ -3,12 +3,13 @@ same: `flask --app api keys create|list|revoke`). Rules in api.services.keys."""
 
 from __future__ import annotations
 
+import marshmallow as ma
 from flask.views import MethodView
 
 from api.auth import current_principal
 from api.blueprints import Blueprint, errors
 from api.blueprints.orgs import NO_STORE, NO_STORE_DOC
-from api.schemas.keys import ApiKeyListSchema, CreatedKeySchema, CreateKeySchema
+from api.schemas.keys import ApiKeyListSchema, CreatedKeySchema, CreateKeySchema, KeyListQuerySchema
 from api.services import keys as service
 
 blp = Blueprint("keys", __name__, url_prefix="/v1/orgs", description="API keys")
@@ -28,11 +29,20 @@ class Keys(MethodView):
         created = service.create_key(current_principal().membership, org_id, body.get("member_id"))
         return created, 201, NO_STORE
 
+    @blp.arguments(KeyListQuerySchema(), location="query", unknown=ma.RAISE)
     @blp.response(200, ApiKeyListSchema)
-    @errors(blp, 404)
-    def get(self, org_id):
-        """The organization's keys, revoked ones too (owners and admins); a member sees their own"""
-        return {"data": service.list_keys(current_principal().membership, org_id)}
+    @errors(blp, 404, 422)
+    def get(self, query, org_id):
+        """The organization's keys, oldest first, revoked ones too (owners and admins); a member sees
+        their own
+
+        At most `limit` (100) a page: when `has_more` is true, ask again with `starting_after` set to the
+        last key's id.
+        """
+        page = service.list_keys(
+            current_principal().membership, org_id, query["limit"], query["starting_after"]
+        )
+        return {"data": page.data, "has_more": page.has_more}
 
 
 @blp.route("/<string:org_id>/keys/<string:key_id>")

@@ -36,5 +36,15 @@ class CreatedKeySchema(ApiKeySchema):
     )
 
 
+class KeyListQuerySchema(StrictSchema):
+    limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=100))
+    starting_after = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.Length(max=40),
+        metadata={"description": "The id of the last key of the previous page"},
+    )
+
+
 class ApiKeyListSchema(ResponseSchema):
     data = ma.fields.List(ma.fields.Nested(ApiKeySchema))
+    has_more = ma.fields.Boolean()

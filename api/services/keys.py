@@ -79,13 +79,37 @@ def _keys_of(org: Organization):
     )
 
 
-def list_keys(actor: Membership, org_public_id: str) -> list[KeyView]:
-    """Every key of the organization (revoked ones too) for owners and admins; a member's own for a member."""
+@dataclass(frozen=True)
+class KeyPage:
+    data: list[KeyView]
+    has_more: bool
+
+
+def list_keys(
+    actor: Membership, org_public_id: str, limit: int = 100, starting_after: str | None = None
+) -> KeyPage:
+    """The organization's keys (revoked ones too) for owners and admins, a member's own for a member;
+    oldest first, `limit` at a time. Keys are never deleted (revoked ones stay listed), so a page runs on
+    from its `starting_after` key whatever happened since."""
     mine = membership_in(actor, org_public_id)
     query = _keys_of(mine.organization)
     if mine.role not in Role.MANAGERS:
         query = query.where(ApiKey.membership == mine.id)
-    return [KeyView(**_fields(key, key.membership.user)) for key in query]
+    if starting_after:
+        after = query.where(ApiKey.public_id == starting_after).first()
+        if after is None:
+            raise ApiError(
+                ErrorCode.VALIDATION_ERROR,
+                "starting_after does not name a key you can list",
+                {"field": "starting_after"},
+            )
+        query = query.where(
+            (ApiKey.created_at > after.created_at)
+            | ((ApiKey.created_at == after.created_at) & (ApiKey.id > after.id))
+        )
+    keys = list(query.limit(limit + 1))
+    views = [KeyView(**_fields(key, key.membership.user)) for key in keys[:limit]]
+    return KeyPage(data=views, has_more=len(keys) > limit)
 
 
 def _member(org: Organization, user_public_id: str) -> Membership:

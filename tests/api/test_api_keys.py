@@ -271,3 +271,46 @@ def test_a_member_holds_at_most_the_cap_of_active_keys(app, client, new_org):
     assert len(mine) == key_service.MAX_ACTIVE_KEYS
     assert client.delete(keys_url(org, mine[-1]["id"]), headers=member).status_code == 204
     assert client.post(keys_url(org), headers=member).status_code == 201
+
+
+def test_the_list_comes_in_pages_and_a_member_pages_through_their_own_keys_only(app, client, new_org):
+    """Revoked keys stay listed, so an organization that rotates keys grows its list for good: one
+    answer held them all."""
+    org, team = new_team(client, new_org)
+    (_, owner), (member_id, member) = team["owner"], team["member"]
+    for _ in range(4):
+        create_key(client, org, member)
+        create_key(client, org, owner)  # interleaved: the member's pages skip these
+    everyone = client.get(keys_url(org), headers=owner).get_json()
+    assert everyone["has_more"] is False and len(everyone["data"]) == 11
+
+    def pages(headers, limit):
+        seen, after = [], None
+        while True:
+            query = {"limit": limit} | ({"starting_after": after} if after else {})
+            page = client.get(keys_url(org), query_string=query, headers=headers)
+            assert page.status_code == 200, page.get_json()
+            body = page.get_json()
+            assert len(body["data"]) <= limit
+            seen += [key["id"] for key in body["data"]]
+            if not body["has_more"]:
+                return seen
+            after = seen[-1]
+
+    assert pages(owner, 3) == [key["id"] for key in everyone["data"]]
+    mine = [key["id"] for key in everyone["data"] if key["member"]["id"] == member_id]
+    assert pages(member, 2) == mine and len(mine) == 5
+
+    # a cursor a member cannot list, one that is no key, and limits out of range: 422 in the envelope
+    owners_first = everyone["data"][0]["id"]
+    for query in (
+        {"starting_after": owners_first},
+        {"starting_after": "key_nope"},
+        {"limit": 0},
+        {"limit": 101},
+    ):
+        refused = client.get(keys_url(org), query_string=query, headers=member)
+        assert refused.status_code == 422, (query, refused.get_json())
+        assert refused.get_json()["error"]["code"] == "VALIDATION_ERROR"
+    unknown = client.get(keys_url(org), query_string={"page": 2}, headers=owner)
+    assert unknown.status_code == 422 and unknown.get_json()["error"]["code"] == "VALIDATION_ERROR"

@@ -49,6 +49,7 @@ def test_members_get_rotate_and_revoke_keys_through_the_sdk(
     listed = {key.id: key for key in owner.list_keys(org.id)}
     assert set(listed) == {first.id, given.id, own.id} and listed[given.id].revoked_at is not None
     assert all(key.key is None and "key" not in key.raw for key in listed.values())
+    assert [key.id for key in owner.list_keys(org.id, limit=1)] == list(listed)  # every page, in order
     owner.revoke_key(org.id, own.id)
     assert error_of(lambda: rotated.get_org(org.id)) == ("UNAUTHORIZED", 401)
     assert error_of(lambda: owner.revoke_key(org.id, first.id)) == ("CONFLICT", 409)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 
@@ -49,10 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         engine = WhisperEngine.load(model_dir, precision=args.precision, threads=args.threads)
         segments, _info = engine.transcribe(args.file, options)
-        print(render(list(segments), args.format))
+        print(render(list(segments), args.format), flush=True)
     except EngineError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went first (`| head`): no traceback, and none again when Python flushes at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

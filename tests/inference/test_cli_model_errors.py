@@ -82,3 +82,14 @@ def test_loading_a_broken_model_raises_engine_error(model_dir, tmp_path, name, d
     with pytest.raises(EngineError) as raised:
         WhisperEngine(OnnxWhisper(broken, precision="fp32", device="cpu", threads=1))
     assert raised.value.code == "INTERNAL" and str(broken / name) in raised.value.message
+
+
+def test_a_reader_that_goes_first_gets_no_traceback(model_dir):
+    """`python -m inference transcribe FILE | head -1`: the pipe closed before the transcript was written
+    ended in a BrokenPipeError traceback."""
+    command = [sys.executable, "-m", "inference", "transcribe", "--model", str(model_dir), str(JFK)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # long before the model has loaded and the transcript is ready
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr.decode()
+    assert stderr.decode() == ""

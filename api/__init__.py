@@ -27,6 +27,7 @@ from api.json_provider import OrjsonProvider
 from api.metrics import install_metrics
 from api.queue import QUEUE_NAME
 from api.ratelimit import init_rate_limits
+from api.slot_leases import SlotLeases
 from api.state import AppState
 from api.storage import open_storage
 from cliptext.jsonlog import configure_logging
@@ -127,6 +128,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         signer=URLSafeTimedSerializer(settings.secret_key),
         redis_prefix=app.config["REDIS_KEY_PREFIX"],
         queue_name=app.config["RQ_QUEUE"],
+        slot_leases=SlotLeases(settings.upload_slot_lease_seconds),
     )
 
     configure_logging(settings)

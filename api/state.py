@@ -1,4 +1,5 @@
-"""What one app instance holds besides Flask itself: settings, Redis, storage, URL signer.
+"""What one app instance holds besides Flask itself: settings, Redis, storage, URL signer, the leases of
+the upload slots its requests hold.
 
 Kept on `app.extensions["cliptext"]` (never module globals) so two app instances in one process, as the
 tests make, do not share anything but the real Redis and database.
@@ -12,6 +13,7 @@ import redis
 from flask import current_app
 from itsdangerous import URLSafeTimedSerializer
 
+from api.slot_leases import SlotLeases
 from api.storage import Storage
 from cliptext.settings import Settings
 
@@ -24,6 +26,7 @@ class AppState:
     signer: URLSafeTimedSerializer
     redis_prefix: str  # prepended to every key the API itself writes (tests use one per test)
     queue_name: str
+    slot_leases: SlotLeases
 
     def key(self, *parts: str) -> str:
         return self.redis_prefix + ":".join(parts)

@@ -171,6 +171,9 @@ class Settings:
     models_cache_seconds: float = 60.0
     # API: seconds an API process reuses a key's lookup (a revoked key may work that long in other processes)
     auth_cache_seconds: float = 5.0
+    # API: seconds a multipart upload's concurrent-upload slot outlives the process receiving it (renewed
+    # every quarter of this while the request runs)
+    upload_slot_lease_seconds: float = 120.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -222,6 +225,7 @@ class Settings:
             prometheus_multiproc_dir=_env("PROMETHEUS_MULTIPROC_DIR", ""),
             models_cache_seconds=_float("CLIPTEXT_MODELS_CACHE_SECONDS", 60),
             auth_cache_seconds=_float("CLIPTEXT_AUTH_CACHE_SECONDS", 5),
+            upload_slot_lease_seconds=_float("CLIPTEXT_UPLOAD_SLOT_LEASE", 120, minimum=1),
         )
 
 

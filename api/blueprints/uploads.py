@@ -38,7 +38,9 @@ def hold_upload_slot() -> None:
     if request.method != "POST" or request.mimetype != "multipart/form-data":
         return
     if takes_file():
-        g.upload_slot = service.reserve_file_slot(state(), current_principal().org)
+        app_state = state()
+        g.upload_slot = service.reserve_file_slot(app_state, current_principal().org)
+        app_state.slot_leases.hold(g.upload_slot.id)  # renewed while this request runs
 
 
 def release_upload_slot(_error: BaseException | None) -> None:
@@ -47,6 +49,7 @@ def release_upload_slot(_error: BaseException | None) -> None:
     slot = g.pop("upload_slot", None)
     if slot is None:
         return
+    state().slot_leases.let_go(slot.id)
     try:
         service.release_file_slot(state(), slot)
     except Exception:

@@ -64,7 +64,7 @@ def _in_flight(org: Organization):
     )
 
 
-def _reserve(state: AppState, org: Organization, upload: Upload) -> Upload:
+def _reserve(state: AppState, org: Organization, upload: Upload, ttl: dt.timedelta = URL_TTL) -> Upload:
     """Insert `upload` (pending or uploaded: it holds a slot) if the plan's concurrent-upload cap allows.
 
     The count-then-insert runs under a per-organization Redis lock, so concurrent calls from any number
@@ -80,7 +80,7 @@ def _reserve(state: AppState, org: Organization, upload: Upload) -> Upload:
     try:
         with write_transaction():
             hold_until_commit(_CAP_LOCK_NAMESPACE, org.id)
-            upload.expires_at = utcnow() + URL_TTL
+            upload.expires_at = utcnow() + ttl
             active, oldest = (
                 _in_flight(org).select(pw.fn.COUNT(Upload.id), pw.fn.MIN(Upload.expires_at)).tuples().get()
             )
@@ -384,7 +384,8 @@ def reserve_file_slot(state: AppState, org: Organization) -> Upload:
     """Hold a concurrent-upload slot for a multipart upload before its body is read (429 at the cap).
 
     The slot is a row counted as a presigned upload's is, filled in by create_from_file; whatever becomes
-    of the request, release_file_slot frees it (a crashed process's slot expires as a presigned one does).
+    of the request, release_file_slot frees it. It is reserved for the slot lease only, which the
+    process renews while the request runs (api.slot_leases): a dead process's slot frees itself within it.
     """
     upload = Upload(
         organization=org,
@@ -394,7 +395,7 @@ def reserve_file_slot(state: AppState, org: Organization) -> Upload:
         status=UploadStatus.UPLOADED,  # its bytes come in this request; no URL is ever signed for it
     )
     upload.storage_key = storage_key(org, upload.public_id)
-    return _reserve(state, org, upload)
+    return _reserve(state, org, upload, state.slot_leases.lease)
 
 
 def create_from_file(

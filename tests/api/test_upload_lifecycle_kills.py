@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import json
 import os
 import signal
@@ -56,7 +57,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def gunicorn(app, log: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+def gunicorn(app, log: Path, **extra_env: str) -> Iterator[tuple[subprocess.Popen, int]]:
     """`api:create_app()` under gunicorn (one gthread worker) on this test's database, Redis and storage,
     in a session of its own so that one killpg takes master and worker down together."""
     settings = app.extensions["cliptext"].settings
@@ -66,6 +67,7 @@ def gunicorn(app, log: Path) -> Iterator[tuple[subprocess.Popen, int]]:
         "REDIS_URL": settings.redis_url,
         "STORAGE_URL": settings.storage_url,
         "CLIPTEXT_LOG_FORMAT": "text",
+        **extra_env,
     }
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread"]
@@ -194,3 +196,107 @@ def test_what_killed_uploads_left_goes_with_the_purge(app, new_org, tmp_path):
     with app.app_context():
         assert Upload.select().count() == 0
     assert stored_files(tmp_path) == []
+
+
+LEASE = 2.0  # CLIPTEXT_UPLOAD_SLOT_LEASE of the gunicorn these tests run
+
+
+def multipart_head(port: int, headers: dict[str, str], data: bytes) -> tuple[bytes, bytes]:
+    """(request head, body) of a multipart POST /v1/transcriptions of `data` as jfk.mp3."""
+    boundary = "cliptext-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="jfk.mp3"\r\n'
+            "Content-Type: audio/mpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    head = (
+        f"POST /v1/transcriptions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: {headers['Authorization']}\r\nConnection: close\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    return head, body
+
+
+def wait_for_slot(app) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        with app.app_context():
+            if Upload.select().where(Upload.status == "uploaded").exists():
+                return
+        assert time.monotonic() < deadline, "the multipart request took no slot"
+        time.sleep(0.05)
+
+
+def one_slot_org(new_org):
+    """One concurrent upload, as on the Free plan, without its 10 requests a minute (the tests poll)."""
+    return new_org("enterprise", custom_rate_limit=100_000, custom_concurrent_uploads=1)
+
+
+def cap_reached(answer) -> bool:
+    return answer.status_code == 429 and answer.get_json()["error"]["code"] == "CONCURRENT_UPLOAD_LIMIT"
+
+
+def post_file(client, headers: dict[str, str], data: bytes):
+    return client.post(
+        "/v1/transcriptions",
+        headers=headers,
+        content_type="multipart/form-data",
+        data={"file": (io.BytesIO(data), "jfk.mp3", "audio/mpeg")},
+    )
+
+
+def test_a_multipart_upload_killed_with_its_process_frees_its_slot_within_the_lease(app, new_org, tmp_path):
+    """Its slot was reserved for an hour: a Free organization (one concurrent upload) whose upload an
+    API process took down with it (a deploy's SIGKILL, a lost machine) could upload nothing for that hour."""
+    _, headers = one_slot_org(new_org)
+    data = JFK_MP3.read_bytes()
+    env = {"CLIPTEXT_UPLOAD_SLOT_LEASE": str(LEASE)}
+    with (
+        gunicorn(app, tmp_path / "gunicorn.log", **env) as (server, port),
+        socket.create_connection(("127.0.0.1", port)) as sock,
+    ):
+        head, body = multipart_head(port, headers, data)
+        sock.sendall(head + body[: len(body) // 2])
+        wait_for_slot(app)
+        killed = group_members(server.pid)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
+        wait_until_dead(killed)
+    client = app.test_client()
+    held = post_file(client, headers, data)
+    assert cap_reached(held), held.get_json()  # the slot counts until its lease runs out ...
+    deadline = time.monotonic() + LEASE + 10
+    while cap_reached(answer := post_file(client, headers, data)):
+        assert time.monotonic() < deadline, answer.get_json()  # ... not for an hour
+        time.sleep(0.25)
+    assert answer.status_code == 202, answer.get_json()
+
+
+def test_a_slow_multipart_upload_keeps_its_slot_past_the_lease(app, new_org, tmp_path):
+    """The lease is renewed while the body comes in: the slot neither lapses under a slow upload (a
+    second upload would then pass the cap) nor fails the upload as expired."""
+    _, headers = one_slot_org(new_org)
+    data = JFK_MP3.read_bytes()
+    client = app.test_client()
+    with (
+        gunicorn(app, tmp_path / "gunicorn.log", CLIPTEXT_UPLOAD_SLOT_LEASE=str(LEASE)) as (_, port),
+        socket.create_connection(("127.0.0.1", port), timeout=60) as sock,
+    ):
+        head, body = multipart_head(port, headers, data)
+        sock.sendall(head)
+        wait_for_slot(app)
+        chunks = [body[i : i + len(body) // 10 + 1] for i in range(0, len(body), len(body) // 10 + 1)]
+        started = time.monotonic()
+        for chunk in chunks[:-1]:  # about 3 leases
+            sock.sendall(chunk)
+            time.sleep(3 * LEASE / len(chunks))
+            refused = post_file(client, headers, data)
+            assert cap_reached(refused), (time.monotonic() - started, refused.get_json())
+        sock.sendall(chunks[-1])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 202"), answer[:2000]

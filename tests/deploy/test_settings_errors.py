@@ -38,6 +38,7 @@ BAD_VALUES = [
     ("CLIPTEXT_LOG_LEVEL", "verbose"),
     ("CLIPTEXT_WEBHOOK_ALLOW_PRIVATE", "maybe"),
     ("CLIPTEXT_AUTH_CACHE_SECONDS", "-1"),
+    ("CLIPTEXT_UPLOAD_SLOT_LEASE", "0.5"),
 ]
 
 

@@ -1,0 +1,68 @@
+"""Leases on the concurrent-upload slots of the multipart uploads this process is receiving.
+
+A multipart upload's slot is a row that counts against the plan's cap until it expires. It used to be
+reserved for an hour, like a presigned URL, and freed at the request's end: an API process that died
+mid-upload (SIGKILL after a deploy's grace, a lost machine) left it for that hour, so a Free
+organization (one concurrent upload) could upload nothing meanwhile. Now the slot is reserved for
+`lease` seconds and renewed by this process, every quarter lease, for as long as the request runs (its
+body coming in, its bytes stored and probed): one whose process is gone frees itself within the lease.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+
+from api.db import db
+from api.models import Upload, UploadStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class SlotLeases:
+    """The slots (upload row ids) held by this process's requests, and the one thread renewing them."""
+
+    def __init__(self, lease_seconds: float) -> None:
+        self.lease = dt.timedelta(seconds=lease_seconds)
+        self._held: set[int] = set()
+        self._lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
+
+    def expiry(self) -> dt.datetime:
+        """When a slot taken or renewed now expires unless renewed again."""
+        return utcnow() + self.lease
+
+    def hold(self, upload_id: int) -> None:
+        with self._lock:
+            self._held.add(upload_id)
+            # started at the first hold, in each process: a thread does not survive gunicorn's fork
+            if self._renewer is None or not self._renewer.is_alive():
+                self._renewer = threading.Thread(target=self._renew_forever, name="slot-leases", daemon=True)
+                self._renewer.start()
+
+    def let_go(self, upload_id: int) -> None:
+        with self._lock:
+            self._held.discard(upload_id)
+
+    def renew(self) -> int:
+        """Push back the expiry of every slot held; the number renewed."""
+        with self._lock:
+            held = list(self._held)
+        if not held:
+            return 0
+        with db.connection_context():
+            return (
+                Upload.update(expires_at=self.expiry())
+                .where(Upload.id.in_(held) & (Upload.status == UploadStatus.UPLOADED))
+                .execute()
+            )
+
+    def _renew_forever(self) -> None:
+        while True:
+            time.sleep(self.lease.total_seconds() / 4)
+            try:
+                self.renew()
+            except Exception as error:  # the database away for a moment: the next round tries again
+                log.warning("could not renew upload slot leases: %s", error)

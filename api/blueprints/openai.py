@@ -22,6 +22,7 @@ from api.auth import current_principal
 from api.blueprints import HEADERS_BY_STATUS, Blueprint
 from api.blueprints.uploads import held_upload_slot
 from api.errors import ApiError
+from api.languages import language_name
 from api.models import TranscriptionStatus
 from api.openai_errors import install_openai_errors, openai_error
 from api.schemas.openai import (
@@ -110,7 +111,8 @@ def _answer(row, form: dict[str, Any]) -> Response:
         return jsonify({"text": (row.text or "").strip()})
     segments = service.segments_of(row)
     if fmt == "verbose_json":
-        return jsonify(formats.verbose_json(row, segments, form["timestamp_granularities"]))
+        body = formats.verbose_json(row, segments, form["timestamp_granularities"])
+        return jsonify(body | {"language": language_name(row.language)})  # OpenAI writes "english"
     body = {
         "text": lambda: formats.text_body(row),
         "srt": lambda: formats.srt_body(segments),

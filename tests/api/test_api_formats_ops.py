@@ -101,7 +101,7 @@ def test_formats_by_parameter_and_by_accept_header(client, app, new_org):
     assert resource.mimetype == "application/json" and resource.get_json()["id"] == txn_id
 
     verbose = client.get(f"{url}?format=verbose_json", headers=headers).get_json()
-    assert (verbose["task"], verbose["language"], verbose["duration"]) == ("transcribe", "english", 11.0)
+    assert (verbose["task"], verbose["language"], verbose["duration"]) == ("transcribe", "en", 11.0)
     assert "words" not in verbose
     first = verbose["segments"][0]
     assert set(first) == {

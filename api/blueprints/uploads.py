@@ -49,9 +49,10 @@ def release_upload_slot(_error: BaseException | None) -> None:
     slot = g.pop("upload_slot", None)
     if slot is None:
         return
-    state().slot_leases.let_go(slot.id)
+    app_state = state()
+    app_state.slot_leases.let_go(slot.id)
     try:
-        service.release_file_slot(state(), slot)
+        service.release_file_slot(app_state, slot)
     except Exception:
         log.exception("could not release upload slot %s (request %s)", slot.public_id, g.get("request_id"))
 

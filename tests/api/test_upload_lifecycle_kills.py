@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import requests
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
 
 from api.models import Upload, utcnow
 from tests.api.helpers import JFK_MP3, app_config, local_path, presign, stored_files
@@ -203,14 +205,8 @@ LEASE = 2.0  # CLIPTEXT_UPLOAD_SLOT_LEASE of the gunicorn these tests run
 
 def multipart_head(port: int, headers: dict[str, str], data: bytes) -> tuple[bytes, bytes]:
     """(request head, body) of a multipart POST /v1/transcriptions of `data` as jfk.mp3."""
-    boundary = "cliptext-test-boundary"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="jfk.mp3"\r\n'
-            "Content-Type: audio/mpeg\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
+    boundary, body = encode_multipart(
+        {"file": FileStorage(io.BytesIO(data), filename="jfk.mp3", content_type="audio/mpeg")}
     )
     head = (
         f"POST /v1/transcriptions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -253,9 +249,8 @@ def test_a_multipart_upload_killed_with_its_process_frees_its_slot_within_the_le
     API process took down with it (a deploy's SIGKILL, a lost machine) could upload nothing for that hour."""
     _, headers = one_slot_org(new_org)
     data = JFK_MP3.read_bytes()
-    env = {"CLIPTEXT_UPLOAD_SLOT_LEASE": str(LEASE)}
     with (
-        gunicorn(app, tmp_path / "gunicorn.log", **env) as (server, port),
+        gunicorn(app, tmp_path / "gunicorn.log", CLIPTEXT_UPLOAD_SLOT_LEASE=str(LEASE)) as (server, port),
         socket.create_connection(("127.0.0.1", port)) as sock,
     ):
         head, body = multipart_head(port, headers, data)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 import av
@@ -65,6 +65,8 @@ _IO_BUFFER = 1 << 16
 # fails the whole open); 19 (Python >= 3.12 only) dropped the argument and decodes them with surrogateescape
 _METADATA_ERRORS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
 _GROUP_SECONDS = 1.0
+_OGG_PAGE_HEADER = 27  # "OggS", version, flags, granule, serial, sequence, CRC, segment count
+_OGG_BEGINS_STREAM = 0x02  # the flag of a stream's first page (BOS)
 _MAX_ARRAY_CHANNELS = 64  # more rows than this: the array is surely [n, channels]
 # Below this no recording carries speech (telephony is 8 kHz, FLV's lowest 5.5 kHz); a header that says
 # 7 Hz turns 32 KB into 40 minutes of audio for the model to chew on, so it is refused as corrupt.
@@ -152,20 +154,38 @@ def probe_media(source: AudioSource) -> MediaInfo:
     if isinstance(source, np.ndarray):
         audio = _validate_array(source, "split")
         return MediaInfo(None, True, False, None, audio.shape[0], "numpy")
-    with _open_container(source) as opened:
-        container = opened.container
-        audio_streams, has_video = _classify_streams(container)
-        stream = audio_streams[0] if audio_streams else None
-        if stream is not None:
-            _check_rate(stream.codec_context.sample_rate or 0)
-        return MediaInfo(
-            duration=_declared_duration(container, stream),
-            has_audio=stream is not None,
-            has_video=has_video,
-            sample_rate=stream.codec_context.sample_rate or None if stream else None,
-            channels=stream.codec_context.channels or None if stream else None,
-            container=container.format.name,
-        )
+    with _source_file(source) as (file, seekable):
+        links = _ogg_links(file) if seekable else []
+        with _open_file(file, seekable) as opened:
+            container = opened.container
+            audio_streams, has_video = _classify_streams(container)
+            stream = audio_streams[0] if audio_streams else None
+            if stream is not None:
+                _check_rate(stream.codec_context.sample_rate or 0)
+            info = MediaInfo(
+                duration=_declared_duration(container, stream),
+                has_audio=stream is not None,
+                has_video=has_video,
+                sample_rate=stream.codec_context.sample_rate or None if stream else None,
+                channels=stream.codec_context.channels or None if stream else None,
+                container=container.format.name,
+            )
+        if links:  # FFmpeg states one link's length: the recording is all of them
+            info = replace(info, duration=_chained_duration(file, links))
+        return info
+
+
+def _chained_duration(file: BinaryIO, links: list[tuple[int, int | None]]) -> float | None:
+    """The lengths of a chained Ogg file's links added up; None when one of them does not state it."""
+    total = 0.0
+    for start, end in links:
+        with _open_file(_OffsetView(file, start, end), True) as link:
+            streams, _ = _classify_streams(link.container)
+            seconds = _declared_duration(link.container, streams[0] if streams else None)
+        if seconds is None:
+            return None
+        total += seconds
+    return total
 
 
 def _iter_resampled(
@@ -181,46 +201,72 @@ def _iter_resampled(
         if audio.shape[-1]:
             yield audio
         return
-    with _open_container(source) as opened:
-        audio_streams, has_video = _classify_streams(opened.container)
-        if not audio_streams:
-            if has_video:
-                raise AudioError(ErrorCode.NO_AUDIO_STREAM, "the file has a video track but no audio track")
-            raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the file has no audio track")
-        stream = audio_streams[0]
-        _check_rate(stream.codec_context.sample_rate or 0)
-        gap = _leading_gap(opened.container, stream) if has_video else 0.0
-        if gap:
-            if max_seconds is not None and gap > max_seconds:
-                raise _too_long(max_seconds)
-            max_seconds = None if max_seconds is None else max_seconds - gap
-            width = 1 if channels == "mix" else max(1, stream.codec_context.channels or 1)
-            silence = np.zeros((width, int(round(gap * sampling_rate))), np.float32)
-            yield silence[0] if channels == "mix" else silence
-        resampler: _Resampler | None = None
-        n_channels = None
-        for rate, samples in _grouped(_decode_frames(opened, stream, max_seconds)):
-            check_sample_values(samples, "the decoded audio")  # before the mean: inf - inf is NaN
-            if n_channels is None:
-                n_channels = samples.shape[0]
-            elif channels == "split" and samples.shape[0] != n_channels:
-                raise AudioError(
-                    ErrorCode.AUDIO_DECODE_ERROR,
-                    f"the number of audio channels changes mid-stream ({n_channels} -> {samples.shape[0]})",
-                )
-            if channels == "mix":
-                samples = samples.mean(axis=0, dtype=np.float32) if samples.shape[0] > 1 else samples[0]
-            if resampler is None or resampler.in_rate != rate:
-                if resampler is not None:
-                    yield from resampler.flush()
-                mono = samples.ndim == 1
-                resampler = _Resampler(rate, sampling_rate, 1 if mono else samples.shape[0], mono)
-            yield from resampler.push(samples)
-        if resampler is None:
-            raise AudioError(
-                ErrorCode.AUDIO_DECODE_ERROR, "no audio could be decoded (corrupt or truncated data)"
-            )
-        yield from resampler.flush()
+    with _source_file(source) as (file, seekable):
+        links = _ogg_links(file) if seekable else []
+        if not links:
+            with _open_file(file, seekable) as opened:
+                yield from _iter_stream(opened, sampling_rate, channels, max_seconds)
+            return
+        # chained Ogg: each link is a recording of its own (its own headers, rate and channels),
+        # decoded one after the other as if the file were their concatenation
+        decoded = 0
+        width = None
+        for start, end in links:
+            remaining = None if max_seconds is None else max_seconds - decoded / sampling_rate
+            with _open_file(_OffsetView(file, start, end), True) as opened:
+                try:
+                    for block in _iter_stream(opened, sampling_rate, channels, remaining):
+                        if channels == "split" and width is not None and block.shape[0] != width:
+                            raise _channels_changed(width, block.shape[0])
+                        width = block.shape[0] if channels == "split" else None
+                        decoded += block.shape[-1]
+                        yield block
+                except AudioError as error:
+                    if error.code == ErrorCode.AUDIO_TOO_LONG and max_seconds is not None:
+                        raise _too_long(max_seconds) from None  # the whole file's limit, not what was left
+                    raise
+
+
+def _iter_stream(
+    opened: _Opened, sampling_rate: int, channels: str, max_seconds: float | None
+) -> Iterator[np.ndarray]:
+    """`_iter_resampled` for one opened container: its first audio stream."""
+    audio_streams, has_video = _classify_streams(opened.container)
+    if not audio_streams:
+        if has_video:
+            raise AudioError(ErrorCode.NO_AUDIO_STREAM, "the file has a video track but no audio track")
+        raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the file has no audio track")
+    stream = audio_streams[0]
+    _check_rate(stream.codec_context.sample_rate or 0)
+    gap = _leading_gap(opened.container, stream) if has_video else 0.0
+    if gap:
+        if max_seconds is not None and gap > max_seconds:
+            raise _too_long(max_seconds)
+        max_seconds = None if max_seconds is None else max_seconds - gap
+        width = 1 if channels == "mix" else max(1, stream.codec_context.channels or 1)
+        silence = np.zeros((width, int(round(gap * sampling_rate))), np.float32)
+        yield silence[0] if channels == "mix" else silence
+    resampler: _Resampler | None = None
+    n_channels = None
+    for rate, samples in _grouped(_decode_frames(opened, stream, max_seconds)):
+        check_sample_values(samples, "the decoded audio")  # before the mean: inf - inf is NaN
+        if n_channels is None:
+            n_channels = samples.shape[0]
+        elif channels == "split" and samples.shape[0] != n_channels:
+            raise _channels_changed(n_channels, samples.shape[0])
+        if channels == "mix":
+            samples = samples.mean(axis=0, dtype=np.float32) if samples.shape[0] > 1 else samples[0]
+        if resampler is None or resampler.in_rate != rate:
+            if resampler is not None:
+                yield from resampler.flush()
+            mono = samples.ndim == 1
+            resampler = _Resampler(rate, sampling_rate, 1 if mono else samples.shape[0], mono)
+        yield from resampler.push(samples)
+    if resampler is None:
+        raise AudioError(
+            ErrorCode.AUDIO_DECODE_ERROR, "no audio could be decoded (corrupt or truncated data)"
+        )
+    yield from resampler.flush()
 
 
 class _Resampler:
@@ -274,8 +320,9 @@ def _validate_array(audio: np.ndarray, channels: str) -> np.ndarray:
 
 
 @contextmanager
-def _open_container(source: AudioSource) -> Iterator[_Opened]:
-    """Open with PyAV from our own file object, so only local bytes are read (no URLs, no playlists)."""
+def _source_file(source: AudioSource) -> Iterator[tuple[BinaryIO, bool]]:
+    """(a file object holding only the recording's bytes, whether it can seek): our own file object, so
+    that PyAV reads only local bytes (no URLs, no playlists)."""
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
             raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the file is empty")
@@ -301,44 +348,96 @@ def _open_container(source: AudioSource) -> Iterator[_Opened]:
             raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the file is empty")
         if start:
             file = _OffsetView(file, start)  # PyAV seeks to offsets from the start of the recording
-        try:
-            container = av.open(
-                file,
-                mode="r",
-                **_METADATA_ERRORS,
-                buffer_size=_IO_BUFFER,
-                io_open=_refuse_nested_open,
-                # no network: an SDP file names RTP streams, which FFmpeg would listen for (UDP ports)
-                container_options={"protocol_whitelist": "none"},
-            )
-        except _NestedOpenRefusedError as error:
-            raise AudioError(
-                ErrorCode.AUDIO_DECODE_ERROR,
-                f"not an audio or video file: a playlist or list that points to other files ({error})",
-            ) from None
-        except av.error.FFmpegError as error:
-            raise AudioError(
-                ErrorCode.AUDIO_DECODE_ERROR,
-                f"cannot read the file as audio or video: not a media file, or corrupt or truncated"
-                f" ({_reason(error)})",
-            ) from None
-        with container:
-            seekable = start is not None
-            if container.format.name == "wav" and seekable:
-                _check_wav_size(file)
-            if container.format.name in _NOT_MEDIA_FORMATS or container.format.name.endswith("_pipe"):
-                raise AudioError(
-                    ErrorCode.AUDIO_DECODE_ERROR,
-                    f"not an audio or video file (it looks like {container.format.long_name or 'an image'})",
-                )
-            if seekable:
-                yield _Opened(container, _states_its_length(container, file))
-            else:  # FFmpeg states no length for a stream; a WAV header does (the bytes its data holds)
-                head = file.head if container.format.name == "wav" else b""
-                yield _Opened(container, False, _wav_declared_seconds(head))
+        yield file, start is not None
     finally:
         if owned:
             file.close()
+
+
+@contextmanager
+def _open_file(file: BinaryIO, seekable: bool) -> Iterator[_Opened]:
+    """The container PyAV opens on `file` (from its start), or AudioError saying why it cannot."""
+    if seekable:
+        file.seek(0)
+    try:
+        container = av.open(
+            file,
+            mode="r",
+            **_METADATA_ERRORS,
+            buffer_size=_IO_BUFFER,
+            io_open=_refuse_nested_open,
+            # no network: an SDP file names RTP streams, which FFmpeg would listen for (UDP ports)
+            container_options={"protocol_whitelist": "none"},
+        )
+    except _NestedOpenRefusedError as error:
+        raise AudioError(
+            ErrorCode.AUDIO_DECODE_ERROR,
+            f"not an audio or video file: a playlist or list that points to other files ({error})",
+        ) from None
+    except av.error.FFmpegError as error:
+        raise AudioError(
+            ErrorCode.AUDIO_DECODE_ERROR,
+            f"cannot read the file as audio or video: not a media file, or corrupt or truncated"
+            f" ({_reason(error)})",
+        ) from None
+    with container:
+        if container.format.name == "wav" and seekable:
+            _check_wav_size(file)
+        if container.format.name in _NOT_MEDIA_FORMATS or container.format.name.endswith("_pipe"):
+            raise AudioError(
+                ErrorCode.AUDIO_DECODE_ERROR,
+                f"not an audio or video file (it looks like {container.format.long_name or 'an image'})",
+            )
+        if seekable:
+            yield _Opened(container, _states_its_length(container, file))
+        else:  # FFmpeg states no length for a stream; a WAV header does (the bytes its data holds)
+            head = file.head if container.format.name == "wav" else b""
+            yield _Opened(container, False, _wav_declared_seconds(head))
+
+
+def _ogg_links(file: BinaryIO) -> list[tuple[int, int | None]]:
+    """The byte ranges (start, end; None: to the end) of a chained Ogg file's links, recordings one
+    after another that each begin with their own headers; [] when the file is not a chain.
+
+    FFmpeg's Ogg demuxer stops at a link whose codec parameters differ from the first one's (or misreads
+    it as corrupt data), so each link is decoded on its own. A link begins with a page that opens a stream
+    (BOS) after a page that does not (the BOS pages of streams multiplexed together come first, in a row).
+    Only page headers are read; a page that cannot be read ends the scan, and the last link runs to the
+    end of the file, for FFmpeg to decode or refuse as it would any file.
+    """
+    starts: list[int] = []
+    position = 0
+    previous_opened_a_stream = True
+    try:
+        while True:
+            file.seek(position)
+            header = file.read(_OGG_PAGE_HEADER)
+            if len(header) < _OGG_PAGE_HEADER or header[:4] != b"OggS" or header[4] != 0:
+                break
+            lacing = file.read(header[26])
+            if len(lacing) < header[26]:
+                break
+            opens_a_stream = bool(header[5] & _OGG_BEGINS_STREAM)
+            if opens_a_stream and not previous_opened_a_stream:
+                starts.append(position)
+            previous_opened_a_stream = opens_a_stream
+            position += _OGG_PAGE_HEADER + len(lacing) + sum(lacing)
+    except OSError:
+        return []
+    finally:
+        with suppress(OSError):
+            file.seek(0)
+    if not starts:
+        return []
+    bounds = [0, *starts]
+    return [(begin, end) for begin, end in zip(bounds, [*starts, None], strict=True)]
+
+
+@contextmanager
+def _open_container(source: AudioSource) -> Iterator[_Opened]:
+    """The container of `source`, opened on our own file object (see `_source_file`)."""
+    with _source_file(source) as (file, seekable), _open_file(file, seekable) as opened:
+        yield opened
 
 
 @dataclass(frozen=True)
@@ -409,12 +508,14 @@ class _PeekedStream(io.RawIOBase):
 
 
 class _OffsetView(io.RawIOBase):
-    """A seekable file object seen from `start` on, as if the recording began the file."""
+    """A seekable file object seen from `start` on (up to `end`, when given), as if the recording were
+    the whole file."""
 
-    def __init__(self, file: BinaryIO, start: int) -> None:
+    def __init__(self, file: BinaryIO, start: int, end: int | None = None) -> None:
         super().__init__()
         self._file = file
         self._start = start
+        self._end = end
 
     def readable(self) -> bool:
         return True
@@ -423,11 +524,16 @@ class _OffsetView(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
+        if self._end is not None:
+            left = max(0, self._end - self._file.tell())
+            size = left if size < 0 else min(size, left)
         return self._file.read(size)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_SET:
             offset += self._start
+        elif whence == io.SEEK_END and self._end is not None:
+            offset, whence = self._end + offset, io.SEEK_SET
         return self._file.seek(offset, whence) - self._start
 
     def tell(self) -> int:
@@ -595,6 +701,12 @@ def _check_rate(rate: int) -> None:
             f"corrupt or not a recording: a sample rate of {rate} Hz"
             f" ({MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz expected)",
         )
+
+
+def _channels_changed(before: int, after: int) -> AudioError:
+    return AudioError(
+        ErrorCode.AUDIO_DECODE_ERROR, f"the number of audio channels changes mid-stream ({before} -> {after})"
+    )
 
 
 def _too_long(max_seconds: float) -> AudioError:

@@ -138,14 +138,6 @@ def test_a_cut_wav_read_from_a_stream_is_called_truncated_too(tmp_path: Path) ->
     assert decode_audio(_ReadOnly(bytes(streamed[: len(streamed) // 2]))).size > 0
 
 
-def test_a_chained_ogg_is_refused_naming_the_chaining(tmp_path: Path) -> None:
-    first = _encode(tmp_path / "1.opus", "ogg", "libopus", _tone(2.0, 48000), 48000)
-    second = _encode(tmp_path / "2.opus", "ogg", "libopus", _tone(3.0, 48000, 2), 48000)
-    chained = first.read_bytes() + second.read_bytes()
-    with pytest.raises(AudioError, match="chained"):
-        decode_audio(chained)
-
-
 def test_an_sdp_file_is_refused_at_once_without_listening_on_the_network() -> None:
     """An SDP text names RTP streams: FFmpeg bound UDP ports and waited 20 s for packets."""
     sdp = b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 5004 RTP/AVP 0\n"

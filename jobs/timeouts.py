@@ -2,9 +2,12 @@
 
 The API passes `job_timeout(settings, duration)` as RQ's job_timeout when it enqueues; the job gives
 its gRPC call a deadline a little shorter, so a stuck server ends as TIMEOUT before RQ kills the job.
+RQ's clock runs while the job downloads the audio (S3), so the call gets what the download left of it.
 """
 
 from __future__ import annotations
+
+import time
 
 from cliptext.settings import Settings
 
@@ -24,3 +27,10 @@ def call_deadline(settings: Settings, duration: float | None, job_timeout_second
     if job_timeout_seconds and job_timeout_seconds > 0:
         budget = min(budget, max(1, job_timeout_seconds - _MARGIN_SECONDS))
     return float(budget)
+
+
+def remaining_deadline(budget: float, since: float, now: float | None = None) -> float | None:
+    """What is left of `budget` seconds counted from `since` (time.monotonic, before the download):
+    None once it is spent (the job fails TIMEOUT), else at least 1 s (the job's margin covers it)."""
+    left = budget - ((time.monotonic() if now is None else now) - since)
+    return None if left <= 0 else max(1.0, left)

@@ -12,6 +12,7 @@ is removed.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import redis
@@ -29,13 +30,14 @@ from inference.types import Segment, TranscribeOptions
 from jobs import metrics
 from jobs import transcript_store as store
 from jobs.errors import Failure, classify
-from jobs.timeouts import call_deadline
+from jobs.timeouts import call_deadline, remaining_deadline
 from jobs.webhooks import enqueue_webhook
 
 log = logging.getLogger(__name__)
 
 COMPLETED_EVENT = "transcription.completed"
 FAILED_EVENT = "transcription.failed"
+_DOWNLOAD_TOOK_ALL = "fetching the audio from storage took all of the transcription's time limit"
 
 
 class Canceled(Exception):
@@ -153,11 +155,16 @@ def run_transcription(transcription_id: str) -> Retry | None:
             _fail(settings, started, Failure(ErrorCode.UPLOAD_MISSING, "the upload is gone", False))
             return None
         job = get_current_job()
-        deadline = call_deadline(settings, started.duration, job.timeout if job is not None else None)
+        budget = call_deadline(settings, started.duration, job.timeout if job is not None else None)
+        copy_began = time.monotonic()
         try:
             with open_storage(settings.storage_url).local_copy(started.storage_key) as path:
                 if not Path(path).exists():
                     _fail(settings, started, Failure(ErrorCode.UPLOAD_MISSING, "the audio is gone", False))
+                    return None
+                deadline = remaining_deadline(budget, copy_began)  # the download (S3) spent its share
+                if deadline is None:
+                    _fail(settings, started, Failure(ErrorCode.TIMEOUT, _DOWNLOAD_TOOK_ALL, False))
                     return None
                 text, summary = _stream(settings, started, Path(path), deadline, request_id)
         except Canceled:

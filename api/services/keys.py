@@ -23,7 +23,7 @@ from api.auth import announce_revocation, issue_key
 from api.db import locked, write_transaction
 from api.errors import ApiError, NotFound
 from api.models import ApiKey, Membership, Organization, Role, User, db, utcnow
-from api.services.orgs import membership_in
+from api.services.orgs import membership_in, normalize_email
 from cliptext.errors import ErrorCode
 
 # active keys one member may hold: a key can mint keys (a leaked one too), and the table stays bounded
@@ -231,7 +231,7 @@ def operator_create_key(org_public_id: str, email: str) -> tuple[ApiKey, str]:
         .join(Organization)
         .switch(Membership)
         .join(User)
-        .where((Organization.public_id == org_public_id) & (User.email == email.strip().lower()))
+        .where((Organization.public_id == org_public_id) & (User.email == normalize_email(email)))
         .first()
     )
     if membership is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import unicodedata
 from dataclasses import dataclass
 
 import marshmallow as ma
@@ -16,6 +17,16 @@ from api.errors import ApiError, NotFound
 from api.models import ApiKey, Membership, Organization, Plan, Role, User, db, utcnow
 from api.services.plans import Limits, limits_for
 from cliptext.errors import ErrorCode
+
+
+def normalize_email(email: str) -> str:
+    """The one form an email is stored and looked up in: NFKC, trimmed, lower-cased.
+
+    NFKC first, so that look-alike forms are one member: fullwidth "ｕｓｅｒ@ｅｘａｍｐｌｅ.ｃｏｍ" is
+    "user@example.com" (the email validator accepts both). It can lengthen the text, as lower-casing
+    can ("ﬀ" is "ff", "İ" is two characters in lower case): callers check the length of the result.
+    """
+    return unicodedata.normalize("NFKC", email).strip().lower()
 
 
 @dataclass(frozen=True)
@@ -88,13 +99,13 @@ def add_member(actor: Membership, org_public_id: str, email: str, role: str) -> 
         raise ApiError(ErrorCode.FORBIDDEN, "Only owners and admins can add members")
     if role == Role.OWNER and mine.role != Role.OWNER:
         raise ApiError(ErrorCode.FORBIDDEN, "Only owners can add owners")
-    email = email.strip().lower()
+    email = normalize_email(email)
     longest = User.email.max_length
-    if len(email) > longest:  # lower-casing can lengthen it ("İ" is two characters in lower case)
+    if len(email) > longest:  # normalizing can lengthen it (see normalize_email)
         raise ApiError(
             ErrorCode.VALIDATION_ERROR,
             "The request is invalid; see details.fields",
-            {"fields": {"email": [f"Longer than {longest} characters once lower-cased."]}},
+            {"fields": {"email": [f"Longer than {longest} characters once normalized."]}},
         )
     try:
         with db.atomic():
@@ -126,7 +137,7 @@ def _checked_org(
     custom_rate_limit: int | None,
     custom_concurrent_uploads: int | None,
 ) -> tuple[str, str]:
-    """The name and owner email to store (trimmed; the email lower-cased), or InvalidOrg."""
+    """The name and owner email to store (trimmed; the email normalized), or InvalidOrg."""
     if plan not in Plan.ALL:
         raise InvalidOrg("plan", f"must be one of {', '.join(Plan.ALL)}")
     name = name.strip()
@@ -135,7 +146,7 @@ def _checked_org(
         raise InvalidOrg("name", "must not be empty")
     if len(name) > longest:
         raise InvalidOrg("name", f"must be at most {longest} characters, got {len(name)}")
-    email = owner_email.strip().lower()
+    email = normalize_email(owner_email)
     longest = User.email.max_length
     if not email:
         raise InvalidOrg("owner_email", "must not be empty")

@@ -1,5 +1,5 @@
 """What one app instance holds besides Flask itself: settings, Redis, storage, URL signer, the leases of
-the upload slots its requests hold.
+the upload slots and Idempotency-Key markers its requests hold.
 
 Kept on `app.extensions["cliptext"]` (never module globals) so two app instances in one process, as the
 tests make, do not share anything but the real Redis and database.

@@ -171,8 +171,8 @@ class Settings:
     models_cache_seconds: float = 60.0
     # API: seconds an API process reuses a key's lookup (a revoked key may work that long in other processes)
     auth_cache_seconds: float = 5.0
-    # API: seconds a multipart upload's concurrent-upload slot outlives the process receiving it (renewed
-    # every quarter of this while the request runs)
+    # API: seconds a multipart upload's concurrent-upload slot, and an Idempotency-Key's "in progress"
+    # marker, outlive the process running the request (renewed every quarter of this while it runs)
     upload_slot_lease_seconds: float = 120.0
 
     @classmethod

@@ -3,6 +3,11 @@
 Same key + same request → the stored response again (header `Idempotent-Replayed: true`); same key +
 different request → 409; a request still running under the key → 409. 5xx answers are not stored, so a
 retry after a server failure runs again.
+
+The "in progress" marker lives for the upload slots' lease (CLIPTEXT_UPLOAD_SLOT_LEASE) and is renewed
+by the process's lease thread (api.slot_leases) while its request runs: a fixed 300 s let a slower
+request's marker expire, and a retry with its key run it a second time (two transcriptions, two
+charges), yet the marker of a request whose process died still lapses within the lease.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +27,6 @@ from api.state import state
 from cliptext.errors import ErrorCode
 
 TTL_SECONDS = 24 * 3600
-PENDING_TTL_SECONDS = 300
 HEADER = "Idempotency-Key"
 _KEEP_HEADERS = ("Content-Type", "Location")
 
@@ -60,33 +65,49 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
         org = current_principal().org
         redis_key = app_state.key("idempotency", org.public_id, hashlib.sha256(key.encode()).hexdigest())
         fingerprint = request_fingerprint()
-        pending = json.dumps({"state": "pending", "fingerprint": fingerprint})
-        if not app_state.redis.set(redis_key, pending, nx=True, ex=PENDING_TTL_SECONDS):
+        # the owner token makes the value this request's own: only its holder renews it
+        owner = secrets.token_hex(8)
+        pending = json.dumps({"state": "pending", "fingerprint": fingerprint, "owner": owner})
+        leases = app_state.slot_leases
+        if not app_state.redis.set(redis_key, pending, nx=True, px=leases.lease_ms):
             return _replay(app_state.redis.get(redis_key), fingerprint)
+        leases.hold_key(app_state.redis, redis_key, pending)
         try:
-            response: Response = make_response(view(*args, **kwargs))
-        except ApiError as error:
-            if error.status >= 500:
-                app_state.redis.delete(redis_key)
-                raise
-            response = handle_api_error(error)
-        except BaseException:
-            app_state.redis.delete(redis_key)
-            raise
-        if response.status_code >= 500 or response.status_code == 429:
-            app_state.redis.delete(redis_key)
-            return response
-        record = {
-            "state": "done",
-            "fingerprint": fingerprint,
-            "status": response.status_code,
-            "body": response.get_data(as_text=True),
-            "headers": {h: response.headers[h] for h in _KEEP_HEADERS if h in response.headers},
-        }
-        app_state.redis.set(redis_key, json.dumps(record), ex=TTL_SECONDS)
-        return response
+            return _run_and_record(view, args, kwargs, redis_key, fingerprint)
+        finally:
+            leases.let_go_key(app_state.redis, redis_key, pending)
 
     return wrapper
+
+
+def _run_and_record(
+    view: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], redis_key: str, fingerprint: str
+) -> Response:
+    """Run the view under the key's marker; store its answer for replay, or drop the marker when the
+    answer is one a retry should not get again (5xx, 429, an exception)."""
+    conn = state().redis
+    try:
+        response: Response = make_response(view(*args, **kwargs))
+    except ApiError as error:
+        if error.status >= 500:
+            conn.delete(redis_key)
+            raise
+        response = handle_api_error(error)
+    except BaseException:
+        conn.delete(redis_key)
+        raise
+    if response.status_code >= 500 or response.status_code == 429:
+        conn.delete(redis_key)
+        return response
+    record = {
+        "state": "done",
+        "fingerprint": fingerprint,
+        "status": response.status_code,
+        "body": response.get_data(as_text=True),
+        "headers": {h: response.headers[h] for h in _KEEP_HEADERS if h in response.headers},
+    }
+    conn.set(redis_key, json.dumps(record), ex=TTL_SECONDS)
+    return response
 
 
 # details.reason of the two 409s: a client retries the first (later, same key), never the second

@@ -27,6 +27,7 @@ import os
 import random
 import re
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -248,6 +249,15 @@ def _sleep(seconds: float, deadline: float | None, why: str) -> None:
 # client
 
 
+def _api_root(url: str) -> str:
+    """The API's root from a base URL: a deployment's address alone ("http://host:8000") means its /v1,
+    where every call was a 404 "Not found" that named no cause; a path given (a proxy's prefix) is kept."""
+    url = url.rstrip("/")
+    if not urllib.parse.urlsplit(url).path:
+        url += "/v1"
+    return url
+
+
 class Client:
     """One API key against one Cliptext deployment. It keeps a requests.Session (connection reuse),
     which is not meant to be shared between threads: give each thread its own Client."""
@@ -269,9 +279,8 @@ class Client:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         key = api_key if api_key is not None else os.environ.get("CLIPTEXT_API_KEY", "")
         self.api_key = key.strip()  # a key read from a file comes with its line break
-        self.base_url = (
-            base_url or os.environ.get("CLIPTEXT_BASE_URL", "").strip() or DEFAULT_BASE_URL
-        ).rstrip("/")
+        given = base_url or os.environ.get("CLIPTEXT_BASE_URL", "").strip()
+        self.base_url = _api_root(given or DEFAULT_BASE_URL)
         self.timeout = timeout
         self.max_retries = max_retries
         self.max_retry_wait = max_retry_wait

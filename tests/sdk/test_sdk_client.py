@@ -28,6 +28,26 @@ def test_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert Client(api_key="k").base_url == "http://127.0.0.1:8000/v1"
 
 
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("http://api.example:9000", "http://api.example:9000/v1"),
+        ("http://api.example:9000/", "http://api.example:9000/v1"),
+        ("https://api.example/cliptext/v1", "https://api.example/cliptext/v1"),
+        ("https://api.example/cliptext", "https://api.example/cliptext"),  # a proxy's prefix: as given
+    ],
+)
+def test_a_deployments_address_alone_means_its_v1(given: str, used: str) -> None:
+    """`CLIPTEXT_BASE_URL=http://host:8000` made every call a 404 "Not found" that named no cause."""
+    assert Client(api_key="k", base_url=given).base_url == used
+
+
+def test_the_address_alone_reaches_the_api(api_server: ApiServer, shared_org: Org) -> None:
+    address = api_server.base_url.removesuffix("/v1")
+    with Client(api_key=shared_org.key, base_url=address, timeout=30) as sdk:
+        assert all(item.id.startswith("txn_") for item in sdk.list_transcriptions(limit=1))
+
+
 def test_upload_streams_with_progress_then_create_is_queued(client: Client) -> None:
     path = AUDIO / "jfk.flac"  # 1.1 MB: more than one 1 MiB chunk
     size = path.stat().st_size

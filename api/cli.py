@@ -1,5 +1,5 @@
-"""`flask --app api …` commands: organizations (and their webhook secret), API keys, a local dev key,
-database migrations.
+"""`flask --app api …` commands: organizations (their members and webhook secret), API keys, a local
+dev key, database migrations.
 
 Loading the app for these commands does not migrate the database (api.create_app): `db upgrade` applies
 the pending migrations and lists them, and every command that reads or writes the tables first refuses,
@@ -20,7 +20,7 @@ import redis
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from api.auth import hash_key, revoke_key
+from api.auth import hash_key
 from api.models import ApiKey, Membership, Organization, Plan, Role, User, db
 from api.services import keys as key_service
 from api.services import orgs as org_service
@@ -106,6 +106,24 @@ def create_org_command(
     click.echo(raw)
 
 
+@orgs_cli.command("add-member")
+@click.option("--org", "org_id", required=True)
+@click.option("--email", required=True)
+@click.option("--role", type=click.Choice(Role.ALL), default=Role.MEMBER, show_default=True)
+@needs_schema
+def add_member_command(org_id: str, email: str, role: str) -> None:
+    """Add a member to an organization (then `keys create` gives them a key); prints their usr_ id."""
+    with db.connection_context():
+        try:
+            user, _ = org_service.operator_add_member(org_id, email, role)
+        except org_service.InvalidOrg as error:
+            raise click.BadParameter(error.message, param_hint=f"'--{error.field}'") from error
+        except (LookupError, org_service.AlreadyMember) as error:
+            raise click.ClickException(str(error)) from error
+    click.echo(f"added {user.email} to {org_id} as {role}", err=True)
+    click.echo(user.public_id)
+
+
 @orgs_cli.command("webhook-secret")
 @click.argument("org_id")
 @click.option("--rotate", is_flag=True, help="Replace it first; the old one signs too for 24 h.")
@@ -135,6 +153,11 @@ def create_key_command(org_id: str, email: str) -> None:
     with db.connection_context():
         try:
             key, raw = key_service.operator_create_key(org_id, email)
+        except key_service.NotAMember as error:
+            raise click.ClickException(
+                f"{error}; add them first: flask --app api orgs add-member --org {org_id} --email "
+                f"{email}  (or POST /v1/orgs/{org_id}/members)"
+            ) from error
         except LookupError as error:
             raise click.ClickException(str(error)) from error
     click.echo(f"api key id: {key.public_id}", err=True)
@@ -160,20 +183,37 @@ def list_keys_command(org_id: str) -> None:
 
 @keys_cli.command("revoke")
 @click.argument("key_id")
+@click.option("--force", is_flag=True, help="Revoke it even if it is its organization's last owner key.")
 @needs_schema
-def revoke_key_command(key_id: str) -> None:
-    """Revoke an API key by its id (key_…); every API process refuses it from the next request."""
+def revoke_key_command(key_id: str, force: bool) -> None:
+    """Revoke an API key by its id (key_…); every API process refuses it from the next request.
+
+    An organization's last active owner key is refused (as the API refuses it) unless --force."""
     with db.connection_context():
         try:
-            if not revoke_key(key_id):
-                raise click.ClickException(f"no active key {key_id}")
+            revoked = key_service.operator_revoke_key(key_id, force)
+        except key_service.LastOwnerKey as error:
+            raise click.ClickException(
+                f"{error}: without it no key of the organization can create owner keys; create another "
+                f"first (flask --app api keys create --org {error.org_public_id} --email {error.email}), "
+                "or pass --force"
+            ) from error
         except redis.exceptions.RedisError as error:
             seconds = current_app.extensions["cliptext"].settings.auth_cache_seconds
             raise click.ClickException(
                 f"{key_id} is revoked in the database, but Redis could not be told ({error}): API processes "
                 f"that looked it up recently accept it for up to {seconds:g} s more"
             ) from error
+    if revoked is None:
+        raise click.ClickException(f"no active key {key_id}")
     click.echo(f"revoked {key_id}")
+    if revoked.was_last_owner_key:
+        org = revoked.org_public_id
+        click.echo(
+            f"{org} now has no owner key: none of its keys can create owner keys or add owners; make one "
+            f"with flask --app api keys create --org {org} --email {revoked.email}",
+            err=True,
+        )
 
 
 def _dev_key_path() -> str:

@@ -7,7 +7,8 @@ Who may do what (API):
   which `add_member` already refuses them);
 - the last active key held by an owner is not revoked (409): only an owner's key can create owner
   keys, so without one the organization could no longer manage its owners without the operator. The
-  operator's `flask --app api keys revoke` is not held to this (the operator can always issue a key).
+  operator's `flask --app api keys revoke` is held to the same rule (operator_revoke_key) unless it
+  passes --force (the operator can always issue an owner a new key).
 
 A revocation is seen by every API process from its next request (api.auth: the auth generation in
 Redis, and this process's cache dropped at once).
@@ -181,8 +182,9 @@ def revoke_key(actor: Membership, org_public_id: str, key_public_id: str) -> Non
     announce_revocation()  # after the commit: a process that looks the key up again sees it revoked
 
 
-def _refuse_last_owner_key(org: Organization, key: ApiKey) -> None:
-    """409 when `key` is the only active key any owner of the organization holds."""
+def _is_last_owner_key(org: Organization, key: ApiKey) -> bool:
+    """Whether `key` is the only active key any owner of the organization holds: the rule both
+    revocations (API and operator) apply, under the organization's row lock."""
     owner_keys = [
         found.id
         for found in ApiKey.select(ApiKey.id)
@@ -191,7 +193,12 @@ def _refuse_last_owner_key(org: Organization, key: ApiKey) -> None:
             (Membership.organization == org) & (Membership.role == Role.OWNER) & ApiKey.revoked_at.is_null()
         )
     ]
-    if owner_keys == [key.id]:
+    return owner_keys == [key.id]
+
+
+def _refuse_last_owner_key(org: Organization, key: ApiKey) -> None:
+    """409 when `key` is the only active key any owner of the organization holds."""
+    if _is_last_owner_key(org, key):
         raise ApiError(
             ErrorCode.CONFLICT,
             "This is the organization's last owner key; create another owner key first",
@@ -224,8 +231,18 @@ def operator_list_keys(org_public_id: str) -> list[tuple[ApiKey, str]]:
     return [(key, key.email) for key in keys]
 
 
+class NotAMember(LookupError):
+    """No member of the organization has that email (the CLI says how to add one)."""
+
+    def __init__(self, email: str, org_public_id: str) -> None:
+        super().__init__(f"{email} is not a member of {org_public_id}")
+        self.email = email
+        self.org_public_id = org_public_id
+
+
 def operator_create_key(org_public_id: str, email: str) -> tuple[ApiKey, str]:
-    """A new key for the member with that email (LookupError when there is none); the raw key once."""
+    """A new key for the member with that email; the raw key once. LookupError when there is no such
+    organization, NotAMember when no member has that email."""
     membership = (
         Membership.select()
         .join(Organization)
@@ -236,6 +253,61 @@ def operator_create_key(org_public_id: str, email: str) -> tuple[ApiKey, str]:
     )
     if membership is None:
         _require_org(org_public_id)
-        raise LookupError(f"{email} is not a member of {org_public_id}")
+        raise NotAMember(email, org_public_id)
     with db.atomic():
         return issue_key(membership)
+
+
+class LastOwnerKey(Exception):
+    """The operator's revocation of an organization's last active owner key, refused (not forced)."""
+
+    def __init__(self, key_public_id: str, org_public_id: str, email: str) -> None:
+        super().__init__(f"{key_public_id} is the last active owner key of {org_public_id}")
+        self.key_public_id = key_public_id
+        self.org_public_id = org_public_id
+        self.email = email  # the owner whose key it is
+
+
+@dataclass(frozen=True)
+class OperatorRevocation:
+    """A key the operator revoked: its organization, its member's email, and whether it was the
+    organization's last active owner key (forced)."""
+
+    org_public_id: str
+    email: str
+    was_last_owner_key: bool
+
+
+def operator_revoke_key(key_public_id: str, force: bool = False) -> OperatorRevocation | None:
+    """Revoke a key of any organization; None when there is no active key with that id.
+
+    The organization's last active owner key is refused with LastOwnerKey, as the API refuses it
+    (409), unless `force`. The check and the write hold the organization's row lock, as revoke_key's
+    do; the API processes are told after the commit (a RedisError then leaves the key revoked).
+    """
+    key = (
+        ApiKey.select(ApiKey, Membership, Organization, User)
+        .join(Membership)
+        .join(Organization)
+        .switch(Membership)
+        .join(User)
+        .where((ApiKey.public_id == key_public_id) & ApiKey.revoked_at.is_null())
+        .first()
+    )
+    if key is None:
+        return None
+    org, email = key.membership.organization, key.membership.user.email
+    with write_transaction():
+        locked(Organization.select().where(Organization.id == org.id)).first()
+        last = _is_last_owner_key(org, key)
+        if last and not force:
+            raise LastOwnerKey(key_public_id, org.public_id, email)
+        revoked = (
+            ApiKey.update(revoked_at=utcnow())
+            .where((ApiKey.id == key.id) & ApiKey.revoked_at.is_null())
+            .execute()
+        )
+    if not revoked:  # revoked by another call since the lookup, which told the processes
+        return None
+    announce_revocation()
+    return OperatorRevocation(org.public_id, email, last)

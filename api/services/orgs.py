@@ -1,5 +1,6 @@
-"""Organizations and their members: creation (CLI), listing, adding members (owner/admin only), and
-the webhook signing secret: shown and rotated by owners and admins (API) or the operator (CLI)."""
+"""Organizations and their members: creation (CLI), listing, adding members (owners and admins via
+the API, the operator via the CLI), and the webhook signing secret: shown and rotated by owners and
+admins (API) or the operator (CLI)."""
 
 from __future__ import annotations
 
@@ -99,25 +100,50 @@ def add_member(actor: Membership, org_public_id: str, email: str, role: str) -> 
         raise ApiError(ErrorCode.FORBIDDEN, "Only owners and admins can add members")
     if role == Role.OWNER and mine.role != Role.OWNER:
         raise ApiError(ErrorCode.FORBIDDEN, "Only owners can add owners")
-    email = normalize_email(email)
-    longest = User.email.max_length
-    if len(email) > longest:  # normalizing can lengthen it (see normalize_email)
+    try:
+        return _join(mine.organization, email, role)
+    except InvalidOrg as error:
         raise ApiError(
             ErrorCode.VALIDATION_ERROR,
             "The request is invalid; see details.fields",
-            {"fields": {"email": [f"Longer than {longest} characters once normalized."]}},
-        )
+            {"fields": {error.field: [error.message]}},
+        ) from error
+    except AlreadyMember as error:
+        raise ApiError(ErrorCode.CONFLICT, "This user is already a member", {"email": error.email}) from error
+
+
+def operator_add_member(org_public_id: str, email: str, role: str = Role.MEMBER) -> tuple[User, Membership]:
+    """The operator's add_member (CLI, no membership, so no permission check): any organization, any
+    role. LookupError when there is no such organization, InvalidOrg for the email or role, AlreadyMember."""
+    return _join(_org_by_public_id(org_public_id), email, role)
+
+
+class AlreadyMember(Exception):
+    """The user with that (normalized) email is already a member of the organization."""
+
+    def __init__(self, email: str) -> None:
+        super().__init__(f"{email} is already a member")
+        self.email = email
+
+
+def _join(org: Organization, email: str, role: str) -> tuple[User, Membership]:
+    """Add the user with that email (created if new) to `org` with `role`: the checks and the write both
+    add_member and operator_add_member make. InvalidOrg for the email or role, AlreadyMember (the unique
+    membership, so two adds at once cannot both succeed)."""
+    if role not in Role.ALL:
+        raise InvalidOrg("role", f"must be one of {', '.join(Role.ALL)}, got {role!r}")
+    email = _checked_email(email, "email")
     try:
         with db.atomic():
             user, _ = User.get_or_create(email=email)
-            membership = Membership.create(organization=mine.organization, user=user, role=role)
+            membership = Membership.create(organization=org, user=user, role=role)
     except pw.IntegrityError as error:
-        raise ApiError(ErrorCode.CONFLICT, "This user is already a member", {"email": email}) from error
+        raise AlreadyMember(email) from error
     return user, membership
 
 
 class InvalidOrg(ValueError):
-    """An organization create_org refuses; `field` names the argument at fault (the CLI's option)."""
+    """An argument create_org or operator_add_member refuses; `field` names it (the CLI's option)."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
@@ -128,6 +154,22 @@ class InvalidOrg(ValueError):
 # PostgreSQL's integer, the type of the custom limit columns
 MAX_CUSTOM_LIMIT = 2**31 - 1
 _EMAIL = ma.validate.Email()
+
+
+def _checked_email(email: str, field: str) -> str:
+    """The email to store: normalized (normalize_email), or InvalidOrg naming `field` when it is empty,
+    longer than the column once normalized (normalizing can lengthen it), or not an email address."""
+    normalized = normalize_email(email)
+    longest = User.email.max_length
+    if not normalized:
+        raise InvalidOrg(field, "must not be empty")
+    if len(normalized) > longest:
+        raise InvalidOrg(field, f"must be at most {longest} characters, got {len(normalized)}")
+    try:
+        _EMAIL(normalized)
+    except ma.ValidationError:
+        raise InvalidOrg(field, f"{email.strip()!r} is not an email address") from None
+    return normalized
 
 
 def _checked_org(
@@ -146,16 +188,7 @@ def _checked_org(
         raise InvalidOrg("name", "must not be empty")
     if len(name) > longest:
         raise InvalidOrg("name", f"must be at most {longest} characters, got {len(name)}")
-    email = normalize_email(owner_email)
-    longest = User.email.max_length
-    if not email:
-        raise InvalidOrg("owner_email", "must not be empty")
-    if len(email) > longest:
-        raise InvalidOrg("owner_email", f"must be at most {longest} characters, got {len(email)}")
-    try:
-        _EMAIL(email)
-    except ma.ValidationError:
-        raise InvalidOrg("owner_email", f"{owner_email.strip()!r} is not an email address") from None
+    email = _checked_email(owner_email, "owner_email")
     limits = {"custom_rate_limit": custom_rate_limit, "custom_concurrent_uploads": custom_concurrent_uploads}
     for field, value in limits.items():
         if value is None:

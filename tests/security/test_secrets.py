@@ -152,7 +152,7 @@ def test_revoked_key_stops_within_the_cache_ttl(make_app, new_org):
 def revoke_in_another_process(key_id: str) -> None:
     """`flask --app api keys revoke` as an operator runs it: its own process, this test's environment."""
     done = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "api", "keys", "revoke", key_id],
+        [sys.executable, "-m", "flask", "--app", "api", "keys", "revoke", "--force", key_id],
         cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
@@ -197,7 +197,7 @@ def test_revoke_says_so_when_redis_cannot_be_told(make_app, new_org):
     _, raw = new_org("pro")
     key_id = key_id_of(app, raw)
     unreachable = make_app(redis_url="redis://127.0.0.1:1/0", auth_cache_seconds=5)
-    result = unreachable.test_cli_runner().invoke(args=["keys", "revoke", key_id])
+    result = unreachable.test_cli_runner().invoke(args=["keys", "revoke", "--force", key_id])
     assert result.exit_code != 0
     assert "revoked in the database" in result.output and "up to 5 s more" in result.output
     assert app.test_client().get("/v1/orgs", headers={"Authorization": f"Bearer {raw}"}).status_code == 401

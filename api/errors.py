@@ -7,6 +7,7 @@ every error payload, so the two cannot drift: {"error": {"code", "message", "det
 from __future__ import annotations
 
 import errno
+import json
 import logging
 from typing import Any
 
@@ -14,8 +15,8 @@ import gunicorn.http.errors
 import marshmallow as ma
 import peewee as pw
 import redis.exceptions
-from flask import Flask, Response, g, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from api.storage import STORAGE_ERRORS
 from cliptext.errors import CODE_FOR_HTTP, ErrorCode
@@ -118,6 +119,31 @@ def _validation_details(data: dict[str, Any]) -> dict[str, Any]:
     return {"fields": fields} if fields else {}
 
 
+def _parse_error(error: HTTPException) -> ValueError | None:
+    """The JSON reader's own error behind a 400: webargs attaches it as `exc` (wrapping the reader's
+    error as its cause), Flask's get_json raises a bare BadRequest from one raised while handling it."""
+    found, link, seen = None, error, 0
+    while link is not None and seen < 8:
+        if isinstance(link, ValueError):
+            found = link  # the innermost one: the reader's, with its real position
+        link, seen = getattr(link, "exc", None) or link.__cause__ or link.__context__, seen + 1
+    return found
+
+
+def invalid_json_message(error: HTTPException) -> str | None:
+    """What is wrong with a JSON body that did not parse, instead of Werkzeug's stock "The browser (or
+    proxy) sent a request that this server could not understand." (None for any other 400)."""
+    if error.description != BadRequest.description or not request.is_json:
+        return None  # a 400 that says why already (not UTF-8, nested too deep) keeps its message
+    parse_error = _parse_error(error)
+    if isinstance(parse_error, json.JSONDecodeError):
+        where = f"line {parse_error.lineno}, column {parse_error.colno}"
+        return f"The request body is not valid JSON: {parse_error.msg} ({where})"
+    if parse_error is not None:  # valid JSON Python refuses: an integer of more than 4,300 digits
+        return f"The request body could not be read as JSON: {parse_error}"
+    return None
+
+
 def handle_http_exception(error: HTTPException) -> Response:
     status = error.code or 500
     code = CODE_FOR_HTTP.get(status, ErrorCode.INTERNAL)
@@ -132,6 +158,8 @@ def handle_http_exception(error: HTTPException) -> Response:
         headers.update({k: v for k, v in error.get_headers() if k.lower() == "allow"})
         details = {"allowed": sorted(getattr(error, "valid_methods", None) or [])}
         message = "Method not allowed"
+    elif status == 400:
+        message = invalid_json_message(error) or message
     elif status == 404:
         message = "Not found"
     elif status >= 500:

@@ -110,9 +110,10 @@ def _free(host: str, port: int, what: str, setting: str) -> None:
 
 
 def main() -> int:
-    # stop everything on SIGTERM, and on SIGHUP (the terminal closed), as on Ctrl-C
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    # stop everything on Ctrl-C, SIGTERM and SIGHUP (the terminal closed). SIGINT explicitly: a background
+    # job of a non-interactive shell starts with it ignored, and Python then leaves it ignored
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     try:
         return _run(settings_or_exit())
     except KeyboardInterrupt:

@@ -39,6 +39,8 @@ worker_class = "gthread"
 threads = 4
 timeout = 300  # seconds a worker may spend on one request (gunicorn's default of 30 cut slow uploads)
 graceful_timeout = 30  # seconds requests in flight may run on after SIGTERM
+# unused here, and its default path (~/.gunicorn/gunicorn.ctl) is one per user that every gunicorn fights over
+control_socket_disable = True
 
 
 def _log_format() -> str:

@@ -152,3 +152,33 @@ def test_the_image_command_answers_health_checks_while_a_client_stalls(tmp_path:
             slow.close()
         stop(server)
         log.close()
+
+
+def test_no_control_socket_at_the_per_user_path(tmp_path: Path) -> None:
+    """gunicorn 27 opened a control socket at $XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl: one path per
+    user, fought over by two stacks, or a stack and the tests' gunicorn. We never use it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in app_env(tmp_path, HOME=str(home)).items() if k != "XDG_RUNTIME_DIR"}
+    argv = [part.replace("0.0.0.0:8000", f"127.0.0.1:{free_port()}") for part in image_command()]
+    log_path = tmp_path / "gunicorn.log"
+    with log_path.open("wb") as log:
+        # at debug level the master logs one line either way, where it starts (or skips) the socket
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--log-level", "debug", *argv[1:]],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "Control socket" not in log_path.read_text():
+                assert server.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+        finally:
+            stop(server)
+    log_text = log_path.read_text()
+    assert "Control socket disabled" in log_text and "Control socket listening" not in log_text, log_text
+    assert not (home / ".gunicorn").exists()

@@ -105,8 +105,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         OPENAPI_VERSION="3.1.0",
         OPENAPI_URL_PREFIX="/v1",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_REDOC_PATH="docs",
-        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
         API_SPEC_OPTIONS={
             "info": {"description": API_DESCRIPTION},
             "security": [{"bearerAuth": []}],
@@ -141,10 +139,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.before_request(refuse_unstorable_input)  # the body is read only for a caller let in
 
     api = CliptextApi(app)
-    from api.blueprints import health, keys, openai, orgs, transcriptions, uploads
+    from api.blueprints import docs, health, keys, openai, orgs, transcriptions, uploads
 
     for module in (health, uploads, transcriptions, orgs, keys, openai):
         api.register_blueprint(module.blp)
+    app.register_blueprint(docs.blp)  # a page, not an API operation: outside the OpenAPI document
 
     mount_admin(app, settings)
 

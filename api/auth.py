@@ -206,7 +206,7 @@ def is_public_endpoint() -> bool:
         return True
     if request.blueprint in current_app.config.get("KEYLESS_BLUEPRINTS", ()):
         return True  # authorised otherwise (operator Basic auth, api.admin), not by an API key
-    return request.endpoint.startswith("api-docs.") or request.endpoint == "static"
+    return request.endpoint.startswith(("api-docs.", "docs.")) or request.endpoint == "static"
 
 
 def load_principal() -> None:

@@ -6,7 +6,6 @@ import json
 import re
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import BadRequest
@@ -37,17 +36,6 @@ def _connect_db() -> None:
 
 # API answers are data, never a page: nothing may load, run or frame them.
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
-DOCS_ENDPOINT = "api-docs.openapi_redoc"
-
-
-def docs_csp(script_url: str) -> str:
-    """The ReDoc page: its script from the CDN, inline styles, the spec fetched from here."""
-    parts = urlsplit(script_url)
-    return (
-        f"default-src 'none'; script-src {parts.scheme}://{parts.netloc}; style-src 'unsafe-inline'; "
-        "img-src 'self' data: https:; font-src https: data:; connect-src 'self'; worker-src blob:; "
-        "frame-ancestors 'none'"
-    )
 
 
 def _finish(response: Response) -> Response:
@@ -56,11 +44,7 @@ def _finish(response: Response) -> Response:
         response.headers.setdefault(name, value)
     # transcripts, keys and errors are private whatever their format (JSON, text, subtitles)
     response.headers.setdefault("Cache-Control", "no-store")
-    if request.endpoint == DOCS_ENDPOINT:
-        response.headers.setdefault(
-            "Content-Security-Policy", docs_csp(current_app.config["OPENAPI_REDOC_URL"])
-        )
-    elif response.mimetype != "text/html":  # other HTML (the operators' dashboard) sets its own
+    if response.mimetype != "text/html":  # HTML (the docs page, the operators' dashboard) sets its own
         response.headers.setdefault("Content-Security-Policy", API_CSP)
     return response
 

@@ -17,6 +17,7 @@ ALLOWED_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "m4a": ("audio/mp4", "audio/x-m4a", "audio/m4a"),
     "flac": ("audio/flac", "audio/x-flac"),
     "ogg": ("audio/ogg", "application/ogg", "application/x-ogg", "audio/vorbis", "audio/opus"),
+    "oga": ("audio/ogg", "application/ogg"),  # Ogg audio (Telegram's voice notes; OpenAI takes it)
     "opus": ("audio/opus", "audio/ogg"),
     "webm": ("audio/webm", "video/webm"),
     "mov": ("video/quicktime",),

@@ -81,6 +81,31 @@ def _invalid(message: str, param: str) -> ApiError:
     return ApiError(ErrorCode.VALIDATION_ERROR, message, {"field": param}, status=400)
 
 
+# OpenAI's name for its whisper model, which every OpenAI client sends: answers as the loaded model
+OPENAI_MODEL_ALIAS = "whisper-1"
+# characters of a prompt kept (its end): whisper reads at most the last 223 tokens of it
+PROMPT_TAIL = 1000
+
+
+def prompt_tail(prompt: str | None) -> str | None:
+    """The end of an over-long prompt, from a word's start: the words nearest the audio are the ones
+    the model reads (a client passing the transcript so far sends ever longer prompts)."""
+    if prompt is None or len(prompt) <= PROMPT_TAIL:
+        return prompt
+    tail = prompt[-PROMPT_TAIL:]
+    cut = tail.find(" ")
+    return tail[cut + 1 :] if 0 <= cut < len(tail) - 1 else tail
+
+
+def _messages(messages: Any) -> str:
+    """marshmallow's messages for a field, as text ("Not a valid string."), nested ones included."""
+    if isinstance(messages, dict):
+        return " ".join(_messages(value) for value in messages.values())
+    if isinstance(messages, list | tuple):
+        return " ".join(_messages(value) for value in messages)
+    return str(messages)
+
+
 def _form() -> dict[str, Any]:
     form = request.form
     data: dict[str, Any] = form.to_dict()
@@ -92,12 +117,14 @@ def _form() -> dict[str, Any]:
         loaded = OpenAITranscriptionFormSchema().load(data)
     except ma.ValidationError as error:
         field = next(iter(error.messages), "")
-        raise _invalid(f"Invalid value for {field}: {error.messages[field]}", str(field)) from error
+        reason = _messages(error.messages[field])
+        raise _invalid(f"Invalid value for {field}: {reason}", str(field)) from error
     if loaded.pop("stream"):
         raise _invalid(
             "Streaming (stream=true) is not supported: send stream=false for the whole transcript at once",
             "stream",
         )
+    loaded["prompt"] = prompt_tail(loaded["prompt"])
     if "word" in loaded["timestamp_granularities"] and loaded["response_format"] != "verbose_json":
         raise _invalid(
             "timestamp_granularities[] needs response_format=verbose_json", "timestamp_granularities[]"
@@ -107,12 +134,14 @@ def _form() -> dict[str, Any]:
 
 def _answer(row, form: dict[str, Any]) -> Response:
     fmt = form["response_format"]
+    usage = {"type": "duration", "seconds": round(row.duration or 0.0, 3)}  # what OpenAI bills
     if fmt == "json":
-        return jsonify({"text": (row.text or "").strip()})
+        return jsonify({"text": (row.text or "").strip(), "usage": usage})
     segments = service.segments_of(row)
     if fmt == "verbose_json":
         body = formats.verbose_json(row, segments, form["timestamp_granularities"])
-        return jsonify(body | {"language": language_name(row.language)})  # OpenAI writes "english"
+        # OpenAI writes the language's name ("english")
+        return jsonify(body | {"language": language_name(row.language), "usage": usage})
     body = {
         "text": lambda: formats.text_body(row),
         "srt": lambda: formats.srt_body(segments),
@@ -226,6 +255,8 @@ class ModelById(MethodView):
         for model in model_service.loaded_models(state().settings):
             if model.id == model_id:
                 return _model_body(model)
+            if model_id == OPENAI_MODEL_ALIAS:  # what transcriptions sent as whisper-1 run on
+                return _model_body(model) | {"id": OPENAI_MODEL_ALIAS}
         return openai_error(
             404,
             f"The model `{model_id}` does not exist or you do not have access to it",

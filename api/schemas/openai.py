@@ -27,7 +27,9 @@ class OpenAITranscriptionFormSchema(ma.Schema):
         load_default=None,
         validate=FullMatch(LANGUAGE_CODE, error="Not a language code."),
     )
-    prompt = ma.fields.String(load_default=None, validate=ma.validate.Length(max=1000))
+    # any length, as OpenAI takes it: clients pass the transcript so far; its tail is kept
+    # (api.blueprints.openai.prompt_tail), about what the model reads (the last 223 tokens) anyway
+    prompt = ma.fields.String(load_default=None)
     response_format = ma.fields.String(load_default="json", validate=ma.validate.OneOf(FORMATS))
     temperature = ma.fields.Float(
         load_default=0.0,
@@ -63,6 +65,13 @@ class VerboseWordSchema(ma.Schema):
     end = ma.fields.Float()
 
 
+class UsageSchema(ma.Schema):
+    """OpenAI's usage of a model billed by the audio's length."""
+
+    type = ma.fields.String(metadata={"example": "duration"})
+    seconds = ma.fields.Float()
+
+
 class VerboseTranscriptionSchema(ma.Schema):
     """OpenAI's verbose_json: `segments` when the segment granularity is asked, `words` for word."""
 
@@ -72,12 +81,14 @@ class VerboseTranscriptionSchema(ma.Schema):
     text = ma.fields.String()
     segments = ma.fields.List(ma.fields.Nested(VerboseSegmentSchema))
     words = ma.fields.List(ma.fields.Nested(VerboseWordSchema))
+    usage = ma.fields.Nested(UsageSchema)
 
 
 class OpenAITextSchema(ma.Schema):
-    """response_format=json: just the text."""
+    """response_format=json: the text, and the usage."""
 
     text = ma.fields.String()
+    usage = ma.fields.Nested(UsageSchema)
 
 
 class ModelSchema(ma.Schema):

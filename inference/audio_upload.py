@@ -72,12 +72,32 @@ def too_long(seconds: float, limits: AudioLimits) -> EngineError:
     )
 
 
+def _pcm_too_long(
+    fmt: AudioFormat, n_bytes: int, limits: AudioLimits, split: bool, whole: bool
+) -> EngineError:
+    """AUDIO_TOO_LONG for PCM. `whole`: all of it was announced; else only what came before the refusal
+    is known, so the message says "more than" the limit (a 40 s upload read "audio is 32.8 s")."""
+    seconds = fmt.pcm_seconds(n_bytes, split)
+    limit = f"the limit of {limits.max_seconds:.0f} s"
+    if split and fmt.channels > 1:  # every channel is transcribed, so every channel's seconds count
+        counted = f"{seconds / fmt.channels:.1f} s x {fmt.channels} channels = {seconds:.1f} s"
+        if whole:
+            message = f"audio is {counted} (split: every channel counts), over {limit}"
+        else:
+            message = f"more than {limit} of audio (split: every channel counts; refused after {counted})"
+    elif whole:
+        message = f"audio is {seconds:.1f} s, over {limit}"
+    else:
+        message = f"more than {limit} of audio (refused after receiving {seconds:.1f} s)"
+    return EngineError(ErrorCode.AUDIO_TOO_LONG, message)
+
+
 def check_announced(fmt: AudioFormat, limits: AudioLimits, split: bool = False) -> None:
     """Refuse before receiving anything when the announced size is already over a limit."""
     if fmt.total_bytes > limits.max_bytes:
         raise too_large(f"announced {fmt.total_bytes} bytes, over the limit of {limits.max_bytes}")
     if fmt.is_pcm and fmt.total_bytes and fmt.pcm_seconds(fmt.total_bytes, split) > limits.max_seconds:
-        raise too_long(fmt.pcm_seconds(fmt.total_bytes, split), limits)
+        raise _pcm_too_long(fmt, fmt.total_bytes, limits, split, whole=True)
 
 
 def _counted(
@@ -92,7 +112,7 @@ def _counted(
         if fmt.total_bytes and received > fmt.total_bytes:  # known now: refused without reading the rest
             raise _size_mismatch(fmt.total_bytes, f"more than {fmt.total_bytes}")
         if fmt.is_pcm and fmt.pcm_seconds(received, split) > limits.max_seconds:
-            raise too_long(fmt.pcm_seconds(received, split), limits)
+            raise _pcm_too_long(fmt, received, limits, split, whole=False)
         yield chunk
     if received == 0:
         raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "empty audio: no bytes received")

@@ -1,7 +1,8 @@
 """`python -m inference.server`: the gRPC inference server (Transcriber + health + reflection).
 
 Health says NOT_SERVING until the model is loaded, then SERVING; SIGTERM/SIGINT turn it back to
-NOT_SERVING, refuse new calls and let the calls in flight finish within the grace period.
+NOT_SERVING, refuse new calls and let the calls in flight finish within the grace period; those still
+running then end UNAVAILABLE with the INFERENCE_UNAVAILABLE trailer.
 """
 
 from __future__ import annotations
@@ -44,13 +45,20 @@ EXTRA_THREADS = 4  # health checks, DescribeModel and refusals while every other
 # reflection streams open at once, each holding a thread: grpcui and Postman keep theirs open, idle,
 # for as long as they run (ended after --upload-idle-seconds without a request); more are refused
 REFLECTION_STREAMS = 4
+# grpcio-reflection serves only v1alpha; v1 (what grpcurl and grpcui ask first) has the same messages,
+# field for field, under another package, so the same handler answers both names. Not listed by
+# list_services: its descriptor is not in grpcio-reflection, and a listed service must describe
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 # on CUDA each engine thread warms up on every decoder shape before SERVING, about 38 s per thread on an
 # H200, and 2 streams gave 94% of the throughput of 4 there (docs/deploy.md)
 GPU_STREAMS = 2
-# after the grace period grpc cancels the calls still running, and each stops within one 30 s window of
-# decoding (seconds, or tens of them for a large model on a slow CPU): the server waits up to this for their
-# handlers to return before it exits (TranscriberServicer.wait_for_handlers)
+# after the grace period the calls still running are told to stop (TranscriberServicer.cut_off), and each
+# stops within one 30 s window of decoding (seconds, or tens of them for a large model on a slow CPU): the
+# server waits up to this for their handlers to return before grpc cancels whatever is left and it exits
 HANDLERS_END_SECONDS = 60.0
+# a handler has returned before grpc sends the status it aborted with: this long for those to go out
+# before grpc cancels the calls left (health Watch and reflection streams), which would replace them
+STATUS_FLUSH_SECONDS = 5.0
 
 
 def default_max_concurrent(device: str) -> int:
@@ -171,7 +179,8 @@ def add_reflection(
     servicer: reflection.ReflectionServicer, server: grpc.Server, idle: UploadWatchdog
 ) -> None:
     """reflection.enable_server_reflection, but at most REFLECTION_STREAMS streams open at once (more
-    are refused RESOURCE_EXHAUSTED), each ended after `idle`'s seconds without a request."""
+    are refused RESOURCE_EXHAUSTED), each ended after `idle`'s seconds without a request; served as both
+    v1alpha and v1 (REFLECTION_V1)."""
     open_streams = threading.BoundedSemaphore(REFLECTION_STREAMS)
 
     def bounded(request_iterator, context: grpc.ServicerContext):
@@ -192,7 +201,10 @@ def add_reflection(
         response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
     )
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(reflection.SERVICE_NAME, {"ServerReflectionInfo": handler}),)
+        tuple(
+            grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": handler})
+            for name in (reflection.SERVICE_NAME, REFLECTION_V1)
+        )
     )
 
 
@@ -270,14 +282,27 @@ def serve(config: ServerConfig) -> None:
     # by grpc's stop) but refused, UNAVAILABLE, so its caller goes to another server
     servicer.draining = True
     health_servicer.enter_graceful_shutdown()
-    stopped = server.stop(config.grace_seconds)
+    # grpc's own cancel ("Cancelling all calls", no trailer) only as a last resort, after ours below
+    server.stop(config.grace_seconds + HANDLERS_END_SECONDS)
     log.info(
         "NOT_SERVING; refusing new calls, waiting up to %.0f s for calls in flight", config.grace_seconds
     )
-    stopped.wait()
-    if not servicer.wait_for_handlers(HANDLERS_END_SECONDS):
-        log.warning("stopping with transcriptions still running after %.0f s", HANDLERS_END_SECONDS)
+    drain(server, servicer, config.grace_seconds)
     log.info("stopped")
+
+
+def drain(server: grpc.Server, servicer: TranscriberServicer, grace_seconds: float) -> None:
+    """Let the transcriptions in flight finish for `grace_seconds`, then stop those still running: each
+    ends UNAVAILABLE "the server is shutting down" with the INFERENCE_UNAVAILABLE trailer, as the contract
+    says, within one window of decoding, and its client goes to another server. grpc then cancels what
+    is left (health Watch and reflection streams, a call stuck in its upload)."""
+    if not servicer.wait_for_handlers(grace_seconds):
+        log.info("grace period over: stopping the transcriptions still running")
+        servicer.cut_off.set()
+        servicer.wait_for_handlers(HANDLERS_END_SECONDS)
+    server.stop(STATUS_FLUSH_SECONDS).wait()  # at once unless Watch or reflection streams are open
+    if not servicer.wait_for_handlers(STATUS_FLUSH_SECONDS):
+        log.warning("stopping with transcriptions still running")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,14 +125,23 @@ def _message_bytes(request: pb2.TranscribeRequest | Malformed) -> int:
     return len(request.audio) if isinstance(request, pb2.TranscribeRequest) else 0
 
 
-def _audio_chunks(requests: Iterator[pb2.TranscribeRequest]) -> Iterator[bytes]:
+def _audio_chunks(requests: Iterator[pb2.TranscribeRequest], cut_off: threading.Event) -> Iterator[bytes]:
     for request in requests:
+        if cut_off.is_set():  # the grace period ended mid-upload
+            raise _shutting_down()
         if isinstance(request, Malformed):
             raise request.refused()
-        if request.WhichOneof("payload") != "audio":
+        payload = request.WhichOneof("payload")
+        if payload == "config":
             raise EngineError(ErrorCode.VALIDATION_ERROR, "only the first message may carry a config")
+        if payload != "audio":  # an empty TranscribeRequest{}
+            raise EngineError(ErrorCode.VALIDATION_ERROR, "every message after the first must carry audio")
         reject_unknown(request, "TranscribeRequest")  # as in the config: never silently ignored
         yield request.audio
+
+
+def _shutting_down() -> EngineError:
+    return EngineError(ErrorCode.INFERENCE_UNAVAILABLE, "the server is shutting down")
 
 
 def _gone(context: grpc.ServicerContext) -> str:
@@ -150,6 +159,9 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
         # set by the server when a shutdown begins: grpc's own stop() may cancel a call it has accepted
         # but not started, and a caller must read UNAVAILABLE (go elsewhere), not CANCELLED
         self.draining = False
+        # set by the server when the grace period ends: the calls still running stop within a window and
+        # end UNAVAILABLE with the trailer, as a waiting call does, not with grpc's own "Cancelling all calls"
+        self.cut_off = threading.Event()
         self._handlers = 0  # Transcribe handlers not yet returned (their log line written)
         self._handlers_changed = threading.Condition()
 
@@ -163,9 +175,19 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
         with self._handlers_changed:
             return self._handlers_changed.wait_for(lambda: self._handlers == 0, timeout)
 
+    def _busy(self) -> str:
+        """The places, not Admission's counts: those include calls whose client has already gone (one
+        that read its summary, or cancelled, still holds its place until its handler returns), and read
+        "0 transcriptions running and 1 waiting" on a server with no waiting place."""
+        admission = self.admission
+        return (
+            f"server busy: all places are taken ({admission.max_concurrent} transcribing at once, "
+            f"{admission.max_queue} waiting); retry later or on another server"
+        )
+
     def _ready(self) -> Loaded:
         if self.draining:
-            raise EngineError(ErrorCode.INFERENCE_UNAVAILABLE, "the server is shutting down")
+            raise _shutting_down()
         loaded = self.loaded
         if loaded is None:
             raise EngineError(ErrorCode.INFERENCE_UNAVAILABLE, "the model is still loading")
@@ -208,11 +230,15 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
                 return
             call.outcome = error.code
             self._abort(context, error.code, error.message)
-        except QueueFull as error:
+        except QueueFull:
             call.outcome = "QUEUE_FULL"
-            self._abort(context, ErrorCode.SERVICE_UNAVAILABLE, f"server busy: {error}")
+            self._abort(context, ErrorCode.SERVICE_UNAVAILABLE, self._busy())
         except (Abandoned, Stopped, grpc.RpcError):  # left while waiting, sending, or the first pass
-            call.outcome = _gone(context)
+            if self.cut_off.is_set() and context.is_active():  # stopped by the server's shutdown
+                call.outcome = ErrorCode.INFERENCE_UNAVAILABLE
+                self._abort(context, call.outcome, _shutting_down().message)
+            else:
+                call.outcome = _gone(context)
         except GeneratorExit:  # grpc closed the call at a yield: cancelled, by the client or the watchdog
             call.outcome = "RESPONSE_IDLE" if sending is not None and sending.expired else _gone(context)
             raise
@@ -267,7 +293,7 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
             fmt = spec_to_format(config.audio)
             mix = options.channels == "mix"
             with (
-                received_audio(_audio_chunks(requests), fmt, self.limits, mix) as source,
+                received_audio(_audio_chunks(requests, self.cut_off), fmt, self.limits, mix) as source,
                 self._slot(ticket, context),
             ):
                 yield from self._run(loaded, source, options, context, call)
@@ -282,7 +308,7 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
                 yield
         except Abandoned:
             if self.draining and context.is_active():
-                raise EngineError(ErrorCode.INFERENCE_UNAVAILABLE, "the server is shutting down") from None
+                raise _shutting_down() from None
             raise
 
     def _run(self, loaded: Loaded, source, options, context, call: _Call) -> Iterator:
@@ -291,7 +317,8 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
             source,
             options,
             max_seconds=self.limits.max_seconds,
-            stop=lambda: not context.is_active(),  # a cancel or deadline frees the slot within a window
+            # a cancel, a deadline or the end of the grace period frees the slot within a window
+            stop=lambda: not context.is_active() or self.cut_off.is_set(),
         )
         try:
             call.audio_seconds = info.duration
@@ -308,6 +335,8 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
                 call.decoded_seconds = done  # before the yield: a cancel may close the generator there
                 yield pb2.TranscribeResponse(segment=segment_to_message(segment))
                 yield pb2.TranscribeResponse(progress=pb2.Progress(seconds_done=done, total_seconds=total))
+            if self.cut_off.is_set():  # the engine may have stopped early: no summary for part of the audio
+                raise _shutting_down()
             if not context.is_active():
                 return
             if call.decoded_seconds < total:  # the audio ended in silence, after the last segment

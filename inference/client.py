@@ -1,6 +1,6 @@
 """`TranscriberClient`: the Python client of the inference servers, used by workers and other services.
 
-It streams a file in 1 MiB chunks and yields segments, progress and a summary as they come; balances
+It streams a file in 256 KiB chunks and yields segments, progress and a summary as they come; balances
 over several servers (round robin); retries UNAVAILABLE with backoff as long as nothing came back yet.
 The channel is created lazily in the process that uses it, so a client made before a fork is safe.
 """

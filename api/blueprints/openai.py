@@ -230,6 +230,22 @@ class AudioTranscriptions(MethodView):
         return _still_running(row, app_state.settings.public_base_url)
 
 
+@blp.route("/audio/translations")
+class AudioTranslations(MethodView):
+    @_openai_errors(400, 401, 429)
+    def post(self):
+        """Translate a file into English, OpenAI-style: not supported (400)
+
+        Answered so that an OpenAI client learns why, where a 404 read as a wrong base URL.
+        """
+        current_principal()
+        raise _invalid(
+            "Translation is not supported: Cliptext transcribes speech in the language it is spoken in"
+            " (POST /v1/audio/transcriptions)",
+            "model",
+        )
+
+
 def _model_body(model: model_service.LoadedModel) -> dict[str, Any]:
     return {"id": model.id, "object": "model", "created": model.created, "owned_by": model_service.OWNED_BY}
 

@@ -84,3 +84,16 @@ def test_refusals_say_why_in_words(client: openai.OpenAI) -> None:
     assert "{" not in message and "[" not in message.split(":", 1)[1]
     body = json.dumps(refused.value.body)
     assert "Traceback" not in body
+
+
+def test_translation_says_it_is_not_supported(client: openai.OpenAI) -> None:
+    """A 404 read as a wrong base URL; the 400 says what is and is not there. (The SDK calls the endpoint
+    deprecated, and says so.)"""
+    with (
+        JFK.open("rb") as handle,
+        pytest.raises(openai.BadRequestError) as refused,
+        pytest.warns(DeprecationWarning),
+    ):
+        client.audio.translations.create(model="whisper-1", file=handle)
+    assert refused.value.body["message"].startswith("Translation is not supported"), refused.value.body
+    assert refused.value.body["param"] == "model"

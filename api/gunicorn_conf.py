@@ -10,6 +10,16 @@ Workers: `WEB_CONCURRENCY` processes (gunicorn reads it itself; 1 when unset), e
 A request may take 300 s (an upload from a slow link: the body is read by the view), and on SIGTERM
 the requests in flight get 30 s to finish (`stop_grace_period` of compose's api service is longer).
 
+Keep-alive: an idle connection stays open 15 s, not gunicorn's 2 s. Clients keep idle connections for
+reuse (httpx, so the openai SDK: 5 s; requests: no limit), and at 2 s one idle longer sent its next
+request on a connection gunicorn had closed. Worse, gunicorn 27's gthread worker lingers up to 2 s
+(waiting for the client to close) over a connection it closes after an answer to a body it did not
+read, a 401 to an upload with a bad key, on the very thread that watches the kept-alive connections:
+those whose 2 s ran out meanwhile were closed with a request just sent on them unread, so another
+client's request hung 2 s, then was reset, and nothing was logged. At 15 s it waits that linger out
+and is served. A silent new connection is also dropped after 5 + 15 s instead of 5 + 2 s. Behind a
+load balancer give `--keep-alive` (the command line wins) more than its idle timeout (AWS ALB: 60 s).
+
 With PROMETHEUS_MULTIPROC_DIR set, each gunicorn worker process writes its samples to files there;
 when a worker exits its live gauges must be dropped (`mark_process_dead`). The folder must be empty
 when gunicorn starts (a fresh tmpfs, or emptied by the entrypoint).
@@ -39,6 +49,7 @@ worker_class = "gthread"
 threads = 4
 timeout = 300  # seconds a worker may spend on one request (gunicorn's default of 30 cut slow uploads)
 graceful_timeout = 30  # seconds requests in flight may run on after SIGTERM
+keepalive = 15  # seconds an idle connection stays open: above clients' pool idle (httpx 5 s) + a 2 s stall
 # unused here, and its default path (~/.gunicorn/gunicorn.ctl) is one per user that every gunicorn fights over
 control_socket_disable = True
 

@@ -40,7 +40,7 @@ RUN python -m inference.export --out /app/models --precisions fp32,int8,fp16
 FROM base AS app
 USER cliptext
 EXPOSE 8000
-# gthread, 4 threads, --timeout 300, --graceful-timeout 30 come from api/gunicorn_conf.py (as for compose's
+# gthread (api.gunicorn_worker), 4 threads, --timeout 300, --graceful-timeout 30 come from api/gunicorn_conf.py (as for compose's
 # api service); WEB_CONCURRENCY processes (1 when unset)
 CMD ["gunicorn", "--config", "python:api.gunicorn_conf", "--bind", "0.0.0.0:8000", "api:create_app()"]
 

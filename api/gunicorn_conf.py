@@ -16,9 +16,10 @@ request on a connection gunicorn had closed. Worse, gunicorn 27's gthread worker
 (waiting for the client to close) over a connection it closes after an answer to a body it did not
 read, a 401 to an upload with a bad key, on the very thread that watches the kept-alive connections:
 those whose 2 s ran out meanwhile were closed with a request just sent on them unread, so another
-client's request hung 2 s, then was reset, and nothing was logged. At 15 s it waits that linger out
-and is served. A silent new connection is also dropped after 5 + 15 s instead of 5 + 2 s. Behind a
-load balancer give `--keep-alive` (the command line wins) more than its idle timeout (AWS ALB: 60 s).
+client's request hung 2 s, then was reset, and nothing was logged. The linger now runs off that thread
+(api.gunicorn_worker, the worker class), and 15 s covers clients' idle connections. A silent new
+connection is also dropped after 5 + 15 s instead of 5 + 2 s. Behind a load balancer give
+`--keep-alive` (the command line wins) more than its idle timeout (AWS ALB: 60 s).
 
 With PROMETHEUS_MULTIPROC_DIR set, each gunicorn worker process writes its samples to files there;
 when a worker exits its live gauges must be dropped (`mark_process_dead`). The folder must be empty
@@ -45,7 +46,7 @@ from api import gunicorn_errors
 from cliptext.jsonlog import RequestIdFilter, formatter
 from cliptext.settings import Settings, settings_or_exit
 
-worker_class = "gthread"
+worker_class = "api.gunicorn_worker.ThreadWorker"  # gthread, its lingering closes off the event loop
 threads = 4
 timeout = 300  # seconds a worker may spend on one request (gunicorn's default of 30 cut slow uploads)
 graceful_timeout = 30  # seconds requests in flight may run on after SIGTERM

@@ -100,7 +100,7 @@ def start_gunicorn(
     command = [
         sys.executable, "-m", "gunicorn", "--config", "python:api.gunicorn_conf",
         "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
-        "--worker-class", "gthread", "--threads", str(args.threads),
+        "--threads", str(args.threads),
         "--keep-alive", "10", "--log-level", "warning", *extra, app_spec,
     ]  # fmt: skip
     with log.open("ab") as log_file:  # the child keeps its own descriptor

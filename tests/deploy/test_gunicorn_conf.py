@@ -29,7 +29,12 @@ from tests.processes import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("CLIPTEXT_TEST_ADMIN_REDIS", "redis://127.0.0.1:6379/12")
-PRODUCTION = {"worker_class": "gthread", "threads": "4", "timeout": "300", "graceful_timeout": "30"}
+PRODUCTION = {
+    "worker_class": "api.gunicorn_worker.ThreadWorker",
+    "threads": "4",
+    "timeout": "300",
+    "graceful_timeout": "30",
+}
 
 
 def free_port() -> int:
@@ -108,7 +113,7 @@ def test_command_line_flags_win_over_the_config_file(tmp_path: Path) -> None:
     )
     assert got["workers"] == "2"
     bench = ["gunicorn", "--config", "python:api.gunicorn_conf", "--bind", "127.0.0.1:1", "--workers", "3"]
-    bench += ["--worker-class", "gthread", "--threads", "8", "--keep-alive", "10", "api:create_app()"]
+    bench += ["--threads", "8", "--keep-alive", "10", "api:create_app()"]
     got = resolved(bench, app_env(tmp_path))
     assert (got["workers"], got["threads"], got["keepalive"]) == ("3", "8", "10")
     assert got["timeout"] == "300"  # what the command line leaves alone still comes from the file
@@ -146,7 +151,7 @@ def test_the_image_command_answers_health_checks_while_a_client_stalls(tmp_path:
         answer = requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=5)
         assert answer.status_code == 200 and time.monotonic() - started < 5
         log_text = (tmp_path / "gunicorn.log").read_text()
-        assert "Using worker: gthread" in log_text, log_text
+        assert "Using worker: api.gunicorn_worker.ThreadWorker" in log_text, log_text
     finally:
         if slow is not None:
             slow.close()

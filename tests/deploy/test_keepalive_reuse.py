@@ -113,3 +113,24 @@ def test_a_connection_idle_past_two_seconds_is_reused(port: int) -> None:
         assert _health(connection) == 200
     finally:
         connection.close()
+
+
+def test_refused_uploads_stall_no_other_request(port: int) -> None:
+    """gunicorn 27 lingered over each such close on its event loop, up to 2 s, one after another: three
+    refused uploads held every other request of the worker for 6 s, a new connection's included (a
+    client sending them on purpose kept the worker frozen). api.gunicorn_worker lingers off that loop."""
+    uploads = [_refused_upload(port) for _ in range(3)]
+    try:
+        time.sleep(0.3)  # the worker is closing them now, all three lingering for the client
+        other = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            started = time.monotonic()
+            assert _health(other) == 200
+            waited = time.monotonic() - started
+        finally:
+            other.close()
+        # about 4 ms here; 1.7 to 5.7 s with gunicorn's own worker
+        assert waited < 1.0, f"a new connection waited {waited:.1f} s behind the refused uploads' closes"
+    finally:
+        for upload in uploads:
+            upload.close()

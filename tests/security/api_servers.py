@@ -38,7 +38,7 @@ def gunicorn_servers(
             command = [
                 sys.executable, "-m", "gunicorn", "--config", "python:api.gunicorn_conf",
                 "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                "--worker-class", "gthread", "--threads", str(threads), "--timeout", "60", "api:create_app()",
+                "--threads", str(threads), "--timeout", "60", "api:create_app()",
             ]  # fmt: skip
             process = subprocess.Popen(
                 command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT

@@ -67,6 +67,10 @@ _METADATA_ERRORS = {"metadata_errors": "ignore"} if int(av.__version__.split("."
 _GROUP_SECONDS = 1.0
 _OGG_PAGE_HEADER = 27  # "OggS", version, flags, granule, serial, sequence, CRC, segment count
 _OGG_BEGINS_STREAM = 0x02  # the flag of a stream's first page (BOS)
+# Bounds on the scan of a chain's pages (a few seconds of Python at most) and on its links (each opened
+# on its own): an upload of tiny pages or links is no way to hold a server's thread for minutes
+_MAX_OGG_PAGES = 1_000_000  # a 2-hour FLAC-in-Ogg recording has about 150,000
+_MAX_OGG_LINKS = 1000
 _MAX_ARRAY_CHANNELS = 64  # more rows than this: the array is surely [n, channels]
 # Below this no recording carries speech (telephony is 8 kHz, FLV's lowest 5.5 kHz); a header that says
 # 7 Hz turns 32 KB into 40 minutes of audio for the model to chew on, so it is refused as corrupt.
@@ -178,14 +182,27 @@ def probe_media(source: AudioSource) -> MediaInfo:
 def _chained_duration(file: BinaryIO, links: list[tuple[int, int | None]]) -> float | None:
     """The lengths of a chained Ogg file's links added up; None when one of them does not state it."""
     total = 0.0
-    for start, end in links:
-        with _open_file(_OffsetView(file, start, end), True) as link:
-            streams, _ = _classify_streams(link.container)
-            seconds = _declared_duration(link.container, streams[0] if streams else None)
+    for index, (start, end) in enumerate(links):
+        try:
+            with _open_file(_OffsetView(file, start, end), True) as link:
+                streams, _ = _classify_streams(link.container)
+                seconds = _declared_duration(link.container, streams[0] if streams else None)
+        except AudioError as error:
+            if _ends_the_chain(error, index, 0):
+                return total
+            raise
         if seconds is None:
             return None
         total += seconds
     return total
+
+
+def _ends_the_chain(error: AudioError, index: int, samples_of_link: int) -> bool:
+    """Whether a link that failed is where the recording stops: a link after the first that could not be
+    opened or held no audio at all (a capture cut in the next link's headers). What came before it is
+    the recording, as FFmpeg, reading one container, would have given it; a link cut mid-audio is
+    truncated, as any file is."""
+    return index > 0 and samples_of_link == 0 and error.code == ErrorCode.AUDIO_DECODE_ERROR
 
 
 def _iter_resampled(
@@ -211,20 +228,26 @@ def _iter_resampled(
         # decoded one after the other as if the file were their concatenation
         decoded = 0
         width = None
-        for start, end in links:
+        for index, (start, end) in enumerate(links):
             remaining = None if max_seconds is None else max_seconds - decoded / sampling_rate
-            with _open_file(_OffsetView(file, start, end), True) as opened:
-                try:
+            before, changed = decoded, None
+            try:
+                with _open_file(_OffsetView(file, start, end), True) as opened:
                     for block in _iter_stream(opened, sampling_rate, channels, remaining):
                         if channels == "split" and width is not None and block.shape[0] != width:
-                            raise _channels_changed(width, block.shape[0])
+                            changed = block.shape[0]
+                            break
                         width = block.shape[0] if channels == "split" else None
                         decoded += block.shape[-1]
                         yield block
-                except AudioError as error:
-                    if error.code == ErrorCode.AUDIO_TOO_LONG and max_seconds is not None:
-                        raise _too_long(max_seconds) from None  # the whole file's limit, not what was left
-                    raise
+            except AudioError as error:
+                if error.code == ErrorCode.AUDIO_TOO_LONG and max_seconds is not None:
+                    raise _too_long(max_seconds) from None  # the whole file's limit, not what was left
+                if _ends_the_chain(error, index, decoded - before):
+                    return
+                raise
+            if changed is not None:
+                raise _channels_changed(width, changed)
 
 
 def _iter_stream(
@@ -409,16 +432,21 @@ def _ogg_links(file: BinaryIO) -> list[tuple[int, int | None]]:
     position = 0
     previous_opened_a_stream = True
     try:
-        while True:
+        for _ in range(_MAX_OGG_PAGES):  # then the rest is the last link's, as after a page not read
             file.seek(position)
-            header = file.read(_OGG_PAGE_HEADER)
-            if len(header) < _OGG_PAGE_HEADER or header[:4] != b"OggS" or header[4] != 0:
+            page = file.read(_OGG_PAGE_HEADER + 255)  # the header and its segment table, at most
+            if len(page) < _OGG_PAGE_HEADER or page[:4] != b"OggS" or page[4] != 0:
                 break
-            lacing = file.read(header[26])
-            if len(lacing) < header[26]:
+            lacing = page[_OGG_PAGE_HEADER : _OGG_PAGE_HEADER + page[26]]
+            if len(lacing) < page[26]:
                 break
-            opens_a_stream = bool(header[5] & _OGG_BEGINS_STREAM)
+            opens_a_stream = bool(page[5] & _OGG_BEGINS_STREAM)
             if opens_a_stream and not previous_opened_a_stream:
+                if len(starts) + 1 >= _MAX_OGG_LINKS:
+                    raise AudioError(
+                        ErrorCode.AUDIO_DECODE_ERROR,
+                        f"more than {_MAX_OGG_LINKS} recordings chained in one Ogg file",
+                    )
                 starts.append(position)
             previous_opened_a_stream = opens_a_stream
             position += _OGG_PAGE_HEADER + len(lacing) + sum(lacing)

@@ -111,3 +111,35 @@ def test_speech_in_every_link_is_transcribed(tmp_path: Path) -> None:
     assert info.duration == pytest.approx(22.0, abs=0.1)
     jfk = normalize(ground_truth("jfk.flac"))
     assert text.count(jfk) == 2, text
+
+
+def _bare_pages(count: int, serial_base: int = 0) -> bytes:
+    """`count` pairs of empty Ogg pages (a stream's first, then its last): each pair a 'link' of nothing."""
+    pages = bytearray()
+    for i in range(count):
+        for flags in (0x02, 0x04):  # BOS, then EOS
+            header = b"OggS" + bytes([0, flags]) + (0).to_bytes(8, "little")
+            header += (serial_base + i).to_bytes(4, "little") + (0).to_bytes(8, "little") + b"\x00"
+            pages += header
+    return bytes(pages)
+
+
+def test_a_file_of_thousands_of_chained_links_is_refused_at_once(tmp_path: Path) -> None:
+    """54 bytes per 'link': a 2 GiB upload would have listed 40 million of them (memory), and each
+    link is opened on its own (minutes of CPU). More than _MAX_OGG_LINKS is refused as it is found."""
+    first, _ = _links(tmp_path, *CHANGES["opus mono then stereo"])
+    hostile = first.read_bytes() + _bare_pages(5000, serial_base=1000)
+    for run in (probe_media, decode_audio):
+        with pytest.raises(AudioError, match="more than 1000 recordings chained") as refused:
+            run(hostile)
+        assert refused.value.code == ErrorCode.AUDIO_DECODE_ERROR
+
+
+def test_a_capture_cut_in_the_next_links_headers_keeps_what_came_before(tmp_path: Path) -> None:
+    """A stream capture stopped while the next recording's headers came: that link holds no audio.
+    What came before is the recording (FFmpeg, reading one container, gave it), not an error."""
+    first, second = _links(tmp_path, *CHANGES["flac 16 kHz then 44.1 kHz"])
+    cut = first.read_bytes() + second.read_bytes()[:60]  # the second link's first page, cut
+    audio = decode_audio(cut)
+    np.testing.assert_array_equal(audio, decode_audio(first))
+    assert probe_media(cut).duration == pytest.approx(2.0, abs=0.05)

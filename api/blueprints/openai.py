@@ -232,7 +232,7 @@ class AudioTranscriptions(MethodView):
 
 @blp.route("/audio/translations")
 class AudioTranslations(MethodView):
-    @_openai_errors(400, 401, 429)
+    @_openai_errors(400, 401, 429, 503)
     def post(self):
         """Translate a file into English, OpenAI-style: not supported (400)
 

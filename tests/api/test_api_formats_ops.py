@@ -195,7 +195,8 @@ def test_openai_endpoint_answers_504_past_the_wait_and_errors_in_openai_shape(ma
     for method, path, status in [
         ("GET", "/v1/audio/transcriptions", 405),
         ("DELETE", "/v1/models/whisper-1", 405),
-        ("GET", "/v1/audio/translations", 404),
+        ("GET", "/v1/audio/translations", 405),  # POST only: it says translation is not supported
+        ("POST", "/v1/audio/speech", 404),
     ]:
         routed = client.open(path, method=method, headers=headers)
         assert routed.status_code == status

@@ -17,6 +17,7 @@ Redis, and this process's cache dropped at once).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,12 +174,7 @@ def revoke_key(actor: Membership, org_public_id: str, key_public_id: str) -> Non
     if key.membership_id != mine.id and mine.role not in Role.MANAGERS:
         raise ApiError(ErrorCode.FORBIDDEN, "Members can revoke only their own keys")
     if key.revoked_at is None:
-        with write_transaction():
-            locked(Organization.select().where(Organization.id == org.id)).first()
-            _refuse_last_owner_key(org, key)
-            ApiKey.update(revoked_at=utcnow()).where(
-                (ApiKey.id == key.id) & ApiKey.revoked_at.is_null()
-            ).execute()
+        _revoke_under_lock(org, key, refuse_last=_last_owner_conflict)
     announce_revocation()  # after the commit: a process that looks the key up again sees it revoked
 
 
@@ -196,14 +192,31 @@ def _is_last_owner_key(org: Organization, key: ApiKey) -> bool:
     return owner_keys == [key.id]
 
 
-def _refuse_last_owner_key(org: Organization, key: ApiKey) -> None:
-    """409 when `key` is the only active key any owner of the organization holds."""
-    if _is_last_owner_key(org, key):
-        raise ApiError(
-            ErrorCode.CONFLICT,
-            "This is the organization's last owner key; create another owner key first",
-            {"key_id": key.public_id},
+def _last_owner_conflict(key: ApiKey) -> ApiError:
+    return ApiError(
+        ErrorCode.CONFLICT,
+        "This is the organization's last owner key; create another owner key first",
+        {"key_id": key.public_id},
+    )
+
+
+def _revoke_under_lock(
+    org: Organization, key: ApiKey, refuse_last: Callable[[ApiKey], Exception] | None
+) -> tuple[bool, bool]:
+    """Revoke `key` holding the organization's row lock (two revocations at once cannot both take one
+    of its last two owner keys); refuse_last(key) is raised for its last active owner key, unless None.
+    Returns (revoked by this call, was the last owner key): the rule both revocations apply."""
+    with write_transaction():
+        locked(Organization.select().where(Organization.id == org.id)).first()
+        last = _is_last_owner_key(org, key)
+        if last and refuse_last is not None:
+            raise refuse_last(key)
+        revoked = (
+            ApiKey.update(revoked_at=utcnow())
+            .where((ApiKey.id == key.id) & ApiKey.revoked_at.is_null())
+            .execute()
         )
+    return bool(revoked), last
 
 
 # -- the operator's (CLI): any organization, no membership -------------------------------------------
@@ -297,16 +310,8 @@ def operator_revoke_key(key_public_id: str, force: bool = False) -> OperatorRevo
     if key is None:
         return None
     org, email = key.membership.organization, key.membership.user.email
-    with write_transaction():
-        locked(Organization.select().where(Organization.id == org.id)).first()
-        last = _is_last_owner_key(org, key)
-        if last and not force:
-            raise LastOwnerKey(key_public_id, org.public_id, email)
-        revoked = (
-            ApiKey.update(revoked_at=utcnow())
-            .where((ApiKey.id == key.id) & ApiKey.revoked_at.is_null())
-            .execute()
-        )
+    refuse = None if force else (lambda _: LastOwnerKey(key_public_id, org.public_id, email))
+    revoked, last = _revoke_under_lock(org, key, refuse_last=refuse)
     if not revoked:  # revoked by another call since the lookup, which told the processes
         return None
     announce_revocation()

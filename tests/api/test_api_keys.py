@@ -226,15 +226,16 @@ def test_two_revocations_at_once_keep_one_owner_key(app, make_app, new_org, monk
     first = key_id_of(app, owner["Authorization"].split()[1])
     second = create_key(client, org, owner)
     checking = threading.Event()
-    real_check = key_service._refuse_last_owner_key
+    real_check = key_service._is_last_owner_key
 
-    def slow_check(org, key) -> None:  # the first revocation has checked and pauses before writing
-        real_check(org, key)
+    def slow_check(org, key) -> bool:  # the first revocation has checked and pauses before writing
+        last = real_check(org, key)
         if threading.current_thread().name == "first":
             checking.set()
             threading.Event().wait(PAUSE)
+        return last
 
-    monkeypatch.setattr(key_service, "_refuse_last_owner_key", slow_check)
+    monkeypatch.setattr(key_service, "_is_last_owner_key", slow_check)
     answers: dict[str, object] = {}
 
     def revoke(name: str, test_client, key_id: str, headers: dict[str, str]) -> None:

@@ -6,5 +6,6 @@ window.onload = function () {
     dom_id: "#swagger-ui",
     deepLinking: true,
     tryItOutEnabled: false,
+    validatorUrl: null, // no badge from swagger.io: the page loads nothing from elsewhere
   });
 };

@@ -38,6 +38,7 @@ def test_the_page_loads_only_files_of_this_server(client) -> None:
 def test_the_page_reads_this_servers_openapi_document(client) -> None:
     script = _get(client, "/v1/docs/assets/init.js").get_data(as_text=True)
     assert 'url: "openapi.json"' in script  # relative to /v1/docs: /v1/openapi.json
+    assert "validatorUrl: null" in script  # Swagger UI's default sends the spec's URL to swagger.io
     assert client.get(urljoin("/v1/docs", "openapi.json")).get_json()["openapi"] == "3.1.0"
     bundle = _get(client, "/v1/docs/assets/swagger-ui-bundle.js")
     assert bundle.mimetype in ("text/javascript", "application/javascript")

@@ -105,11 +105,12 @@ class SlotLeases:
     def _renew_forever(self) -> None:
         while True:
             time.sleep(self.lease.total_seconds() / 4)
-            try:
-                self.renew()
-            except Exception as error:  # the database away for a moment: the next round tries again
-                log.warning("could not renew upload slot leases: %s", error)
+            # the keys first: a database slow to answer (a connect that hangs) must not let them lapse
             try:
                 self.renew_keys()
             except Exception as error:  # Redis away for a moment: the next round tries again
                 log.warning("could not renew the leases of Redis keys: %s", error)
+            try:
+                self.renew()
+            except Exception as error:  # the database away for a moment: the next round tries again
+                log.warning("could not renew upload slot leases: %s", error)

@@ -53,12 +53,15 @@ REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 # H200, and 2 streams gave 94% of the throughput of 4 there (docs/deploy.md)
 GPU_STREAMS = 2
 # after the grace period the calls still running are told to stop (TranscriberServicer.cut_off), and each
-# stops within one 30 s window of decoding (seconds, or tens of them for a large model on a slow CPU): the
-# server waits up to this for their handlers to return before grpc cancels whatever is left and it exits
-HANDLERS_END_SECONDS = 60.0
+# stops within one 30 s window of decoding (seconds on a CPU for tiny) with its status and trailer: this
+# long, then grpc cancels whatever is left (no trailer; a call stalled in its upload, a window of a large
+# model on a slow CPU). Grace 30 + 15 + 5 stays under compose's stop_grace_period of 60 s
+CUT_OFF_SECONDS = 15.0
 # a handler has returned before grpc sends the status it aborted with: this long for those to go out
 # before grpc cancels the calls left (health Watch and reflection streams), which would replace them
 STATUS_FLUSH_SECONDS = 5.0
+# after grpc's cancel each handler still stops within a window: the server waits up to this before it exits
+HANDLERS_END_SECONDS = 60.0
 
 
 def default_max_concurrent(device: str) -> int:
@@ -283,7 +286,7 @@ def serve(config: ServerConfig) -> None:
     servicer.draining = True
     health_servicer.enter_graceful_shutdown()
     # grpc's own cancel ("Cancelling all calls", no trailer) only as a last resort, after ours below
-    server.stop(config.grace_seconds + HANDLERS_END_SECONDS)
+    server.stop(config.grace_seconds + CUT_OFF_SECONDS + STATUS_FLUSH_SECONDS)
     log.info(
         "NOT_SERVING; refusing new calls, waiting up to %.0f s for calls in flight", config.grace_seconds
     )
@@ -295,13 +298,14 @@ def drain(server: grpc.Server, servicer: TranscriberServicer, grace_seconds: flo
     """Let the transcriptions in flight finish for `grace_seconds`, then stop those still running: each
     ends UNAVAILABLE "the server is shutting down" with the INFERENCE_UNAVAILABLE trailer, as the contract
     says, within one window of decoding, and its client goes to another server. grpc then cancels what
-    is left (health Watch and reflection streams, a call stuck in its upload)."""
+    is left after CUT_OFF_SECONDS (health Watch and reflection streams, a call stalled in its upload, which
+    sees cut_off only at its next message), and the handlers get HANDLERS_END_SECONDS to return."""
     if not servicer.wait_for_handlers(grace_seconds):
         log.info("grace period over: stopping the transcriptions still running")
         servicer.cut_off.set()
-        servicer.wait_for_handlers(HANDLERS_END_SECONDS)
+        servicer.wait_for_handlers(CUT_OFF_SECONDS)
     server.stop(STATUS_FLUSH_SECONDS).wait()  # at once unless Watch or reflection streams are open
-    if not servicer.wait_for_handlers(STATUS_FLUSH_SECONDS):
+    if not servicer.wait_for_handlers(HANDLERS_END_SECONDS):
         log.warning("stopping with transcriptions still running")
 
 

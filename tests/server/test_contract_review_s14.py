@@ -150,3 +150,30 @@ def test_reflection_answers_v1_as_well_as_v1alpha(server: ServerProcess) -> None
         by_symbol = reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME)
         [described] = list(info(iter([by_symbol]), timeout=10))
         assert described.file_descriptor_response.file_descriptor_proto
+
+
+def test_a_call_stalled_in_its_upload_does_not_hold_the_shutdown(launch) -> None:
+    """A call waiting for its client's next message sees the cut-off only when one comes: grpc's cancel
+    ends it CUT_OFF_SECONDS + STATUS_FLUSH_SECONDS after the grace (20 s), within compose's
+    stop_grace_period of 60 s. It waited for the upload-idle watchdog, 60 s past the grace."""
+    server = launch("--max-concurrent", "1", "--grace", "1")
+    release = threading.Event()
+
+    def stalled() -> Iterator[pb2.TranscribeRequest]:
+        requests = _pcm_requests(_speech_pcm(5.0))
+        yield next(requests)
+        yield next(requests)
+        release.wait(120)  # the client goes quiet mid-upload
+
+    with grpc.insecure_channel(server.addr) as channel:
+        call = pb2_grpc.TranscriberStub(channel).Transcribe(stalled(), timeout=120)
+        time.sleep(1.0)  # the server has the config and a first chunk
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            assert server.process.wait(45) == 0
+            stopped_after = time.monotonic() - started
+        finally:
+            release.set()
+            call.cancel()
+    assert stopped_after < 45, stopped_after

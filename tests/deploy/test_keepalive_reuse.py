@@ -18,6 +18,7 @@ import http.client
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +135,31 @@ def test_refused_uploads_stall_no_other_request(port: int) -> None:
     finally:
         for upload in uploads:
             upload.close()
+
+
+def test_lingering_closes_are_bounded() -> None:
+    """Each lingering close holds a socket (a file descriptor) outside gunicorn's worker_connections:
+    past MAX_LINGERING at once, a connection is closed at once, so a flood cannot exhaust descriptors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from api.gunicorn_worker import MAX_LINGERING, _Lingering
+
+    release = threading.Event()
+    closed: list[str] = []
+    lingering = _Lingering(ThreadPoolExecutor(4))
+
+    def close(graceful: bool = False) -> None:
+        if graceful:
+            release.wait(10)  # a client that never closes its end: the linger lasts
+        closed.append("graceful" if graceful else "at once")
+
+    closers = [lingering.closer(close) for _ in range(MAX_LINGERING + 3)]
+    for closer in closers:
+        closer(True)
+    assert closed == ["at once"] * 3  # the first MAX_LINGERING linger (4 running, the rest queued)
+    closers[0](False)  # an ordinary close never lingers
+    assert closed[-1] == "at once"
+    release.set()
+    lingering._executor.shutdown(wait=True)
+    assert closed.count("graceful") == MAX_LINGERING
+    assert lingering._take()  # the count went back down: the next close lingers again

@@ -19,7 +19,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,9 +32,8 @@ from api.db import db, locked, write_transaction
 from api.models import Transcription, Upload
 from api.state import state
 from tests.api.helpers import JFK_MP3, app_config, upload_file
-from tests.api.test_upload_lifecycle_kills import free_port, group_members, wait_until_dead
+from tests.api.test_upload_lifecycle_kills import group_members, serve, wait_until_dead
 
-ROOT = Path(__file__).resolve().parents[2]
 LEASE = 2.0  # CLIPTEXT_UPLOAD_SLOT_LEASE of these tests' apps
 KEY = "create-once"
 
@@ -127,28 +125,9 @@ def test_a_request_running_for_several_leases_stays_in_progress(app, new_org, re
 def gunicorn(app, log: Path) -> Iterator[tuple[subprocess.Popen, int]]:
     """The test's app (its database, Redis prefix, queue, storage) under gunicorn, one gthread worker,
     with CLIPTEXT_UPLOAD_SLOT_LEASE from this test's environment; in a session of its own."""
-    port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread"]
-    command += ["--threads", "4", "--bind", f"127.0.0.1:{port}", f"api:create_app({app_config(app)!r})"]
     env = {**os.environ, "CLIPTEXT_LOG_FORMAT": "text"}
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, log.read_text(errors="replace")[-3000:]
-            with contextlib.suppress(requests.RequestException):
-                requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=2)
-                break
-            assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-            time.sleep(0.2)
-        yield server, port
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-        server.wait(10)
+    with serve(f"api:create_app({app_config(app)!r})", env, log) as started:
+        yield started
 
 
 def send_create(port: int, headers: dict[str, str], upload_id: str) -> socket.socket:

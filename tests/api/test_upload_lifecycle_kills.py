@@ -71,9 +71,17 @@ def gunicorn(app, log: Path, **extra_env: str) -> Iterator[tuple[subprocess.Pope
         "CLIPTEXT_LOG_FORMAT": "text",
         **extra_env,
     }
+    with serve("api:create_app()", env, log) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def serve(app_spec: str, env: dict[str, str], log: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+    """(server, port): `app_spec` under gunicorn, one gthread worker of 4 threads, answering its health
+    check; in a session of its own, killed with it (SIGKILL to the group) at the end."""
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread"]
-    command += ["--threads", "4", "--bind", f"127.0.0.1:{port}", "api:create_app()"]
+    command += ["--threads", "4", "--bind", f"127.0.0.1:{port}", app_spec]
     with log.open("wb") as out:
         server = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

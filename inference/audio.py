@@ -461,13 +461,6 @@ def _ogg_links(file: BinaryIO) -> list[tuple[int, int | None]]:
     return [(begin, end) for begin, end in zip(bounds, [*starts, None], strict=True)]
 
 
-@contextmanager
-def _open_container(source: AudioSource) -> Iterator[_Opened]:
-    """The container of `source`, opened on our own file object (see `_source_file`)."""
-    with _source_file(source) as (file, seekable), _open_file(file, seekable) as opened:
-        yield opened
-
-
 @dataclass(frozen=True)
 class _Opened:
     container: av.container.InputContainer

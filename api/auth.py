@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from flask import current_app, g, request
 
 from api.errors import ApiError
-from api.models import ApiKey, Membership, Organization, User, db, utcnow
+from api.models import ApiKey, Membership, Organization, User, utcnow
 from api.state import AppState, state
 from cliptext.errors import ErrorCode
 
@@ -74,24 +74,6 @@ def current_generation(app_state: AppState) -> str:
         redis.set(key, _new_generation(), nx=True)
         value = redis.get(key) or b""
     return value.decode()
-
-
-def revoke_key(key_public_id: str) -> bool:
-    """Revoke the key (inside an app context: its Redis is told); every API process refuses it at once.
-
-    Committed before the generation moves on: a process that looks the key up again then sees it
-    revoked. Hence not inside a transaction, where the UPDATE would commit after the new generation.
-    """
-    if db.in_transaction():
-        raise RuntimeError("revoke_key commits its own change; call it outside a transaction")
-    revoked = bool(
-        ApiKey.update(revoked_at=utcnow())
-        .where((ApiKey.public_id == key_public_id) & ApiKey.revoked_at.is_null())
-        .execute()
-    )
-    if revoked:
-        announce_revocation()
-    return revoked
 
 
 def announce_revocation() -> None:

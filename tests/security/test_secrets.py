@@ -126,11 +126,11 @@ def test_security_headers_on_every_kind_of_answer(app, client, new_org):
 
 
 def test_revoked_key_stops_within_the_cache_ttl(make_app, new_org):
-    """A plain UPDATE behind the API's back is seen after auth_cache_seconds; revoke_key at once."""
+    """A plain UPDATE behind the API's back is seen after auth_cache_seconds; a revocation at once."""
     import time
 
-    from api.auth import revoke_key
     from api.models import utcnow
+    from api.services.keys import operator_revoke_key
 
     app = make_app(auth_cache_seconds=0.5)
     client = app.test_client()
@@ -147,7 +147,7 @@ def test_revoked_key_stops_within_the_cache_ttl(make_app, new_org):
     assert client.get("/v1/orgs", headers=other_key).status_code == 200
     with app.app_context():
         key_id = ApiKey.get(ApiKey.key_hash == hashlib.sha256(other.encode()).hexdigest()).public_id
-        assert revoke_key(key_id)
+        assert operator_revoke_key(key_id, force=True)
     assert client.get("/v1/orgs", headers=other_key).status_code == 401  # revoked here: no delay
 
 
@@ -207,26 +207,26 @@ def test_revoke_says_so_when_redis_cannot_be_told(make_app, new_org):
 
 def test_revocation_seen_after_redis_lost_its_data(make_app, new_org, redis_conn):
     """The generation is random, not a count that a Redis restarted empty could count up to again."""
-    from api.auth import revoke_key
+    from api.services.keys import operator_revoke_key
 
     app, elsewhere = make_app(auth_cache_seconds=3600), make_app()  # two app instances: two processes
     client = app.test_client()
     _, first = new_org("pro")
     _, second = new_org("pro")
     with elsewhere.app_context():
-        assert revoke_key(key_id_of(elsewhere, first))
+        assert operator_revoke_key(key_id_of(elsewhere, first), force=True)
     headers = {"Authorization": f"Bearer {second}"}
     assert client.get("/v1/orgs", headers=headers).status_code == 200  # cached under that generation
     redis_conn.flushdb()  # Redis restarted without its data
     with elsewhere.app_context():
-        assert revoke_key(key_id_of(elsewhere, second))
+        assert operator_revoke_key(key_id_of(elsewhere, second), force=True)
     assert client.get("/v1/orgs", headers=headers).status_code == 401
 
 
 def test_a_lookup_cached_before_any_revocation_never_matches_a_lost_generation(make_app, new_org, redis_conn):
     """A key cached while Redis held no generation yet, revoked elsewhere, then Redis loses its data:
     the lost generation must not read back as the value the lookup was cached under."""
-    from api.auth import revoke_key
+    from api.services.keys import operator_revoke_key
 
     redis_conn.flushdb()  # no revocation ever recorded
     app, elsewhere = make_app(auth_cache_seconds=3600), make_app()
@@ -235,7 +235,7 @@ def test_a_lookup_cached_before_any_revocation_never_matches_a_lost_generation(m
     headers = {"Authorization": f"Bearer {raw}"}
     assert client.get("/v1/orgs", headers=headers).status_code == 200  # cached
     with elsewhere.app_context():
-        assert revoke_key(key_id_of(elsewhere, raw))
+        assert operator_revoke_key(key_id_of(elsewhere, raw), force=True)
     redis_conn.flushdb()  # Redis restarted without its data before this process made a request
     assert client.get("/v1/orgs", headers=headers).status_code == 401
     assert client.get("/v1/orgs", headers=headers).status_code == 401  # the stale entry is gone too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -38,6 +40,43 @@ def _env(tmp_path: Path, api_port: int, inference_port: int) -> dict[str, str]:
         "REDIS_URL": REDIS_URL,
         "PYTHONPATH": str(ROOT),
     }
+
+
+@contextlib.contextmanager
+def started_stack(
+    tmp_path: Path, api_port: int, inference_port: int, preexec_fn: Callable[[], None] | None = None
+) -> Iterator[subprocess.Popen]:
+    """`python -m cliptext.stack` in a session of its own, its output on a pipe; killed with its whole
+    group at the end if it is still there."""
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "cliptext.stack"],
+        env=_env(tmp_path, api_port, inference_port),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=preexec_fn,
+    )
+    try:
+        yield stack
+    finally:
+        if stack.poll() is None:
+            os.killpg(stack.pid, signal.SIGKILL)
+            stack.wait(10)
+        stack.stdout.close()
+
+
+def assert_stops_whole(stack: subprocess.Popen, signum: int, ports: tuple[int, ...]) -> None:
+    """`signum` to the stack's process group ends it (exit 0), every process it started, and their ports."""
+    children = psutil.Process(stack.pid).children(recursive=True)
+    assert len(children) >= 3  # inference server, gunicorn and its workers, worker
+    os.killpg(stack.pid, signum)
+    assert stack.wait(60) == 0
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+    for port in ports:
+        assert not local_services.answers("127.0.0.1", port)
 
 
 def test_a_port_in_use_is_named_and_nothing_starts(tmp_path: Path) -> None:
@@ -74,41 +113,19 @@ def test_an_unreachable_remote_redis_is_not_started_here() -> None:
 
 def test_make_run_serves_on_the_public_url_and_a_closed_terminal_stops_everything(tmp_path: Path) -> None:
     api_port, inference_port = _free_port(), _free_port()
-    with flushed_redis(REDIS_URL):
-        stack = subprocess.Popen(
-            [sys.executable, "-m", "cliptext.stack"],
-            env=_env(tmp_path, api_port, inference_port),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            key, output = None, []
-            deadline = time.monotonic() + 240
-            while key is None and time.monotonic() < deadline:
-                line = stack.stdout.readline()
-                assert line, "".join(output)
-                output.append(line)
-                found = re.search(r"API key:\s+(\S+)", line)
-                key = found.group(1) if found else None
-            assert key, "".join(output)
-            base = f"http://127.0.0.1:{api_port}/v1"
-            assert any(base in line for line in output)
-            orgs = requests.get(f"{base}/orgs", headers={"Authorization": f"Bearer {key}"}, timeout=10)
-            assert orgs.status_code == 200, orgs.text
-            children = psutil.Process(stack.pid).children(recursive=True)
-            assert len(children) >= 3  # inference server, gunicorn and its workers, worker
-
-            os.killpg(stack.pid, signal.SIGHUP)  # the terminal closed: the whole foreground group
-            assert stack.wait(60) == 0
-            gone, alive = psutil.wait_procs(children, timeout=30)
-            assert not alive, [p.cmdline() for p in alive]
-            assert not local_services.answers("127.0.0.1", api_port)
-            assert not local_services.answers("127.0.0.1", inference_port)
-        finally:
-            if stack.poll() is None:
-                os.killpg(stack.pid, signal.SIGKILL)
-                stack.wait(10)
-            stack.stdout.close()
+    with flushed_redis(REDIS_URL), started_stack(tmp_path, api_port, inference_port) as stack:
+        key, output = None, []
+        deadline = time.monotonic() + 240
+        while key is None and time.monotonic() < deadline:
+            line = stack.stdout.readline()
+            assert line, "".join(output)
+            output.append(line)
+            found = re.search(r"API key:\s+(\S+)", line)
+            key = found.group(1) if found else None
+        assert key, "".join(output)
+        base = f"http://127.0.0.1:{api_port}/v1"
+        assert any(base in line for line in output)
+        orgs = requests.get(f"{base}/orgs", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert orgs.status_code == 200, orgs.text
+        # the terminal closed: the whole foreground group
+        assert_stops_whole(stack, signal.SIGHUP, (api_port, inference_port))

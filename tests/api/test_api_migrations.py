@@ -24,6 +24,7 @@ def test_fresh_database_is_migrated_once(database_url):
         "004_deleted_transcription",
         "005_webhook_secret_rotation",
         "006_list_and_sweep_indexes",
+        "007_normalize_member_emails",
     ]
     assert pending(database) == names
     assert upgrade(database) == names

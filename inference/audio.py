@@ -81,12 +81,27 @@ MAX_SAMPLE_RATE = 768_000
 # Containers whose length FFmpeg guesses from the first frames' bitrate when no header states it (ADTS
 # AAC never states it; MP3 does in a Xing/Info or VBRI frame): a guess is no ground to call a file cut.
 _GUESSED_LENGTH_FORMATS = frozenset({"aac", "mp3"})
+# Containers whose length, as FFmpeg states it, runs from timestamp 0 to the last one, not from the first
+_LENGTH_IS_LAST_TIMESTAMP = frozenset({"matroska,webm", "ogg"})
 _MP3_LENGTH_TAGS = (b"Xing", b"Info", b"VBRI")
 # A WAV data size meaning "unknown" (written by programs that stream to a pipe), not a real length
 _WAV_UNKNOWN_SIZE = 0x7FFFF000
 # A video's audio track that starts this much after its picture starts with silence, so that transcript
 # times are the video's (subtitles in sync); less is encoder delay and the like, left alone.
 _MIN_LEADING_GAP = 0.1
+# A hole of this much or more in an audio track's timestamps is filled with silence, so that the sound
+# after it keeps its times (shorter ones are rounding, and are left alone); where the headers state no
+# length to keep the filling inside, a hole longer than _MAX_UNSTATED_GAP is taken for a broken timestamp
+_MIN_GAP = 0.1
+_MAX_UNSTATED_GAP = 60.0
+_DEFAULT_TRACK = av.stream.Disposition.default
+# Audio tracks that go beside the programme, not the programme itself
+_ASIDE_TRACKS = (
+    av.stream.Disposition.comment
+    | av.stream.Disposition.visual_impaired
+    | av.stream.Disposition.hearing_impaired
+    | av.stream.Disposition.descriptions
+)
 
 
 @dataclass(frozen=True)
@@ -106,7 +121,9 @@ def decode_audio(
 ) -> np.ndarray:
     """Decode `source` to float32 at `sampling_rate`: 1-D for channels="mix", [C, n] for "split".
 
-    A numpy array is taken as already at `sampling_rate` (1-D mono or [C, n]) and only validated.
+    A numpy array is taken as already at `sampling_rate` (1-D mono or [C, n]) and only validated. Of
+    several audio tracks, the one a player plays is decoded (flagged default, not a commentary); holes
+    in its timestamps are filled with silence, so that the times are the file's.
     `max_seconds` stops decoding with `AudioError(AUDIO_TOO_LONG)` as soon as more audio than that was
     decoded: headers can lie about the length, so the limit is checked on the samples themselves.
     """
@@ -253,7 +270,7 @@ def _iter_resampled(
 def _iter_stream(
     opened: _Opened, sampling_rate: int, channels: str, max_seconds: float | None
 ) -> Iterator[np.ndarray]:
-    """`_iter_resampled` for one opened container: its first audio stream."""
+    """`_iter_resampled` for one opened container: its main audio track (see `_classify_streams`)."""
     audio_streams, has_video = _classify_streams(opened.container)
     if not audio_streams:
         if has_video:
@@ -652,8 +669,15 @@ def _is_empty(file: BinaryIO) -> bool:
 
 
 def _classify_streams(container: av.container.InputContainer) -> tuple[list, bool]:
-    """The audio streams, and whether there is a real video track (cover art does not count)."""
+    """The audio streams, the one to transcribe first, and whether there is a real video track (cover
+    art does not count).
+
+    The one to transcribe is the track a player plays: not a commentary or an audio description, and
+    the one flagged default before the others; among equals, the first (faster-whisper takes the
+    first, whatever its flags: a film whose commentary came first was transcribed as the commentary).
+    """
     audio = [s for s in container.streams.audio if s.codec_context is not None]
+    audio.sort(key=lambda s: (bool(s.disposition & _ASIDE_TRACKS), not s.disposition & _DEFAULT_TRACK))
     video = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     return audio, bool(video)
 
@@ -677,11 +701,23 @@ def _leading_gap(container: av.container.InputContainer, stream) -> float:
 
 
 def _declared_duration(container: av.container.InputContainer, stream) -> float | None:
+    """The length the headers state, from the recording's first timestamp (not from 0)."""
     if stream is not None and stream.duration is not None and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None and container.duration > 0:
-        return container.duration / av.time_base
-    return None
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration is not None and container.duration > 0:
+        seconds = container.duration / av.time_base
+    else:
+        return None
+    return max(0.0, seconds - _start_not_counted(container))
+
+
+def _start_not_counted(container: av.container.InputContainer) -> float:
+    """Seconds to take off the length FFmpeg states: Matroska's and Ogg's is the last timestamp, so a
+    recording whose timestamps begin at 5 s (a stream dump, a clip cut out of a longer one) said 16 s
+    for 11 s of audio and was refused as truncated; elsewhere FFmpeg states end minus start already."""
+    if container.format.name not in _LENGTH_IS_LAST_TIMESTAMP or not container.start_time:
+        return 0.0
+    return max(0.0, container.start_time / av.time_base)
 
 
 def _length_to_check(opened: _Opened, stream) -> float | None:
@@ -744,6 +780,7 @@ def _decode_frames(
     seconds_before = 0.0
     rate = samples = 0
     broken: str | None = None
+    timeline = _Timeline(_declared_duration(opened.container, stream) if opened.states_length else None)
     demuxed = opened.container.demux(stream)
     while True:
         try:
@@ -776,10 +813,11 @@ def _decode_frames(
             if frame.sample_rate != rate:
                 seconds_before += samples / rate if rate else 0.0
                 rate, samples = frame.sample_rate, 0
-            samples += frame.samples
-            if max_seconds is not None and seconds_before + samples / rate > max_seconds:
-                raise _too_long(max_seconds)
-            yield frame.sample_rate, _frame_to_float(frame)
+            for piece in _with_gap_filled(frame, timeline.gap_before(frame)):
+                samples += piece.shape[1]
+                if max_seconds is not None and seconds_before + samples / rate > max_seconds:
+                    raise _too_long(max_seconds)
+                yield frame.sample_rate, piece
     seconds = seconds_before + (samples / rate if rate else 0.0)
     if broken is None and seconds == 0.0 and bad_packets == 0:
         raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, "the audio track is empty (no samples)")
@@ -797,6 +835,51 @@ def _decode_frames(
         )
     if broken is not None and seconds == 0.0:
         raise AudioError(ErrorCode.AUDIO_DECODE_ERROR, f"corrupt or truncated data ({broken})")
+
+
+class _Timeline:
+    """How far a stream's timestamps have got, to tell a gap in them (a capture that lost its sound for
+    a while: players play silence there, and the video runs on) from frames that follow one another."""
+
+    def __init__(self, length: float | None) -> None:
+        self._length = length  # what the headers state, None when they do not
+        self._first: float | None = None
+        self._furthest: float | None = None
+
+    def gap_before(self, frame: av.AudioFrame) -> float:
+        """Seconds of silence due before `frame`: from the furthest time reached to its timestamp, when
+        over _MIN_GAP and ending inside the stated length (none stated: no longer than _MAX_UNSTATED_GAP).
+        A jump back (files joined end to end) fills nothing, so all the filling is bounded by the span of
+        the timestamps; frames without one just follow."""
+        seconds = frame.samples / frame.sample_rate
+        time = frame.time
+        if time is None or self._furthest is None:
+            if self._furthest is not None:
+                self._furthest += seconds
+            elif time is not None:
+                self._first, self._furthest = time, time + seconds
+            return 0.0
+        gap = time - self._furthest
+        self._furthest = max(self._furthest, time + seconds)
+        if gap < _MIN_GAP:
+            return 0.0
+        if self._length is None:
+            return gap if gap <= _MAX_UNSTATED_GAP else 0.0
+        inside = time + seconds - self._first <= self._length + _TRUNCATION_TOLERANCE[1]
+        return gap if inside else 0.0
+
+
+def _with_gap_filled(frame: av.AudioFrame, gap: float) -> Iterator[np.ndarray]:
+    """`gap` seconds of silence at the frame's rate and channels, in blocks of a second (a gap of an
+    hour is no 700 MB array), then the frame's own samples."""
+    left = int(round(gap * frame.sample_rate))
+    if left:
+        block = np.zeros((frame.layout.nb_channels, min(left, frame.sample_rate)), np.float32)
+        while left > 0:
+            piece = block[:, :left]
+            left -= piece.shape[1]
+            yield piece
+    yield _frame_to_float(frame)
 
 
 _SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}

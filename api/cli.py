@@ -46,6 +46,21 @@ def _pending_migrations() -> list[str]:
         return found.diff
 
 
+def _unreachable(error: pw.OperationalError) -> click.ClickException:
+    """One line naming the setting to check: the driver's message spans several lines."""
+    return click.ClickException(f"cannot open the database at DATABASE_URL: {' '.join(str(error).split())}")
+
+
+def _require_database() -> None:
+    """Stop with one line when the database does not answer (compose's `migrate` started before a
+    managed database accepted connections, a mistyped host or password), not with a traceback."""
+    try:
+        with db.connection_context():
+            pass
+    except pw.OperationalError as error:
+        raise _unreachable(error) from error
+
+
 def needs_schema(command: Callable[..., Any]) -> Callable[..., Any]:
     """Refuse to run `command` on a database with pending migrations (a clear line, exit status 1)."""
 
@@ -54,7 +69,7 @@ def needs_schema(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             pending = _pending_migrations()
         except pw.OperationalError as error:
-            raise click.ClickException(f"cannot open the database: {error}") from error
+            raise _unreachable(error) from error
         if pending:
             raise click.ClickException(
                 f"the database has {len(pending)} migration(s) to apply ({', '.join(pending)}): "
@@ -265,6 +280,7 @@ def db_upgrade_command() -> None:
     """Apply pending migrations."""
     from api.migrations import upgrade
 
+    _require_database()
     applied = upgrade(db.obj)
     click.echo(f"applied: {', '.join(applied)}" if applied else "up to date")
 

@@ -12,6 +12,7 @@ import sys
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import SplitResult, urlsplit
 
 
 class SettingsError(ValueError):
@@ -74,6 +75,81 @@ def _int_list(name: str, default: str) -> tuple[int, ...]:
     if values is None or any(value < 0 for value in values):
         raise SettingsError(f"{name} must be whole seconds of at least 0 separated by commas, got {raw!r}")
     return values
+
+
+def _redacted(url: str) -> str:
+    """The URL as an error message may show it: whatever stands before its last "@" (user and password,
+    even a password holding "@" or "/") replaced by ***."""
+    if "@" not in url:
+        return url
+    scheme, sep, _ = url.partition("://")
+    return f"{scheme}{sep}***@{url.rpartition('@')[2]}" if sep else f"***@{url.rpartition('@')[2]}"
+
+
+def _split(url: str) -> SplitResult | None:
+    """The URL's parts, or None when it cannot be parsed or its port is not a number."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- a port such as ":80x" raises only when read
+    except ValueError:
+        return None
+    return parts
+
+
+def _check_url(name: str, raw: str, schemes: tuple[str, ...], *, needs_host: bool, takes: str) -> None:
+    """A URL whose scheme the process can open: a mistyped one ("api.example.com", "mysql://…") stops
+    the start with one line naming the variable, where it failed later in a traceback or, for a
+    URL clients are sent to, not at all (links without a scheme resolve against the caller's page)."""
+    parts = _split(raw)
+    if parts is None or parts.scheme.lower() not in schemes or (needs_host and not parts.hostname):
+        raise SettingsError(f"{name} must be {takes}, got {_redacted(raw)!r}")
+
+
+def _check_storage_url(raw: str) -> None:
+    """STORAGE_URL: `s3://bucket/prefix`, `file:///path` or a bare path (api.storage.open_storage)."""
+    parts = _split(raw)
+    scheme = parts.scheme.lower() if parts is not None else None
+    if not (scheme in {"file", ""} or (scheme == "s3" and parts.netloc)):
+        raise SettingsError(f"STORAGE_URL must be s3://bucket/prefix or file:///path, got {_redacted(raw)!r}")
+
+
+def _check_urls(settings: Settings) -> None:
+    """Every URL setting, checked once read (S3 endpoints: empty means the default)."""
+    _check_url(
+        "DATABASE_URL",
+        settings.database_url,
+        ("postgresql", "postgres", "sqlite"),
+        needs_host=False,
+        takes="postgresql://user:password@host:5432/name or sqlite:///path",
+    )
+    _check_url(
+        "REDIS_URL",
+        settings.redis_url,
+        ("redis", "rediss", "unix"),
+        needs_host=False,
+        takes="redis://host:6379/0, rediss://… or unix:///path",
+    )
+    _check_storage_url(settings.storage_url)
+    _check_url(
+        "CLIPTEXT_PUBLIC_URL",
+        settings.public_base_url,
+        ("http", "https"),
+        needs_host=True,
+        takes="the URL clients reach the API at, with its scheme: https://api.example.com",
+    )
+    endpoints = {
+        "S3_PUBLIC_ENDPOINT_URL": settings.storage_public_endpoint,
+        "AWS_ENDPOINT_URL": _env("AWS_ENDPOINT_URL", ""),  # boto3 reads it: checked here to fail at start
+    }
+    for name, endpoint in endpoints.items():
+        if endpoint:
+            _check_url(
+                name,
+                endpoint,
+                ("http", "https"),
+                needs_host=True,
+                takes="an http:// or https:// URL, or empty",
+            )
 
 
 def _load_or_create_secret(data_dir: Path) -> str:
@@ -180,12 +256,13 @@ class Settings:
         data_dir = Path(_env("CLIPTEXT_DATA_DIR", "./data")).resolve()
         secret = _env("CLIPTEXT_SECRET_KEY", "") or _load_or_create_secret(data_dir)
         cores = os.cpu_count() or 1
-        return cls(
+        job_retry_intervals = _int_list("CLIPTEXT_JOB_RETRY_INTERVALS", "10,30,90,270")
+        settings = cls(
             data_dir=data_dir,
             database_url=_env("DATABASE_URL", f"sqlite:///{data_dir / 'cliptext.db'}"),
             redis_url=_env("REDIS_URL", "redis://127.0.0.1:6379/0"),
             storage_url=_env("STORAGE_URL", f"file://{data_dir / 'storage'}"),
-            storage_public_endpoint=os.environ.get("S3_PUBLIC_ENDPOINT_URL", ""),
+            storage_public_endpoint=_env("S3_PUBLIC_ENDPOINT_URL", ""),
             inference_addr=_env("INFERENCE_ADDR", "127.0.0.1:50051"),
             model_dir=Path(_env("CLIPTEXT_MODEL_DIR", "models/whisper-tiny.en")),
             secret_key=secret,
@@ -205,8 +282,9 @@ class Settings:
             inference_grace_seconds=_float("CLIPTEXT_SHUTDOWN_GRACE", 30),
             inference_upload_idle_seconds=_float("CLIPTEXT_UPLOAD_IDLE_SECONDS", 60, above_minimum=True),
             inference_keepalive_seconds=_float("CLIPTEXT_INFERENCE_KEEPALIVE_SECONDS", 20, minimum=1),
-            job_retries=_int("CLIPTEXT_JOB_RETRIES", 4),
-            job_retry_intervals=_int_list("CLIPTEXT_JOB_RETRY_INTERVALS", "10,30,90,270"),
+            # one retry after each interval unless set: 6 intervals are 6 retries, not the first 4
+            job_retries=_int("CLIPTEXT_JOB_RETRIES", len(job_retry_intervals)),
+            job_retry_intervals=job_retry_intervals,
             job_timeout_base=_int("CLIPTEXT_JOB_TIMEOUT_BASE", 300, minimum=1),
             job_timeout_per_audio_second=_float("CLIPTEXT_JOB_TIMEOUT_PER_AUDIO_SECOND", 2),
             job_max_recoveries=_int("CLIPTEXT_JOB_MAX_RECOVERIES", 3),
@@ -227,6 +305,8 @@ class Settings:
             auth_cache_seconds=_float("CLIPTEXT_AUTH_CACHE_SECONDS", 5),
             upload_slot_lease_seconds=_float("CLIPTEXT_UPLOAD_SLOT_LEASE", 120, minimum=1),
         )
+        _check_urls(settings)
+        return settings
 
 
 def settings_or_exit() -> Settings:

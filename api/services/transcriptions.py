@@ -29,7 +29,7 @@ from api.models import (
 )
 from api.queue import cancel_transcription, enqueue_transcription
 from api.services.models import check_language
-from api.services.uploads import delete_upload
+from api.services.uploads import delete_upload, erase_deleted_rows_from_wal
 from api.state import AppState
 from cliptext.errors import ErrorCode
 from cliptext.webhook_targets import PUBLIC_ONLY, without_credentials
@@ -293,7 +293,8 @@ def delete(state: AppState, transcription: Transcription) -> None:
     The rows go first: a job stopped while its transcription still stood was, at the worker's next
     maintenance, taken for one that had died with its worker and run again (the sweep, a few ms after the
     stop, saw `processing`). A job still running meanwhile stores nothing more: each of its writes names
-    the status it expects (jobs.transcript_store).
+    the status it expects (jobs.transcript_store). Once committed, SQLite's log is emptied too: it still
+    held the transcript as written (uploads.erase_deleted_rows_from_wal).
     """
     with write_transaction():
         # the upload row locked first: of two deletes at once, or a delete and a create, the second
@@ -309,6 +310,7 @@ def delete(state: AppState, transcription: Transcription) -> None:
         transcription.delete_instance(recursive=True)
         if upload is not None and not upload.transcriptions.exists():
             delete_upload(state, upload)  # a storage that fails rolls the rows back: retry the DELETE
+    erase_deleted_rows_from_wal()
     if transcription.status not in TranscriptionStatus.FINAL:
         try:
             cancel_transcription(state.redis, transcription.public_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import math
 import unicodedata
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import redis.exceptions
 from itsdangerous import BadSignature, SignatureExpired
 from redis.lock import Lock
 
-from api.db import hold_until_commit, locked, write_transaction
+from api.db import db, hold_until_commit, locked, write_transaction
 from api.errors import RETRY_UNAVAILABLE, ApiError, NotFound
 from api.media import check_content_type, check_format, verify_media
 from api.models import Organization, Transcription, Upload, UploadStatus, utcnow
@@ -24,6 +25,8 @@ from api.services.plans import limits_for
 from api.state import AppState
 from api.storage import Busy, TooLarge
 from cliptext.errors import ErrorCode
+
+log = logging.getLogger(__name__)
 
 URL_TTL = dt.timedelta(hours=1)
 # how long a completed upload that no transcription uses is kept (presigned and completed, never
@@ -34,6 +37,8 @@ LOCK_TIMEOUT_S = 10
 _CAP_LOCK_NAMESPACE = 0x75706C00
 _SIGNER_SALT = "upload-content-put"
 _RETRY_BUSY = {"Retry-After": "5"}  # a PUT or complete of the same upload still running
+# what a canceled upload's row keeps in place of the customer's file name until the purge removes it
+DELETED_FILENAME = "deleted"
 
 
 @dataclass(frozen=True)
@@ -297,9 +302,16 @@ def cancel(state: AppState, org: Organization, upload_public_id: str) -> None:
                 "A transcription uses this upload; delete the transcription (its upload goes with it)",
                 {"upload_id": current.public_id, "transcription_id": user.public_id},
             )
-        canceled = {Upload.status: UploadStatus.CANCELED, Upload.received_size: None}
+        # the row stays until its URL expires (a late PUT is refused, its slot counted), but not the
+        # customer's file name: nothing shows a canceled upload again
+        canceled = {
+            Upload.status: UploadStatus.CANCELED,
+            Upload.received_size: None,
+            Upload.filename: DELETED_FILENAME,
+        }
         Upload.update(canceled).where(Upload.id == current.id).execute()
         state.storage.delete(current.storage_key)  # a storage that fails rolls the row back: retry the DELETE
+    erase_deleted_rows_from_wal()
 
 
 def complete(state: AppState, org: Organization, upload_public_id: str) -> Upload:
@@ -475,9 +487,28 @@ def removed_unless_transcribed(state: AppState, upload: Upload) -> Iterator[None
 
 
 def delete_upload(state: AppState, upload: Upload) -> None:
-    """Remove the bytes and the row for good."""
+    """Remove the bytes and the row for good (once committed, erase_deleted_rows_from_wal)."""
     state.storage.delete(upload.storage_key)
     upload.delete_instance()
+
+
+def erase_deleted_rows_from_wal() -> None:
+    """After a delete has committed, on SQLite: copy the write-ahead log into the database file and
+    empty it. secure_delete overwrites a deleted row in the database file, but the log kept the pages
+    as they had been (the transcript, the file name) until a checkpoint reset it and later writes
+    happened to cover them: with the API's pooled connections open, for as long as it ran.
+
+    Best effort: a checkpoint that long readers hold back is done by the next delete; the delete
+    itself stands either way."""
+    if not isinstance(db.obj, pw.SqliteDatabase):
+        return
+    try:
+        busy, _, _ = db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except pw.OperationalError as error:
+        log.warning("deleted rows not yet erased from the SQLite log: %s", error)
+        return
+    if busy:
+        log.warning("deleted rows not yet erased from the SQLite log: readers held the checkpoint back")
 
 
 def _expired(now: dt.datetime) -> pw.Expression:
@@ -498,10 +529,12 @@ def _unused(now: dt.datetime) -> pw.Expression:
 def purge_expired(state: AppState) -> int:
     """Remove what nothing will use: uploads whose URL expired before they were completed, completed
     uploads no transcription used for UNUSED_RETENTION (rows and bytes), then the temp and lock files
-    that processes killed mid-write left in local storage, once as old as an upload URL."""
+    that processes killed mid-write left in local storage, once as old as an upload URL; last, what was
+    deleted is erased from SQLite's log."""
     now = utcnow()
     count = _purge(state, _expired(now)) + _purge(state, _unused(now))
     state.storage.sweep_leftovers(URL_TTL.total_seconds())
+    erase_deleted_rows_from_wal()  # also what a delete's checkpoint could not finish (busy readers)
     return count
 
 

@@ -9,6 +9,7 @@ memory took over 1 GB).
 from __future__ import annotations
 
 import itertools
+import os
 import struct
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -142,21 +143,38 @@ def received_audio(
             del head  # the call holds its samples until it ends, not its bytes too
             yield audio
             return
-        with tempfile.NamedTemporaryFile(prefix="cliptext-pcm-", suffix=".wav") as spool:
+        with spooled("cliptext-pcm-") as (spool, path):
             _write_float_wav(
                 spool, head, received, PcmStream(fmt.kind, fmt.sample_rate, fmt.channels, mix=mix)
             )
             del head
-            yield spool.name
+            yield path
         return
-    with tempfile.NamedTemporaryFile(prefix="cliptext-audio-", suffix=".bin") as spool:
+    with spooled("cliptext-audio-") as (spool, path):
         for chunk in _counted(chunks, fmt, limits):
             spool.write(chunk)
         spool.flush()
-        declared = probe_media(spool.name).duration  # headers only: refuse long audio before decoding
+        declared = probe_media(path).duration  # headers only: refuse long audio before decoding
         if declared is not None and declared > limits.max_seconds:
             raise too_long(declared, limits)
-        yield spool.name
+        yield path
+
+
+@contextmanager
+def spooled(prefix: str) -> Iterator[tuple[IO[bytes], str]]:
+    """A temporary file for a call's audio and a path this process can open it by.
+
+    On Linux the file has no name (`TemporaryFile`) and is opened through /proc/self/fd: a server killed
+    mid-call (SIGKILL, the OOM killer) leaves nothing, where a named file kept a customer's recording in
+    /tmp for good. Elsewhere, a named file removed when the call ends.
+    """
+    with tempfile.TemporaryFile(prefix=prefix) as spool:
+        path = f"/proc/self/fd/{spool.fileno()}"
+        if os.path.exists(path):
+            yield spool, path
+            return
+    with tempfile.NamedTemporaryFile(prefix=prefix) as spool:
+        yield spool, spool.name
 
 
 def _short_head(received: Iterator[bytes], fmt: AudioFormat, split: bool) -> tuple[bytearray, bool]:

@@ -47,25 +47,36 @@ FORMATS = click.Choice(["json", "verbose_json", "text", "srt", "vtt"])
 EXTENSIONS = {"json": "json", "verbose_json": "json", "text": "txt", "srt": "srt", "vtt": "vtt"}
 
 
-def _fail(error: CliptextError) -> NoReturn:
-    """Print the error envelope on stderr and exit with the code scripts can branch on."""
+def _fail(error: CliptextError, queued: Sequence[tuple[Path, Transcription]] = ()) -> NoReturn:
+    """Print the error envelope on stderr (and the transcriptions `queued` that the server goes on with)
+    and exit with the code scripts can branch on."""
     click.echo(f"error: {error.code}: {error.message}", err=True)
     if error.details:
         click.echo(f"details: {json.dumps(error.details, sort_keys=True)}", err=True)
+    if error.retry_after is not None:
+        click.echo(f"retry after: {error.retry_after:.0f} s", err=True)
     if error.request_id:
         click.echo(f"request id: {error.request_id}", err=True)
+    _name_queued(queued)
     if error.code == "TIMEOUT" and error.status is None:
         sys.exit(EXIT_TIMEOUT)
-    sys.exit(EXIT_UNREACHABLE if error.status is None else EXIT_API_ERROR)
+    # only no answer is "unreachable": an answer that is not the API's (no status of its own) is an error
+    unreachable = error.status is None and error.code == "SERVICE_UNAVAILABLE"
+    sys.exit(EXIT_UNREACHABLE if unreachable else EXIT_API_ERROR)
 
 
 def _interrupted(queued: Sequence[tuple[Path, Transcription]] = ()) -> NoReturn:
     """Ctrl-C: a line instead of click's "Aborted!" (exit 1, an API error's code), naming what the server
     goes on with."""
     click.echo("interrupted", err=True)
+    _name_queued(queued)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def _name_queued(queued: Sequence[tuple[Path, Transcription]]) -> None:
+    """The ids of transcriptions queued and not printed: the server goes on with them (and charges)."""
     for path, transcription in queued:
         click.echo(f"not waited for, goes on: {transcription.id} ({path.name})", err=True)
-    sys.exit(EXIT_INTERRUPTED)
 
 
 def _interactive() -> bool:
@@ -155,7 +166,12 @@ def _emit(text: str, output: Path | None) -> None:
 def _client(ctx: click.Context) -> Client:
     """The SDK client of the group's options, made when a command runs (so `CMD --help` needs no key)."""
     options = ctx.find_root().params
-    client = Client(api_key=options["api_key"], base_url=options["base_url"], timeout=options["http_timeout"])
+    try:
+        client = Client(
+            api_key=options["api_key"], base_url=options["base_url"], timeout=options["http_timeout"]
+        )
+    except ValueError as error:  # a base URL without http:// (from --base-url or $CLIPTEXT_BASE_URL)
+        raise click.UsageError(str(error), ctx) from error
     if not client.api_key:
         raise click.UsageError("no API key: set CLIPTEXT_API_KEY or pass --api-key", ctx)
     problem = key_problem(client.api_key)
@@ -267,7 +283,8 @@ def transcribe(
             target = output_dir / _output_name(path, fmt) if output_dir else None
             _emit(text, target)
     except CliptextError as error:
-        _fail(error)
+        # without --wait each id was printed as it was queued; with it, those not waited for are named
+        _fail(error, created[finished:] if wait else ())
     except KeyboardInterrupt:
         _interrupted(created[finished:])
     sys.exit(exit_code)

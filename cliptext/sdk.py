@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import email.utils
+import html
 import mimetypes
 import os
 import random
@@ -85,6 +86,8 @@ CODE_FOR_STATUS = {
 GATEWAY_STATUSES = frozenset({502, 503, 504})
 # what an HTTP header can carry of a key: printable ASCII, no spaces (a key copied with a line break)
 KEY_CHARACTERS = re.compile(r"[\x21-\x7e]+")
+HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+HTML_TAG = re.compile(r"<[^>]+>")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -183,6 +186,19 @@ def _part_name(handle: IO[bytes], filename: str | None) -> str:
     )
 
 
+def _page_summary(response: requests.Response) -> str:
+    """One line saying what a page that is not the API's envelope says (a proxy's 502 page): its
+    <title>, else its text without tags; the raw page printed every line of its HTML after "error:"."""
+    text = response.text or ""
+    title = HTML_TITLE.search(text)
+    if title:
+        text = title.group(1)
+    elif HTML_TAG.search(text):
+        text = HTML_TAG.sub(" ", text)
+    text = html.unescape(" ".join(text.split()))
+    return (text or response.reason or "no message")[:300]
+
+
 def _error_from_response(response: requests.Response) -> CliptextError:
     """The envelope as a CliptextError; a non-envelope answer (a proxy's 502 page) gets a code by status."""
     try:
@@ -202,10 +218,9 @@ def _error_from_response(response: requests.Response) -> CliptextError:
             request_id=request_id or (details or {}).get("request_id"),
         )
     code = CODE_FOR_STATUS.get(response.status_code, "INTERNAL")
-    text = (response.text or response.reason or "").strip()[:500]
     return CliptextError(
         code,
-        f"HTTP {response.status_code}: {text}",
+        f"HTTP {response.status_code}: {_page_summary(response)}",
         None,
         response.status_code,
         retry_after=_retry_after(response),
@@ -213,19 +228,35 @@ def _error_from_response(response: requests.Response) -> CliptextError:
     )
 
 
-def _decoded(response: requests.Response, what: str) -> Any:
-    """The JSON of a successful answer; a page instead (a proxy's, or a base URL that is not the API's)
-    is an error, not a JSONDecodeError."""
+def _decoded(response: requests.Response, what: str) -> Mapping[str, Any]:
+    """The JSON object of a successful answer; a page instead (a proxy's, or a base URL that is not the
+    API's), or JSON that is not an object (another service's), is an error, not a JSONDecodeError or an
+    AttributeError."""
     try:
-        return response.json()
+        body = response.json()
     except ValueError as exc:
-        raise CliptextError(
-            "INTERNAL",
-            f"The API answered {what} with non-JSON (is the base URL the API's /v1?)",
-            None,
-            response.status_code,
-            request_id=response.headers.get("X-Request-Id"),
-        ) from exc
+        raise _not_the_api(response, f"The API answered {what} with non-JSON") from exc
+    if not isinstance(body, Mapping):
+        raise _not_the_api(response, f"The API answered {what} with JSON that is not an object")
+    return body
+
+
+def _not_the_api(response: requests.Response, what: str) -> CliptextError:
+    return CliptextError(
+        "INTERNAL",
+        f"{what} (is the base URL the API's /v1?)",
+        None,
+        response.status_code,
+        request_id=response.headers.get("X-Request-Id"),
+    )
+
+
+def _page(body: Mapping[str, Any], what: str) -> tuple[list[Mapping[str, Any]], bool]:
+    """(items, has_more) of a list answer; another shape is INTERNAL, not a TypeError mid-iteration."""
+    items = body.get("data") or []
+    if not isinstance(items, list) or not all(isinstance(item, Mapping) and "id" in item for item in items):
+        raise CliptextError("INTERNAL", f"The API answered {what} with no list of objects under 'data'")
+    return items, bool(body.get("has_more"))
 
 
 def key_problem(api_key: str) -> str | None:
@@ -253,7 +284,12 @@ def _api_root(url: str) -> str:
     """The API's root from a base URL: a deployment's address alone ("http://host:8000") means its /v1,
     where every call was a 404 "Not found" that named no cause; a path given (a proxy's prefix) is kept."""
     url = url.rstrip("/")
-    if not urllib.parse.urlsplit(url).path:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        # "localhost:8000" was sent as is: each call retried, then SERVICE_UNAVAILABLE "No connection
+        # adapters were found", as if the API were down
+        raise ValueError(f"The base URL must start with http:// or https://, e.g. http://{url}/v1")
+    if not parts.path:
         url += "/v1"
     return url
 
@@ -274,7 +310,8 @@ class Client:
     ) -> None:
         """`max_retries` bounds the retries of a 429/503 answer; a Retry-After above `max_retry_wait`
         seconds is not waited for (the error is raised). `timeout`: seconds to connect, and seconds
-        of silence while sending or awaiting the answer (a slow upload that keeps going is not cut)."""
+        of silence while sending or awaiting the answer (a slow upload that keeps going is not cut).
+        ValueError for a base URL without http:// or https:// (e.g. "localhost:8000")."""
         if timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         key = api_key if api_key is not None else os.environ.get("CLIPTEXT_API_KEY", "")
@@ -411,7 +448,7 @@ class Client:
             return _backoff(attempt + 1)
         return None
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _json(self, method: str, path: str, **kwargs: Any) -> Mapping[str, Any]:
         return _decoded(self._request(method, path, **kwargs), f"{method} {path}")
 
     # -- uploads ------------------------------------------------------------------------------------
@@ -648,10 +685,10 @@ class Client:
                 "/transcriptions",
                 params={"limit": limit, "starting_after": starting_after, "status": status},
             )
-            items = page.get("data") or []
+            items, has_more = _page(page, "GET /transcriptions")
             for item in items:
                 yield Transcription.from_json(item)
-            if not page.get("has_more") or not items:
+            if not has_more or not items:
                 return
             starting_after = items[-1]["id"]
 
@@ -740,8 +777,7 @@ class Client:
 
     def list_orgs(self) -> list[Organization]:
         """The organization the key belongs to (a key speaks for one organization: a list of one)."""
-        data = self._json("GET", "/orgs")
-        items = data.get("data", []) if isinstance(data, Mapping) else data
+        items, _ = _page(self._json("GET", "/orgs"), "GET /orgs")
         return [Organization.from_json(item) for item in items]
 
     def get_org(self, org_id: str) -> Organization:
@@ -779,9 +815,9 @@ class Client:
             page = self._json(
                 "GET", f"/orgs/{org_id}/keys", params={"limit": limit, "starting_after": starting_after}
             )
-            items = page.get("data") or []
+            items, has_more = _page(page, f"GET /orgs/{org_id}/keys")
             keys.extend(ApiKey.from_json(item) for item in items)
-            if not page.get("has_more") or not items:
+            if not has_more or not items:
                 return keys
             starting_after = items[-1]["id"]
 

@@ -55,11 +55,24 @@ def _parse_time(value: Any) -> dt.datetime | None:
 T = TypeVar("T")
 
 
+def _required(field_: dataclasses.Field[Any]) -> bool:
+    return field_.default is dataclasses.MISSING and field_.default_factory is dataclasses.MISSING
+
+
 def _build(cls: type[T], data: Mapping[str, Any], **converted: Any) -> T:
     """An instance of a result dataclass from a JSON object: known fields taken, the rest kept in `raw`."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    names = {f.name for f in fields}
     values = {k: v for k, v in data.items() if k in names}
     values.update(converted)
+    missing = [f.name for f in fields if f.name not in values and _required(f)]
+    if missing:  # another service's JSON (a base URL that is not the API's): not a TypeError traceback
+        raise CliptextError(
+            "INTERNAL",
+            f"The answer is not a {cls.__name__}: it has no {', '.join(missing)} "
+            "(is the base URL the API's /v1?)",
+            {"missing": missing},
+        )
     values["raw"] = dict(data)
     return cls(**values)
 

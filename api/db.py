@@ -33,6 +33,8 @@ SQLITE_PRAGMAS = {
     "secure_delete": 1,
 }
 
+POSTGRES_CONNECT_TIMEOUT = 10  # seconds (libpq's connect_timeout; none by default: wait forever)
+
 
 class PoolExhausted(pw.OperationalError):
     """No pooled connection came free within the pool's timeout: a database saturated, answered as one
@@ -73,11 +75,16 @@ class ReconnectingPostgresqlDatabase(ReconnectMixin, ExhaustionIsOperational, Po
 def make_database(url: str) -> pw.Database:
     """A peewee database for a `playhouse.db_url` URL.
 
-    SQLite: WAL, foreign keys, a busy timeout, pooled; PostgreSQL: pooled, reconnects after a drop.
+    SQLite: WAL, foreign keys, a busy timeout, pooled; PostgreSQL: pooled, reconnects after a drop, gives
+    up connecting after POSTGRES_CONNECT_TIMEOUT seconds.
     """
     scheme = urlparse(url).scheme
     if scheme in {"postgres", "postgresql"}:
         params = db_url.parse(url)
+        # a host that drops packets (a firewall, a fail-over address not taken over yet) fails a connection
+        # after this long, as a database that does not answer, where it held the start and each request
+        # for minutes (the kernel's SYN retries); `?connect_timeout=N` in DATABASE_URL sets another
+        params.setdefault("connect_timeout", POSTGRES_CONNECT_TIMEOUT)
         params.setdefault("max_connections", 32)
         params.setdefault("stale_timeout", 300)
         params.setdefault("timeout", 10)  # wait this long for a free pooled connection

@@ -31,6 +31,9 @@ def request_id_context(request_id: str | None) -> Iterator[None]:
 
 
 _HANDLER_NAME = "cliptext-root"
+# the AWS SDK's and its HTTP library's loggers, held at INFO whatever CLIPTEXT_LOG_LEVEL says: their
+# DEBUG lines carry the S3 access key id, the signatures of requests and presigned URLs, and URLs whole
+QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
 
@@ -78,4 +81,12 @@ def configure_logging(settings: Settings, stream=None) -> logging.Handler:
     handler.setFormatter(formatter(settings.log_format))
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    quiet_third_party(root.level)
     return handler
+
+
+def quiet_third_party(level: int) -> None:
+    """QUIET_LOGGERS at `level`, but never below INFO: CLIPTEXT_LOG_LEVEL=DEBUG is for our own lines,
+    and must not write credentials and signatures to the logs."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))

@@ -315,5 +315,11 @@ def settings_or_exit() -> Settings:
     try:
         return Settings.from_env()
     except SettingsError as error:
-        print(f"configuration error: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        raise configuration_error(str(error)) from None
+
+
+def configuration_error(message: str) -> SystemExit:
+    """Print `configuration error: <message>` (one line naming what to change) and return the
+    SystemExit, status 2, for the caller to raise: the one way a process refuses a setting it cannot use."""
+    print(f"configuration error: {message}", file=sys.stderr, flush=True)
+    return SystemExit(2)

@@ -8,12 +8,15 @@ running then end UNAVAILABLE with the INFERENCE_UNAVAILABLE trailer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -24,7 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from cliptext.jsonlog import configure_logging
-from cliptext.settings import Settings, settings_or_exit
+from cliptext.settings import Settings, configuration_error, settings_or_exit
 from inference import metrics
 from inference.audio_upload import AudioLimits
 from inference.engine_threads import EngineThreads
@@ -62,6 +65,19 @@ CUT_OFF_SECONDS = 15.0
 STATUS_FLUSH_SECONDS = 5.0
 # after grpc's cancel each handler still stops within a window: the server waits up to this before it exits
 HANDLERS_END_SECONDS = 60.0
+# what an error about a setting names: the flag when it was given, else the environment variable
+SETTING_NAMES = {"addr": ("--addr", "INFERENCE_ADDR"), "model_dir": ("--model-dir", "CLIPTEXT_MODEL_DIR")}
+# grpc's own log line when add_insecure_port fails (the reason is what follows its last ": ")
+GRPC_BIND_FAILED = "Failed to add port to server: "
+
+
+class ListenError(OSError):
+    """The server cannot listen on its address (in use, not this host's, no such host)."""
+
+    def __init__(self, addr: str, reason: str) -> None:
+        super().__init__(f"{addr}: {reason}")
+        self.addr = addr
+        self.reason = reason
 
 
 def default_max_concurrent(device: str) -> int:
@@ -90,15 +106,33 @@ class ServerConfig:
     max_audio_seconds: float
     grace_seconds: float
     upload_idle_seconds: float
+    flags_given: frozenset[str] = frozenset()  # the SETTING_NAMES given as flags
+
+    def setting_name(self, field: str) -> str:
+        """What an error about `field` tells the operator to change: its flag or its variable."""
+        flag, variable = SETTING_NAMES[field]
+        return flag if field in self.flags_given else variable
+
+
+class _StoreGiven(argparse.Action):
+    """argparse's store, noting in `flags_given` that the flag was given (ServerConfig.setting_name)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.flags_given = namespace.flags_given | {self.dest}
 
 
 def parse_args(argv: list[str] | None, settings: Settings) -> ServerConfig:
     """Settings from the environment (cliptext/settings.py), overridden by flags."""
     parser = argparse.ArgumentParser(prog="python -m inference.server", description=__doc__.splitlines()[0])
+    parser.set_defaults(flags_given=frozenset())
     parser.add_argument(
-        "--addr", default=settings.inference_addr, help="host:port to listen on (port 0: any)"
+        "--addr",
+        action=_StoreGiven,
+        default=settings.inference_addr,
+        help="host:port to listen on (port 0: any)",
     )
-    parser.add_argument("--model-dir", type=Path, default=settings.model_dir)
+    parser.add_argument("--model-dir", action=_StoreGiven, type=Path, default=settings.model_dir)
     parser.add_argument("--precision", default=settings.inference_precision, help="auto|fp32|fp16|int8")
     parser.add_argument("--device", default=settings.inference_device, help="auto|cpu|cuda")
     parser.add_argument(
@@ -172,10 +206,42 @@ def build_server(config: ServerConfig) -> tuple[grpc.Server, int, TranscriberSer
         server,
         UploadWatchdog(config.upload_idle_seconds, min_rate=0),
     )
-    port = server.add_insecure_port(config.addr)
+    return server, listen(server, config.addr), servicer, health_servicer
+
+
+def listen(server: grpc.Server, addr: str) -> int:
+    """server.add_insecure_port(addr), raising ListenError with grpc's reason when it fails: grpc logs the
+    reason itself ("Address already in use") and raises a RuntimeError that has none (or returns 0)."""
+    with captured_stderr() as said:
+        try:
+            port = server.add_insecure_port(addr)
+        except RuntimeError:
+            port = 0
+    reasons = [line for line in said if GRPC_BIND_FAILED in line]
+    sys.stderr.writelines(line for line in said if line not in reasons)  # anything else grpc said
+    sys.stderr.flush()
     if port == 0:
-        raise OSError(f"cannot listen on {config.addr}")
-    return server, port, servicer, health_servicer
+        reason = reasons[-1].rsplit(": ", 1)[-1].strip().rstrip(")") if reasons else "cannot be bound"
+        raise ListenError(addr, reason)
+    return port
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """The lines written to file descriptor 2 inside the block (grpc's C core writes there), in the list
+    it yields once the block has ended; they are written nowhere else."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines.extend(capture.read().decode(errors="replace").splitlines(keepends=True))
 
 
 def add_reflection(
@@ -309,14 +375,31 @@ def drain(server: grpc.Server, servicer: TranscriberServicer, grace_seconds: flo
         log.warning("stopping with transcriptions still running")
 
 
+def start_metrics(port: int) -> None:
+    """The metrics exporter; a port it cannot listen on stops the start with one line naming it."""
+    try:
+        metrics.start_exporter(port)
+    except OSError as error:
+        raise configuration_error(
+            f"CLIPTEXT_INFERENCE_METRICS_PORT must be a port free on this host, got {port} "
+            f"({error.strerror or error})"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = settings_or_exit()
     configure_logging(settings)
-    metrics.start_exporter(settings.inference_metrics_port)
+    start_metrics(settings.inference_metrics_port)
+    config = parse_args(argv, settings)
     try:
-        serve(parse_args(argv, settings))
-    except EngineError as error:  # a missing or damaged export: one line that names the file
-        log.error("cannot load the model: %s", error.message)
+        serve(config)
+    except ListenError as error:
+        raise configuration_error(
+            f"{config.setting_name('addr')} must be a host:port this host can listen on, "
+            f"got {error.addr!r} ({error.reason})"
+        ) from None
+    except EngineError as error:  # a missing or damaged export: one line that names the file and setting
+        log.error("cannot load the model at %s: %s", config.setting_name("model_dir"), error.message)
         return 1
     return 0
 

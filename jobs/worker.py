@@ -56,7 +56,7 @@ from api.queue import JOB_FUNCTION, family_queues, forget_empty_queue, in_family
 from api.storage import use_scratch_dir
 from cliptext import file_locks
 from cliptext.jsonlog import configure_logging, request_id_var
-from cliptext.settings import Settings, settings_or_exit
+from cliptext.settings import Settings, configuration_error, settings_or_exit
 from jobs import transcript_store as store
 from jobs.metrics import forget_outcome, record_job, start_exporter
 from jobs.recovery import enqueue_missed_webhooks, recover_abandoned, requeue_orphans
@@ -485,6 +485,31 @@ def _forget_if_empty(connection: redis.Redis, settings: Settings, queue_name: st
     forget_empty_queue(connection, queue_name)
 
 
+def redis_or_exit(settings: Settings) -> redis.Redis:
+    """The connection to REDIS_URL, once Redis has answered: a Redis that does not answer at start (down,
+    a wrong host, port or password) stops the worker with one log line naming REDIS_URL (exit status 1),
+    not a traceback. An outage later is waited out (CliptextWorker)."""
+    connection = redis.Redis.from_url(settings.redis_url)
+    try:
+        connection.ping()
+    except redis.RedisError as error:
+        log.error("cannot reach Redis at REDIS_URL: %s", " ".join(str(error).split()))
+        raise SystemExit(1) from None
+    return connection
+
+
+def start_metrics(settings: Settings, connection: redis.Redis, queues: list[str]) -> None:
+    """The metrics exporter; a port it cannot listen on stops the start with one line naming it (status 2,
+    as settings_or_exit's)."""
+    try:
+        start_exporter(settings, connection, queues)
+    except OSError as error:
+        raise configuration_error(
+            "CLIPTEXT_WORKER_METRICS_PORT must be a port free on this host, "
+            f"got {settings.worker_metrics_port} ({error.strerror or error})"
+        ) from None
+
+
 def _preload() -> None:
     """Import the job modules once in the parent, so each forked work horse starts warm."""
     import jobs.transcribe  # noqa: F401
@@ -508,10 +533,10 @@ def main(argv: list[str] | None = None) -> int:
     init_db(settings)
     db.close()  # nothing open when the work horses fork
     _preload()
-    connection = redis.Redis.from_url(settings.redis_url)
+    connection = redis_or_exit(settings)
     name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-    start_exporter(settings, connection, queues)
+    start_metrics(settings, connection, queues)
     try:
         swept = sweep_scratch(scratch_root())
     except OSError as error:

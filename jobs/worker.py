@@ -546,9 +546,10 @@ def main(argv: list[str] | None = None) -> int:
             log.info("removed %d job folder(s) left by killed workers under %s", swept, scratch_root())
     for attempt in itertools.count():
         worker_name = name if attempt == 0 else f"{name}.{attempt}"
-        worker = CliptextWorker(queues, name=worker_name, connection=connection, settings=settings)
         try:
             try:
+                # RQ's Worker() talks to Redis too: an outage that made the last loop quit may still last
+                worker = CliptextWorker(queues, name=worker_name, connection=connection, settings=settings)
                 worker.work(burst=args.burst, logging_level=args.log_level, with_scheduler=True)
             except _REDIS_DOWN as error:  # Redis went away while the worker registered itself
                 log.warning("Redis unreachable while the worker started (%s); starting again in 2 s", error)

@@ -8,6 +8,10 @@ The "in progress" marker lives for the upload slots' lease (CLIPTEXT_UPLOAD_SLOT
 by the process's lease thread (api.slot_leases) while its request runs: a fixed 300 s let a slower
 request's marker expire, and a retry with its key run it a second time (two transcriptions, two
 charges), yet the marker of a request whose process died still lapses within the lease.
+
+A stored answer that created a transcription holds its options (the prompt, the webhook URL): deleting
+the transcription replaces that answer with a tombstone (forget_transcription), and the key then answers
+409 "deleted" (see _deleted for why not a new run).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from flask import Response, make_response, request
 
 from api.auth import current_principal
 from api.errors import ApiError, handle_api_error
-from api.state import state
+from api.state import AppState, state
 from cliptext.errors import ErrorCode
 
 TTL_SECONDS = 24 * 3600
@@ -106,12 +110,99 @@ def _run_and_record(
         "body": response.get_data(as_text=True),
         "headers": {h: response.headers[h] for h in _KEEP_HEADERS if h in response.headers},
     }
-    conn.set(redis_key, json.dumps(record), ex=TTL_SECONDS)
+    _store(record, redis_key, _created_transcription(response))
     return response
 
 
-# details.reason of the two 409s: a client retries the first (later, same key), never the second
-IN_PROGRESS, KEY_REUSED = "in_progress", "key_reused"
+# A transcription's index: the Redis set of the keys of the answers that created it. DELETED, a member no
+# key can be (each holds "idempotency:"), says the transcription is gone: an answer stored after the
+# delete becomes a tombstone at once.
+_INDEX, _DELETED = "idempotency-of", "deleted"
+
+# Atomic, so that a delete (another process) lands wholly before or wholly after: either its index
+# lists this key, or this answer sees the deletion and stores the tombstone instead.
+_STORE = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[4]) == 1 then
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+# Each key indexed that still holds an answer naming the transcription (one stored since under the key,
+# its first answer expired, is left alone) gets the tombstone for the rest of its 24 h; the index then
+# holds only DELETED, for an answer still on its way (_STORE). Returns the number of answers replaced.
+_FORGET = """
+local replaced = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    if key ~= ARGV[1] then
+        local raw = redis.call('GET', key)
+        local ttl = redis.call('PTTL', key)
+        if raw and ttl > 0 then
+            local record = cjson.decode(raw)
+            if record['state'] == 'done' and record['transcription'] == ARGV[3] then
+                local tombstone = {state = 'deleted', fingerprint = record['fingerprint'],
+                                   transcription = ARGV[3]}
+                redis.call('SET', key, cjson.encode(tombstone), 'PX', ttl)
+                replaced = replaced + 1
+            end
+        end
+    end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return replaced
+"""
+
+
+def _created_transcription(response: Response) -> str | None:
+    """The id of the transcription a 2xx answer created (its body's `txn_` id), else None."""
+    if not 200 <= response.status_code < 300 or not response.is_json:
+        return None
+    body = response.get_json(silent=True)
+    txn = body.get("id") if isinstance(body, dict) else None
+    return txn if isinstance(txn, str) and txn.startswith("txn_") else None
+
+
+def _tombstone(fingerprint: str, transcription: str) -> dict[str, str]:
+    """What a key keeps once its transcription is deleted: no body, so none of the options it held."""
+    return {"state": "deleted", "fingerprint": fingerprint, "transcription": transcription}
+
+
+def _store(record: dict[str, Any], redis_key: str, transcription: str | None) -> None:
+    """Store the answer for 24 h; one that created a transcription is indexed under it as well."""
+    app_state = state()
+    if transcription is None:
+        app_state.redis.set(redis_key, json.dumps(record), ex=TTL_SECONDS)
+        return
+    record["transcription"] = transcription
+    tombstone = _tombstone(record["fingerprint"], transcription)
+    app_state.redis.eval(
+        _STORE,
+        2,
+        redis_key,
+        app_state.key(_INDEX, transcription),
+        json.dumps(record),
+        json.dumps(tombstone),
+        TTL_SECONDS,
+        _DELETED,
+    )
+
+
+def forget_transcription(app_state: AppState, transcription: str) -> int:
+    """Replace every stored answer that created `transcription` (deleted) with a tombstone: its prompt
+    and webhook URL leave Redis with it, and the key answers 409 "deleted". Called once the delete is
+    committed; the number of answers replaced."""
+    index = app_state.key(_INDEX, transcription)
+    return int(app_state.redis.eval(_FORGET, 1, index, _DELETED, TTL_SECONDS, transcription))
+
+
+# details.reason of the 409s: a client retries the first (later, same key), never the others
+IN_PROGRESS, KEY_REUSED, DELETED = "in_progress", "key_reused", "deleted"
 
 
 def _in_progress() -> ApiError:
@@ -120,6 +211,24 @@ def _in_progress() -> ApiError:
         "A request with this Idempotency-Key is in progress",
         {"header": HEADER, "reason": IN_PROGRESS},
         headers={"Retry-After": "1"},
+    )
+
+
+def _deleted(transcription: str) -> ApiError:
+    """The answer to a key whose transcription was deleted: 409 "deleted", without Retry-After.
+
+    Not a new run: a key promises the request is carried out at most once, and a retry that arrives after
+    the delete is a late copy of a request that already succeeded (the client deleted what it made). Run
+    again, it would charge a second transcription, and store again audio the customer chose to erase (a
+    multipart create carries the file). Not the old 202 either: it named an id that answers 404. Nor 410,
+    which no envelope code names: a 409 is what clients already treat as final for a key (key_reused),
+    and the SDK retries a 409 only with reason in_progress.
+    """
+    return ApiError(
+        ErrorCode.CONFLICT,
+        f"The transcription this Idempotency-Key created ({transcription}) was deleted; "
+        "send a new Idempotency-Key to create another",
+        {"header": HEADER, "reason": DELETED, "transcription_id": transcription},
     )
 
 
@@ -133,6 +242,8 @@ def _replay(raw: bytes | None, fingerprint: str) -> Response:
             "This Idempotency-Key was used with a different request",
             {"header": HEADER, "reason": KEY_REUSED},
         )
+    if record["state"] == "deleted":
+        raise _deleted(record["transcription"])
     if record["state"] != "done":
         raise _in_progress()
     response = Response(record["body"], status=record["status"], headers=record["headers"])

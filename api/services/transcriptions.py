@@ -28,6 +28,7 @@ from api.models import (
     utcnow,
 )
 from api.queue import cancel_transcription, enqueue_transcription
+from api.services.idempotency import forget_transcription
 from api.services.models import check_language
 from api.services.uploads import delete_upload, erase_deleted_rows_from_wal
 from api.state import AppState
@@ -311,6 +312,13 @@ def delete(state: AppState, transcription: Transcription) -> None:
         if upload is not None and not upload.transcriptions.exists():
             delete_upload(state, upload)  # a storage that fails rolls the rows back: retry the DELETE
     erase_deleted_rows_from_wal()
+    # its Idempotency-Key answer, kept 24 h for replay, holds its prompt and webhook URL: a tombstone now
+    try:
+        forget_transcription(state, transcription.public_id)
+    except redis.exceptions.RedisError as error:  # deleted all the same; the answer lapses within 24 h
+        log.error(
+            "transcription %s deleted, its Idempotency-Key answer kept: %s", transcription.public_id, error
+        )
     if transcription.status not in TranscriptionStatus.FINAL:
         try:
             cancel_transcription(state.redis, transcription.public_id)

@@ -20,6 +20,7 @@ from itsdangerous import URLSafeTimedSerializer
 from api.admin import mount_admin
 from api.auth import load_principal
 from api.blueprints.uploads import hold_upload_slot, release_upload_slot
+from api.cors import install_cors
 from api.db import init_db
 from api.errors import ErrorSchema, register_error_handlers
 from api.http_hooks import install_request_hooks, refuse_unstorable_input
@@ -131,6 +132,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     configure_logging(settings)
     install_request_hooks(app)
+    install_cors(app, settings.cors_origins)
     install_metrics(app, settings)  # before the auth hook: refused requests are counted and timed too
     app.before_request(load_principal)  # before the rate limiter's hook: it counts per organization
     init_rate_limits(app, settings.redis_url, app.config["REDIS_KEY_PREFIX"])

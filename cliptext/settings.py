@@ -152,6 +152,30 @@ def _check_urls(settings: Settings) -> None:
             )
 
 
+def _origins(name: str) -> tuple[str, ...]:
+    """'https://app.example.com, http://localhost:3000' -> the web origins it names; '*' for any. An
+    origin is a scheme, a host and maybe a port: a path or a trailing slash never matches what a browser
+    sends (its Origin header), so it is refused here rather than failing every call in the browser."""
+    raw = _env(name, "")
+    origins = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+    for origin in origins:
+        if origin == "*":
+            continue
+        parts = _split(origin)
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or origin != f"{parts.scheme}://{parts.netloc}"
+            or "@" in parts.netloc
+        ):
+            raise SettingsError(
+                f"{name} must be web origins separated by commas (scheme://host[:port], no path), "
+                f"or *, got {origin!r}"
+            )
+    return origins
+
+
 def _load_or_create_secret(data_dir: Path) -> str:
     """A local secret generated once into the data folder: never a fixed default, never empty.
 
@@ -212,6 +236,8 @@ class Settings:
     admin_password: str = field(repr=False)
     webhook_allow_private: bool
     openai_wait_seconds: float
+    # the web origins whose pages may call the API from a browser (api/cors.py)
+    cors_origins: tuple[str, ...] = ()
     # inference server: seconds calls in flight may still run after SIGTERM
     inference_grace_seconds: float = 30.0
     # inference server: seconds a client may send nothing while it uploads before its call is cancelled
@@ -278,6 +304,7 @@ class Settings:
             admin_user=os.environ.get("CLIPTEXT_ADMIN_USER", ""),
             admin_password=os.environ.get("CLIPTEXT_ADMIN_PASSWORD", ""),
             webhook_allow_private=_flag("CLIPTEXT_WEBHOOK_ALLOW_PRIVATE"),
+            cors_origins=_origins("CLIPTEXT_CORS_ORIGINS"),
             openai_wait_seconds=_float("CLIPTEXT_OPENAI_WAIT_SECONDS", 60),
             inference_grace_seconds=_float("CLIPTEXT_SHUTDOWN_GRACE", 30),
             inference_upload_idle_seconds=_float("CLIPTEXT_UPLOAD_IDLE_SECONDS", 60, above_minimum=True),

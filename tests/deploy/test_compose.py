@@ -53,7 +53,7 @@ def settings_variables() -> set[str]:
         )
         first = node.args[0]
         if (
-            called in {"_env", "_int", "_float", "_choice", "_flag", "_int_list", "get", "getenv"}
+            called in {"_env", "_int", "_float", "_choice", "_flag", "_int_list", "_origins", "get", "getenv"}
             and isinstance(first, ast.Constant)
             and isinstance(first.value, str)
         ):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import email.utils
+import hashlib
 import html
 import mimetypes
 import os
@@ -124,6 +125,14 @@ class _ProgressBody:
 
 
 GIVE_BACK_TRIES = 6  # 2.5 s of waits for the server to let go of a dropped PUT
+# transcribe(idempotency_key=K) presigns under K + ":upload"; when that upload is gone (a failed attempt
+# gave it back, or it expired), under K + ":upload:2", ":upload:3"... each retry walks the same chain
+UPLOAD_KEY_SUFFIX = ":upload"
+MAX_UPLOAD_GENERATIONS = 20
+MAX_KEY_BASE = 200  # room for the suffix within the API's 255 characters
+# complete's answers for an upload an earlier attempt reserved that will never be usable: deleted (by a
+# failed attempt's give-back), expired, or refused and deleted by that very complete
+GONE_UPLOAD_CODES = frozenset({"NOT_FOUND", "UPLOAD_SIZE_MISMATCH"})
 
 
 def _remaining_size(handle: IO[bytes]) -> int:
@@ -159,6 +168,29 @@ def _backoff(attempt: int) -> float:
     jittered to between half and all of it, so that clients that failed together (an API restart, a
     load balancer's 502s) do not all come back at the same instant."""
     return min(2.0**attempt * 0.25, 5.0) * random.uniform(0.5, 1.0)
+
+
+def _short(key: str) -> str:
+    """The key, or its SHA-256 when a suffix would take it past the API's 255 characters."""
+    return key if len(key) <= MAX_KEY_BASE else hashlib.sha256(key.encode()).hexdigest()
+
+
+def _upload_key(key: str) -> str:
+    """The presign's Idempotency-Key of transcribe(idempotency_key=key)."""
+    return _short(key) + UPLOAD_KEY_SUFFIX
+
+
+def _generation_key(key: str, generation: int) -> str:
+    """A keyed upload's presign key: the key itself first, then key:2, key:3... (its earlier uploads gone)."""
+    return key if generation == 1 else f"{_short(key)}:{generation}"
+
+
+def _unreachable(error: CliptextError) -> bool:
+    """The API could not be reached or asked for time (no connection, no answer, a gateway's or its own
+    502/503/504): what an API restart looks like, worth polling through, unlike a 4xx."""
+    if error.status is None:
+        return error.code == "SERVICE_UNAVAILABLE"
+    return error.status in GATEWAY_STATUSES
 
 
 def _busy(error: CliptextError) -> bool:
@@ -357,8 +389,8 @@ class Client:
         DELETE, or a POST carrying an Idempotency-Key). Every attempt carries one X-Request-Id, which
         any error raised carries as `request_id`. No answer in time is SERVICE_UNAVAILABLE, like no
         connection: TIMEOUT is wait()'s. `deadline` (time.monotonic()) bounds the whole call: a request
-        still unanswered or a Retry-After sleep ending past it raises TIMEOUT (a network error is not
-        retried past it).
+        still unanswered or a Retry-After sleep ending past it raises TIMEOUT (a network error or a
+        gateway's 502/503/504 is not retried past it, but raised).
         `gone_ok`: a 404 after an attempt whose answer was lost is success (a DELETE that the lost
         attempt carried out)."""
         problem = key_problem(self.api_key)
@@ -424,6 +456,9 @@ class Client:
             wait = self._retry_wait(error, attempt, keyed, retry_network)
             if wait is None:
                 raise error
+            past_deadline = deadline is not None and time.monotonic() + wait > deadline
+            if past_deadline and error.status in GATEWAY_STATUSES:
+                raise error  # as a network error is: not retried past the deadline, and no TIMEOUT
             attempt += 1
             # a gateway's 502/504 may come after the API carried the request out
             unanswered = unanswered or error.status in GATEWAY_STATUSES
@@ -453,10 +488,22 @@ class Client:
 
     # -- uploads ------------------------------------------------------------------------------------
 
-    def presign_upload(self, filename: str, content_type: str, size: int) -> PresignedUpload:
-        """Ask where to PUT `size` bytes (the first step of upload())."""
+    def presign_upload(
+        self, filename: str, content_type: str, size: int, *, idempotency_key: str | None = None
+    ) -> PresignedUpload:
+        """Ask where to PUT `size` bytes (the first step of upload()). With `idempotency_key`, the same
+        request again answers the same upload (and is retried after a network error)."""
+        return self._presign(filename, content_type, size, idempotency_key)[0]
+
+    def _presign(
+        self, filename: str, content_type: str, size: int, idempotency_key: str | None
+    ) -> tuple[PresignedUpload, bool]:
+        """(the presigned upload, whether the API replayed it: an earlier attempt reserved it)."""
         body = {"filename": filename, "content_type": content_type, "size": size}
-        return PresignedUpload.from_json(self._json("POST", "/uploads/presigned", json=body))
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        response = self._request("POST", "/uploads/presigned", json=body, headers=headers)
+        presigned = PresignedUpload.from_json(_decoded(response, "POST /uploads/presigned"))
+        return presigned, response.headers.get("Idempotent-Replayed") == "true"
 
     def complete_upload(self, upload_id: str) -> Upload:
         """Tell the API the bytes are in place; it checks them and returns the upload.
@@ -473,19 +520,70 @@ class Client:
         filename: str | None = None,
         content_type: str | None = None,
         progress: ProgressCallback | None = None,
+        idempotency_key: str | None = None,
     ) -> Upload:
         """Upload a file (path or binary file object): presign, PUT the bytes streamed, complete.
 
         `progress(sent, total)` is called as the bytes go out. An upload that fails for good (its PUT
         refused or unanswered, the file unreadable midway, Ctrl-C) is deleted before the error is raised:
-        it held one of the plan's concurrent uploads for an hour (the Free plan's only one)."""
+        it held one of the plan's concurrent uploads for an hour (the Free plan's only one).
+
+        With `idempotency_key`, calling again with the same key and file resumes the upload the first
+        call reserved: bytes already in place are not sent again, and a completed upload is returned as
+        it is (one deleted or expired meanwhile is replaced by a new one, under a key derived from it)."""
         if isinstance(source, (str, os.PathLike)):
             with open(source, "rb") as handle:
-                return self.upload(handle, filename=filename, content_type=content_type, progress=progress)
+                return self.upload(
+                    handle,
+                    filename=filename,
+                    content_type=content_type,
+                    progress=progress,
+                    idempotency_key=idempotency_key,
+                )
         name = filename or Path(str(getattr(source, "name", "") or "audio")).name
         kind = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
         size = _remaining_size(source)
+        if idempotency_key is not None:
+            return self._keyed_upload(source, name, size, kind, progress, idempotency_key)
         presigned = self.presign_upload(name, kind, size)
+        return self._send_and_complete(presigned, source, name, size, kind, progress)
+
+    def _keyed_upload(
+        self, source: IO[bytes], name: str, size: int, kind: str, progress: ProgressCallback | None, key: str
+    ) -> Upload:
+        """upload() under an Idempotency-Key: presign under the key (generation 1, 2, ...); an upload the
+        API replays is completed first (its bytes may be in place already), its bytes sent only when
+        none are, and the next generation taken when it is gone."""
+        for generation in range(1, MAX_UPLOAD_GENERATIONS + 1):
+            presigned, replayed = self._presign(name, kind, size, _generation_key(key, generation))
+            if not replayed:
+                return self._send_and_complete(presigned, source, name, size, kind, progress)
+            try:
+                return self.complete_upload(presigned.id)
+            except CliptextError as error:
+                if error.code in GONE_UPLOAD_CODES:
+                    continue
+                if error.code != "UPLOAD_MISSING" and not _busy(error):
+                    raise
+            # no bytes yet, or a PUT of the earlier attempt still being received (_put waits for it)
+            return self._send_and_complete(presigned, source, name, size, kind, progress)
+        raise CliptextError(
+            "CONFLICT",
+            f"Every upload reserved under this idempotency key is gone ({MAX_UPLOAD_GENERATIONS} tried): "
+            "use a new key",
+            {"idempotency_key": key},
+        )
+
+    def _send_and_complete(
+        self,
+        presigned: PresignedUpload,
+        source: IO[bytes],
+        name: str,
+        size: int,
+        kind: str,
+        progress: ProgressCallback | None,
+    ) -> Upload:
+        """PUT the bytes and complete; a failed upload is given back (see upload())."""
         try:
             self._put(presigned, source, name, size, kind, progress)
             return self.complete_upload(presigned.id)
@@ -712,23 +810,33 @@ class Client:
 
         Returns the transcription whatever its final status (check `.status` / `.error`); raises
         CliptextError("TIMEOUT") when `timeout` seconds pass first, or as soon as the API asks for a
-        pause (429 Retry-After) that would end past them. `on_update` sees every poll."""
+        pause (429 Retry-After) that would end past them. `on_update` sees every poll. An API that
+        cannot be reached or answers 502/503/504 (a restart, a deploy) is polled again after a capped
+        back-off until `timeout` (with None, for as long as it takes), then that error is raised
+        (SERVICE_UNAVAILABLE, not TIMEOUT: the API was not there to say); any other error (401, 403,
+        404...) is raised at once."""
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = poll_interval
         status: str | None = None
+        outage = 0  # polls in a row that found the API unreachable
         while True:
             try:
                 body = self._json(
                     "GET", f"/transcriptions/{transcription_id}", params={"format": "json"}, deadline=deadline
                 )
             except CliptextError as error:
-                if error.code != "TIMEOUT" or error.status is not None:
+                if error.code == "TIMEOUT" and error.status is None:
+                    raise CliptextError(
+                        "TIMEOUT",
+                        f"{transcription_id} not final within {timeout:g} s: {error.message}",
+                        {"id": transcription_id, "status": status},
+                    ) from error
+                if not _unreachable(error):
                     raise
-                raise CliptextError(
-                    "TIMEOUT",
-                    f"{transcription_id} not final within {timeout:g} s: {error.message}",
-                    {"id": transcription_id, "status": status},
-                ) from error
+                outage += 1
+                self._sleep_through_outage(error, outage, deadline, transcription_id, timeout, status)
+                continue
+            outage = 0
             transcription = Transcription.from_json(body)
             status = transcription.status
             if on_update:
@@ -748,6 +856,30 @@ class Client:
                 time.sleep(interval)
             interval = min(interval * 1.5, max_poll_interval)
 
+    def _sleep_through_outage(
+        self,
+        error: CliptextError,
+        outage: int,
+        deadline: float | None,
+        transcription_id: str,
+        timeout: float | None,
+        status: str | None,
+    ) -> None:
+        """wait()'s pause after its `outage`-th poll in a row found the API unreachable: a back-off
+        capped at 5 s (longer only when Retry-After asks, up to max_retry_wait), cut at the deadline;
+        the error itself, naming the transcription, once the deadline has passed."""
+        pause = _backoff(outage)
+        if error.retry_after is not None:
+            pause = max(pause, min(error.retry_after, self.max_retry_wait))
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                error.details.setdefault("id", transcription_id)
+                error.details.setdefault("status", status)
+                raise error
+            pause = min(pause, left)
+        time.sleep(pause)
+
     def transcribe(
         self,
         path: str | os.PathLike[str] | IO[bytes],
@@ -761,8 +893,19 @@ class Client:
         word_timestamps: bool | None = None,
         idempotency_key: str | None = None,
     ) -> Transcription:
-        """Upload, queue and (with wait=True) wait for one file; the result may be failed (see .status)."""
-        upload = self.upload(path, progress=progress)
+        """Upload, queue and (with wait=True) wait for one file; the result may be failed (see .status).
+
+        With `idempotency_key`, the whole call may be repeated with the same key after any failure: the
+        upload reserved by an earlier call is resumed (see upload()), and the transcription it created,
+        if it got that far, is answered again: one upload, one transcription, never a 409. An error
+        raised carries the key in `details["idempotency_key"]`."""
+        upload_key = None if idempotency_key is None else _upload_key(idempotency_key)
+        try:
+            upload = self.upload(path, progress=progress, idempotency_key=upload_key)
+        except CliptextError as error:
+            if idempotency_key is not None:
+                error.details.setdefault("idempotency_key", idempotency_key)
+            raise
         transcription = self.create_transcription(
             upload.id,
             language=language,

@@ -20,6 +20,7 @@ from api.schemas.uploads import (
     UploadSchema,
 )
 from api.services import uploads as service
+from api.services.idempotency import idempotent
 from api.state import state
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,16 @@ def held_upload_slot() -> Upload:
 
 @blp.route("/presigned")
 class Presigned(MethodView):
+    @idempotent
+    @blp.doc(
+        parameters=[
+            {"in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string"}}
+        ]
+    )
     @blp.arguments(PresignRequestSchema())
     @blp.response(201, PresignResponseSchema)
     @blp.alt_response(503, schema=ErrorSchema, headers=_RETRY_AFTER_503)
-    @errors(blp, 400, 413, 415, 422)
+    @errors(blp, 400, 409, 413, 415, 422)
     def post(self, body):
         """Get a presigned upload URL
 
@@ -76,6 +83,11 @@ class Presigned(MethodView):
         application/octet-stream, application/ogg, application/mp4). Counts against the plan's concurrent
         uploads until completed or expired: at the cap, 429 CONCURRENT_UPLOAD_LIMIT with Retry-After, the
         seconds until the oldest upload in progress expires.
+
+        With an `Idempotency-Key` header, the same request again answers the first answer (the same
+        upload, header `Idempotent-Replayed: true`), as for POST /v1/transcriptions: a client retrying
+        a whole upload resumes the one it reserved instead of holding a second slot. 409 CONFLICT for
+        the key with a different body, or while its first request still runs (Retry-After).
         """
         app_state = state()
         presigned = service.presign(

@@ -222,6 +222,11 @@ def cli(api_key: str | None, base_url: str | None, http_timeout: float) -> None:
     "--timeout", "wait_timeout", type=float, help="Give up waiting after this many seconds (exit 4)."
 )
 @click.option(
+    "--idempotency-key",
+    help="Run it again with the same key after any failure: nothing is uploaded or queued twice "
+    "(several files: KEY:1, KEY:2... in their order).",
+)
+@click.option(
     "-o",
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -238,6 +243,7 @@ def transcribe(
     word_timestamps: bool,
     webhook_url: str | None,
     wait_timeout: float | None,
+    idempotency_key: str | None,
     output_dir: Path | None,
 ) -> None:
     """Upload FILE(s) and queue their transcription.
@@ -250,19 +256,21 @@ def transcribe(
     if wait and output_dir is not None:
         _refuse_same_output(files, fmt)
     try:
-        for path in files:
+        for number, path in enumerate(files, 1):
             progress, close = _upload_progress(f"uploading {path.name}")
             try:
-                upload = client.upload(path, progress=progress)
+                transcription = client.transcribe(
+                    path,
+                    wait=False,
+                    progress=progress,
+                    language=language,
+                    prompt=prompt,
+                    webhook_url=webhook_url,
+                    word_timestamps=word_timestamps or None,
+                    idempotency_key=_file_key(idempotency_key, number, len(files)),
+                )
             finally:
                 close()
-            transcription = client.create_transcription(
-                upload.id,
-                language=language,
-                prompt=prompt,
-                webhook_url=webhook_url,
-                word_timestamps=word_timestamps or None,
-            )
             if not wait:
                 click.echo(transcription.id)
             created.append((path, transcription))
@@ -288,6 +296,13 @@ def transcribe(
     except KeyboardInterrupt:
         _interrupted(created[finished:])
     sys.exit(exit_code)
+
+
+def _file_key(key: str | None, number: int, count: int) -> str | None:
+    """The Idempotency-Key of the `number`th of `count` files: the key itself for one file."""
+    if key is None or count == 1:
+        return key
+    return f"{key}:{number}"
 
 
 def _output_name(path: Path, fmt: str) -> str:

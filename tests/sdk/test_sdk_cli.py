@@ -112,3 +112,18 @@ def test_progress_bar_on_a_terminal(api_server: ApiServer, org: Org) -> None:
     assert done.returncode == EXIT_OK
     assert done.stdout.strip().startswith("txn_")
     assert b"uploading jfk.flac" in terminal and b"100%" in terminal
+
+
+def test_transcribe_again_with_the_same_idempotency_key_queues_nothing_twice(run_cli: Run, org: Org) -> None:
+    """A script rerun after a failure (a dropped connection, Ctrl-C) with the same --idempotency-key
+    answers the transcriptions the first run queued, one per file, instead of queuing (and billing)
+    each file again."""
+    files = [str(AUDIO / "jfk.mp3"), str(AUDIO / "hotwords.mp3")]
+    first = run_cli(org.key, "transcribe", *files, "--idempotency-key", "nightly-batch-7")
+    assert first.returncode == EXIT_OK, first.stderr
+    again = run_cli(org.key, "transcribe", *files, "--idempotency-key", "nightly-batch-7")
+    assert again.returncode == EXIT_OK, again.stderr
+    ids = first.stdout.split()
+    assert len(set(ids)) == 2 and again.stdout.split() == ids
+    listed = run_cli(org.key, "list")
+    assert sorted(line.split("\t")[0] for line in listed.stdout.splitlines()) == sorted(ids)

@@ -31,9 +31,10 @@ def request_id_context(request_id: str | None) -> Iterator[None]:
 
 
 _HANDLER_NAME = "cliptext-root"
-# the AWS SDK's and its HTTP library's loggers, held at INFO whatever CLIPTEXT_LOG_LEVEL says: their
-# DEBUG lines carry the S3 access key id, the signatures of requests and presigned URLs, and URLs whole
-QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+# loggers held at INFO whatever CLIPTEXT_LOG_LEVEL says. The AWS SDK's and its HTTP library's DEBUG
+# lines carry the S3 access key id, the signatures of requests and presigned URLs, and URLs whole;
+# peewee's carry every SQL statement with its values: transcripts, prompts, emails, key hashes
+QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "peewee")
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
 

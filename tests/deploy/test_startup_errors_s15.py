@@ -207,3 +207,27 @@ def test_debug_logs_carry_no_s3_credentials_or_signatures(tmp_path):
     assert ACCESS_KEY_ID not in done.stderr
     assert signature not in done.stderr
     assert "Signature" not in done.stderr
+
+
+SQL_AT_DEBUG = """
+import logging
+from api.db import make_database
+from cliptext.jsonlog import configure_logging
+from cliptext.settings import Settings
+
+settings = Settings.from_env()
+configure_logging(settings)
+logging.getLogger("cliptext.check").debug("debug lines are written")
+database = make_database(settings.database_url)
+database.execute_sql("CREATE TABLE segment (text TEXT)")
+database.execute_sql("INSERT INTO segment VALUES (?)", ("the words of a customer's call",))
+"""
+
+
+def test_debug_logs_carry_no_sql_values(tmp_path):
+    """peewee logs each statement with its parameters at DEBUG: a transcript written to the database
+    went to the logs too."""
+    done = run([sys.executable, "-c", SQL_AT_DEBUG], tmp_path, CLIPTEXT_LOG_LEVEL="DEBUG")
+    assert done.returncode == 0, done.stderr
+    assert "debug lines are written" in done.stderr
+    assert "customer's call" not in done.stderr

@@ -211,7 +211,11 @@ def build_server(config: ServerConfig) -> tuple[grpc.Server, int, TranscriberSer
 
 def listen(server: grpc.Server, addr: str) -> int:
     """server.add_insecure_port(addr), raising ListenError with grpc's reason when it fails: grpc logs the
-    reason itself ("Address already in use") and raises a RuntimeError that has none (or returns 0)."""
+    reason itself ("Address already in use") and raises a RuntimeError that has none (or returns 0).
+    A port over 65535 is refused first: grpc took it modulo 65536 and listened on another port."""
+    _, _, port_text = addr.rpartition(":")
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ListenError(addr, "the port must be a number from 0 to 65535")
     with captured_stderr() as said:
         try:
             port = server.add_insecure_port(addr)

@@ -231,3 +231,14 @@ def test_debug_logs_carry_no_sql_values(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "debug lines are written" in done.stderr
     assert "customer's call" not in done.stderr
+
+
+@pytest.mark.parametrize("port", ["99999", "http", ""])
+def test_an_inference_port_out_of_range_is_refused(tmp_path, port):
+    """grpc listened on 127.0.0.1:99999 modulo 65536 (34463), where no worker would look for it."""
+    done = run([*INFERENCE_SERVER, "--addr", f"127.0.0.1:{port}"], tmp_path)
+    assert done.returncode == 2
+    assert only_line(done) == (
+        f"configuration error: --addr must be a host:port this host can listen on, "
+        f"got '127.0.0.1:{port}' (the port must be a number from 0 to 65535)"
+    )

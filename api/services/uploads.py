@@ -492,18 +492,28 @@ def delete_upload(state: AppState, upload: Upload) -> None:
     upload.delete_instance()
 
 
-def erase_deleted_rows_from_wal() -> None:
+def erase_deleted_rows_from_wal(wait: bool = False) -> None:
     """After a delete has committed, on SQLite: copy the write-ahead log into the database file and
     empty it. secure_delete overwrites a deleted row in the database file, but the log kept the pages
     as they had been (the transcript, the file name) until a checkpoint reset it and later writes
     happened to cover them: with the API's pooled connections open, for as long as it ran.
 
-    Best effort: a checkpoint that long readers hold back is done by the next delete; the delete
-    itself stands either way."""
+    A reader still open (another request, a backup, Litestream) holds the checkpoint back. A request
+    does not wait for it (`wait` False: the busy timeout is 0 while it runs), since SQLite holds every
+    other writer for as long as the checkpoint waits: a DELETE took 10 s and stalled the workers' writes
+    with it. The purge (`wait`) waits the busy timeout, and finishes what a delete could not."""
     if not isinstance(db.obj, pw.SqliteDatabase):
         return
     try:
-        busy, _, _ = db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if wait:
+            busy, _, _ = db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        else:
+            (timeout,) = db.execute_sql("PRAGMA busy_timeout").fetchone()
+            db.execute_sql("PRAGMA busy_timeout = 0")
+            try:
+                busy, _, _ = db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                db.execute_sql(f"PRAGMA busy_timeout = {int(timeout)}")
     except pw.OperationalError as error:
         log.warning("deleted rows not yet erased from the SQLite log: %s", error)
         return
@@ -534,7 +544,7 @@ def purge_expired(state: AppState) -> int:
     now = utcnow()
     count = _purge(state, _expired(now)) + _purge(state, _unused(now))
     state.storage.sweep_leftovers(URL_TTL.total_seconds())
-    erase_deleted_rows_from_wal()  # also what a delete's checkpoint could not finish (busy readers)
+    erase_deleted_rows_from_wal(wait=True)  # also what a delete's checkpoint could not finish (readers)
     return count
 
 

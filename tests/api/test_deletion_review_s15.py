@@ -105,3 +105,27 @@ def test_an_upload_the_purge_removed_leaves_no_file_name_in_the_database_files(
         assert purge_expired(app.extensions["cliptext"]) == 1
 
     assert database_files_holding(tmp_path, FILE_NAME) == {}
+
+
+@sqlite_only
+def test_a_reader_left_open_holds_back_neither_the_delete_nor_other_writes(client, app, new_org, tmp_path):
+    """A read transaction left open (a backup, Litestream, an operator's sqlite3 shell) made the delete's
+    checkpoint wait SQLite's busy timeout (10 s), and every other writer with it. The delete now leaves
+    the log to the purge when a reader holds it; the purge, which may wait, erases it."""
+    import sqlite3
+    import time
+
+    _, headers = new_org("pro")
+    txn_id, _ = transcribed(client, app, headers)
+    reader = sqlite3.connect(tmp_path / "api.db")
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM segment").fetchone()  # a read snapshot, held
+        started = time.monotonic()
+        assert client.delete(f"/v1/transcriptions/{txn_id}", headers=headers).status_code == 204
+        assert time.monotonic() - started < 5, "the delete waited for the reader (busy timeout 10 s)"
+    finally:
+        reader.close()
+    with app.app_context():
+        purge_expired(app.extensions["cliptext"])
+    assert database_files_holding(tmp_path, SPOKEN, FILE_NAME) == {}

@@ -79,11 +79,15 @@ def _int_list(name: str, default: str) -> tuple[int, ...]:
 
 def _redacted(url: str) -> str:
     """The URL as an error message may show it: whatever stands before its last "@" (user and password,
-    even a password holding "@" or "/") replaced by ***."""
-    if "@" not in url:
-        return url
-    scheme, sep, _ = url.partition("://")
-    return f"{scheme}{sep}***@{url.rpartition('@')[2]}" if sep else f"***@{url.rpartition('@')[2]}"
+    even a password holding "@", "/" or "?") replaced by ***, then its query string, which can hold a
+    password too (`?password=…`, as libpq and playhouse.db_url read it)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    rest, question, _ = rest.partition("?")
+    return f"{scheme}{sep}{rest}{'?***' if question else ''}"
 
 
 def _split(url: str) -> SplitResult | None:
@@ -152,19 +156,25 @@ def _check_urls(settings: Settings) -> None:
             )
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _origins(name: str) -> tuple[str, ...]:
-    """'https://app.example.com, http://localhost:3000' -> the web origins it names; '*' for any. An
-    origin is a scheme, a host and maybe a port: a path or a trailing slash never matches what a browser
-    sends (its Origin header), so it is refused here rather than failing every call in the browser."""
+    """'https://app.example.com, http://localhost:3000' -> the web origins it names; '*' for any.
+
+    Written as browsers send them (their Origin header): lower case, and without the scheme's default
+    port ("https://app.example.com:443" never matched). A path or a trailing slash never matches either,
+    so it is refused here rather than failing every call in the browser."""
     raw = _env(name, "")
-    origins = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
-    for origin in origins:
+    origins = []
+    for origin in (part.strip().lower() for part in raw.split(",") if part.strip()):
         if origin == "*":
+            origins.append(origin)
             continue
         parts = _split(origin)
         if (
             parts is None
-            or parts.scheme not in ("http", "https")
+            or parts.scheme not in _DEFAULT_PORTS
             or not parts.hostname
             or origin != f"{parts.scheme}://{parts.netloc}"
             or "@" in parts.netloc
@@ -173,7 +183,10 @@ def _origins(name: str) -> tuple[str, ...]:
                 f"{name} must be web origins separated by commas (scheme://host[:port], no path), "
                 f"or *, got {origin!r}"
             )
-    return origins
+        if parts.port == _DEFAULT_PORTS[parts.scheme]:
+            origin = origin.rpartition(":")[0]
+        origins.append(origin)
+    return tuple(origins)
 
 
 def _load_or_create_secret(data_dir: Path) -> str:

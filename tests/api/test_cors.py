@@ -97,5 +97,12 @@ def test_an_origin_that_no_browser_sends_is_refused_at_start(monkeypatch, value)
 
 
 def test_origins_are_read_as_browsers_send_them(monkeypatch):
-    monkeypatch.setenv("CLIPTEXT_CORS_ORIGINS", " HTTPS://App.Example.com , http://localhost:3000,*")
-    assert Settings.from_env().cors_origins == ("https://app.example.com", "http://localhost:3000", "*")
+    monkeypatch.setenv(
+        "CLIPTEXT_CORS_ORIGINS", " HTTPS://App.Example.com:443 , http://localhost:3000,http://[::1]:80,*"
+    )
+    assert Settings.from_env().cors_origins == (
+        "https://app.example.com",
+        "http://localhost:3000",
+        "http://[::1]",
+        "*",
+    )

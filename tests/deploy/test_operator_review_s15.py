@@ -143,3 +143,11 @@ def test_the_cli_names_database_url_when_the_database_does_not_answer(tmp_path, 
     assert "Traceback" not in done.stderr and "hunter2" not in done.stderr
     assert done.stderr.startswith("Error: cannot open the database at DATABASE_URL: ")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_password_in_the_query_string_is_not_printed(monkeypatch):
+    """libpq and playhouse.db_url read `?password=`: a misspelt scheme printed it whole."""
+    monkeypatch.setenv("DATABASE_URL", "postgresq://db.internal/cliptext?user=app&password=S3cretPW")
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env()
+    assert "S3cretPW" not in str(refused.value) and "db.internal/cliptext?***" in str(refused.value)

@@ -198,6 +198,11 @@ def _busy(error: CliptextError) -> bool:
     return error.status == 409 and error.retry_after is not None and error.retry_after <= 60
 
 
+def _deleted_under_key(error: CliptextError) -> bool:
+    """The 409 the API answers a key whose upload (or transcription) was deleted since: final for it."""
+    return error.code == "CONFLICT" and (error.details or {}).get("reason") == "deleted"
+
+
 def _in_progress(error: CliptextError) -> bool:
     """The 409 the API answers while the first request under the same Idempotency-Key still runs
     (details.reason "in_progress"), not "used with a different request" ("key_reused": never worth
@@ -555,7 +560,12 @@ class Client:
         API replays is completed first (its bytes may be in place already), its bytes sent only when
         none are, and the next generation taken when it is gone."""
         for generation in range(1, MAX_UPLOAD_GENERATIONS + 1):
-            presigned, replayed = self._presign(name, kind, size, _generation_key(key, generation))
+            try:
+                presigned, replayed = self._presign(name, kind, size, _generation_key(key, generation))
+            except CliptextError as error:
+                if _deleted_under_key(error):  # given back by a failed attempt, or purged: the next one
+                    continue
+                raise
             if not replayed:
                 return self._send_and_complete(presigned, source, name, size, kind, progress)
             try:

@@ -9,9 +9,9 @@ by the process's lease thread (api.slot_leases) while its request runs: a fixed 
 request's marker expire, and a retry with its key run it a second time (two transcriptions, two
 charges), yet the marker of a request whose process died still lapses within the lease.
 
-A stored answer that created a transcription holds its options (the prompt, the webhook URL): deleting
-the transcription replaces that answer with a tombstone (forget_transcription), and the key then answers
-409 "deleted" (see _deleted for why not a new run).
+A stored answer that created a transcription holds its options (the prompt, the webhook URL), one that
+created an upload its signed URL: deleting either replaces that answer with a tombstone (forget_created),
+and the key then answers 409 "deleted" (see _deleted for why not a new run).
 """
 
 from __future__ import annotations
@@ -19,16 +19,20 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import secrets
 from collections.abc import Callable
 from typing import Any
 
+import redis.exceptions
 from flask import Response, make_response, request
 
 from api.auth import current_principal
 from api.errors import ApiError, handle_api_error
 from api.state import AppState, state
 from cliptext.errors import ErrorCode
+
+log = logging.getLogger(__name__)
 
 TTL_SECONDS = 24 * 3600
 HEADER = "Idempotency-Key"
@@ -110,13 +114,13 @@ def _run_and_record(
         "body": response.get_data(as_text=True),
         "headers": {h: response.headers[h] for h in _KEEP_HEADERS if h in response.headers},
     }
-    _store(record, redis_key, _created_transcription(response))
+    _store(record, redis_key, _created_id(response))
     return response
 
 
-# A transcription's index: the Redis set of the keys of the answers that created it. DELETED, a member no
-# key can be (each holds "idempotency:"), says the transcription is gone: an answer stored after the
-# delete becomes a tombstone at once.
+# A created resource's index: the Redis set of the keys of the answers that created it. DELETED, a member
+# no key can be (each holds "idempotency:"), says the resource is gone: an answer stored after the delete
+# becomes a tombstone at once.
 _INDEX, _DELETED = "idempotency-of", "deleted"
 
 # Atomic, so that a delete (another process) lands wholly before or wholly after: either its index
@@ -132,7 +136,7 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
-# Each key indexed that still holds an answer naming the transcription (one stored since under the key,
+# Each key indexed that still holds an answer naming the resource (one stored since under the key,
 # its first answer expired, is left alone) gets the tombstone for the rest of its 24 h; the index then
 # holds only DELETED, for an answer still on its way (_STORE). Returns the number of answers replaced.
 _FORGET = """
@@ -143,9 +147,8 @@ for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
         local ttl = redis.call('PTTL', key)
         if raw and ttl > 0 then
             local record = cjson.decode(raw)
-            if record['state'] == 'done' and record['transcription'] == ARGV[3] then
-                local tombstone = {state = 'deleted', fingerprint = record['fingerprint'],
-                                   transcription = ARGV[3]}
+            if record['state'] == 'done' and record['created'] == ARGV[3] then
+                local tombstone = {state = 'deleted', fingerprint = record['fingerprint'], created = ARGV[3]}
                 redis.call('SET', key, cjson.encode(tombstone), 'PX', ttl)
                 replaced = replaced + 1
             end
@@ -159,33 +162,37 @@ return replaced
 """
 
 
-def _created_transcription(response: Response) -> str | None:
-    """The id of the transcription a 2xx answer created (its body's `txn_` id), else None."""
+# what a created id names, by its prefix: the resources a keyed request creates, which can be deleted
+_CREATED = {"txn_": ("transcription", "transcription_id"), "upl_": ("upload", "upload_id")}
+
+
+def _created_id(response: Response) -> str | None:
+    """The id of the transcription or upload a 2xx answer created (its body's `id`), else None."""
     if not 200 <= response.status_code < 300 or not response.is_json:
         return None
     body = response.get_json(silent=True)
-    txn = body.get("id") if isinstance(body, dict) else None
-    return txn if isinstance(txn, str) and txn.startswith("txn_") else None
+    created = body.get("id") if isinstance(body, dict) else None
+    return created if isinstance(created, str) and created[:4] in _CREATED else None
 
 
-def _tombstone(fingerprint: str, transcription: str) -> dict[str, str]:
-    """What a key keeps once its transcription is deleted: no body, so none of the options it held."""
-    return {"state": "deleted", "fingerprint": fingerprint, "transcription": transcription}
+def _tombstone(fingerprint: str, created: str) -> dict[str, str]:
+    """What a key keeps once what it created is deleted: no body, so none of the options or URL it held."""
+    return {"state": "deleted", "fingerprint": fingerprint, "created": created}
 
 
-def _store(record: dict[str, Any], redis_key: str, transcription: str | None) -> None:
-    """Store the answer for 24 h; one that created a transcription is indexed under it as well."""
+def _store(record: dict[str, Any], redis_key: str, created: str | None) -> None:
+    """Store the answer for 24 h; one that created a transcription or an upload is indexed under it."""
     app_state = state()
-    if transcription is None:
+    if created is None:
         app_state.redis.set(redis_key, json.dumps(record), ex=TTL_SECONDS)
         return
-    record["transcription"] = transcription
-    tombstone = _tombstone(record["fingerprint"], transcription)
+    record["created"] = created
+    tombstone = _tombstone(record["fingerprint"], created)
     app_state.redis.eval(
         _STORE,
         2,
         redis_key,
-        app_state.key(_INDEX, transcription),
+        app_state.key(_INDEX, created),
         json.dumps(record),
         json.dumps(tombstone),
         TTL_SECONDS,
@@ -193,12 +200,22 @@ def _store(record: dict[str, Any], redis_key: str, transcription: str | None) ->
     )
 
 
-def forget_transcription(app_state: AppState, transcription: str) -> int:
-    """Replace every stored answer that created `transcription` (deleted) with a tombstone: its prompt
-    and webhook URL leave Redis with it, and the key answers 409 "deleted". Called once the delete is
-    committed; the number of answers replaced."""
-    index = app_state.key(_INDEX, transcription)
-    return int(app_state.redis.eval(_FORGET, 1, index, _DELETED, TTL_SECONDS, transcription))
+def forget_created(app_state: AppState, public_id: str) -> int:
+    """Replace every stored answer that created `public_id` (a transcription or an upload, deleted) with
+    a tombstone: a transcription's prompt and webhook URL, an upload's signed URL, leave Redis with it,
+    and the key answers 409 "deleted". Called once the delete is committed; the number replaced."""
+    index = app_state.key(_INDEX, public_id)
+    return int(app_state.redis.eval(_FORGET, 1, index, _DELETED, TTL_SECONDS, public_id))
+
+
+def forget_deleted(app_state: AppState, *public_ids: str) -> None:
+    """forget_created for each id a delete removed, once it has committed. Redis failing then does not
+    undo the delete: the answers lapse within their 24 h, and the log names them."""
+    for public_id in public_ids:
+        try:
+            forget_created(app_state, public_id)
+        except redis.exceptions.RedisError as error:
+            log.error("%s deleted, its Idempotency-Key answer kept: %s", public_id, error)
 
 
 # details.reason of the 409s: a client retries the first (later, same key), never the others
@@ -214,8 +231,8 @@ def _in_progress() -> ApiError:
     )
 
 
-def _deleted(transcription: str) -> ApiError:
-    """The answer to a key whose transcription was deleted: 409 "deleted", without Retry-After.
+def _deleted(created: str) -> ApiError:
+    """The answer to a key whose transcription (or upload) was deleted: 409 "deleted", no Retry-After.
 
     Not a new run: a key promises the request is carried out at most once, and a retry that arrives after
     the delete is a late copy of a request that already succeeded (the client deleted what it made). Run
@@ -224,11 +241,12 @@ def _deleted(transcription: str) -> ApiError:
     which no envelope code names: a 409 is what clients already treat as final for a key (key_reused),
     and the SDK retries a 409 only with reason in_progress.
     """
+    what, field = _CREATED[created[:4]]
     return ApiError(
         ErrorCode.CONFLICT,
-        f"The transcription this Idempotency-Key created ({transcription}) was deleted; "
+        f"The {what} this Idempotency-Key created ({created}) was deleted; "
         "send a new Idempotency-Key to create another",
-        {"header": HEADER, "reason": DELETED, "transcription_id": transcription},
+        {"header": HEADER, "reason": DELETED, field: created},
     )
 
 
@@ -243,7 +261,7 @@ def _replay(raw: bytes | None, fingerprint: str) -> Response:
             {"header": HEADER, "reason": KEY_REUSED},
         )
     if record["state"] == "deleted":
-        raise _deleted(record["transcription"])
+        raise _deleted(record["created"])
     if record["state"] != "done":
         raise _in_progress()
     response = Response(record["body"], status=record["status"], headers=record["headers"])

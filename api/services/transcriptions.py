@@ -28,7 +28,7 @@ from api.models import (
     utcnow,
 )
 from api.queue import cancel_transcription, enqueue_transcription
-from api.services.idempotency import forget_transcription
+from api.services.idempotency import forget_deleted
 from api.services.models import check_language
 from api.services.uploads import delete_upload, erase_deleted_rows_from_wal
 from api.state import AppState
@@ -309,16 +309,14 @@ def delete(state: AppState, transcription: Transcription) -> None:
         locked(Transcription.select(Transcription.id).where(Transcription.id == transcription.id)).first()
         _remember_position(transcription)
         transcription.delete_instance(recursive=True)
+        deleted = [transcription.public_id]
         if upload is not None and not upload.transcriptions.exists():
             delete_upload(state, upload)  # a storage that fails rolls the rows back: retry the DELETE
+            deleted.append(upload.public_id)
     erase_deleted_rows_from_wal()
-    # its Idempotency-Key answer, kept 24 h for replay, holds its prompt and webhook URL: a tombstone now
-    try:
-        forget_transcription(state, transcription.public_id)
-    except redis.exceptions.RedisError as error:  # deleted all the same; the answer lapses within 24 h
-        log.error(
-            "transcription %s deleted, its Idempotency-Key answer kept: %s", transcription.public_id, error
-        )
+    # the Idempotency-Key answers kept 24 h for replay hold its prompt and webhook URL, and the upload's
+    # signed URL: tombstones now
+    forget_deleted(state, *deleted)
     if transcription.status not in TranscriptionStatus.FINAL:
         try:
             cancel_transcription(state.redis, transcription.public_id)

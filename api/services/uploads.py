@@ -21,6 +21,7 @@ from api.db import db, hold_until_commit, locked, write_transaction
 from api.errors import RETRY_UNAVAILABLE, ApiError, NotFound
 from api.media import check_content_type, check_format, verify_media
 from api.models import Organization, Transcription, Upload, UploadStatus, utcnow
+from api.services.idempotency import forget_deleted
 from api.services.plans import limits_for
 from api.state import AppState
 from api.storage import Busy, TooLarge
@@ -312,6 +313,7 @@ def cancel(state: AppState, org: Organization, upload_public_id: str) -> None:
         Upload.update(canceled).where(Upload.id == current.id).execute()
         state.storage.delete(current.storage_key)  # a storage that fails rolls the row back: retry the DELETE
     erase_deleted_rows_from_wal()
+    forget_deleted(state, upload_public_id)  # a keyed presign's answer replayed its signed URL
 
 
 def complete(state: AppState, org: Organization, upload_public_id: str) -> Upload:
@@ -557,7 +559,9 @@ def _purge(state: AppState, condition: pw.Expression) -> int:
     for (upload_id,) in Upload.select(Upload.id).where(condition).tuples():
         with write_transaction():
             upload = locked(Upload.select().where((Upload.id == upload_id) & condition)).first()
-            if upload is not None and not upload.transcriptions.exists():
-                delete_upload(state, upload)
-                count += 1
+            if upload is None or upload.transcriptions.exists():
+                continue
+            delete_upload(state, upload)
+        forget_deleted(state, upload.public_id)  # a keyed presign's answer replayed its signed URL
+        count += 1
     return count

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import io
 import secrets
+from datetime import timedelta
 
 import redis
 from flask import jsonify
 
 from api.auth import current_principal
-from api.models import Transcription, Upload
+from api.models import Transcription, Upload, utcnow
 from api.services import transcriptions as service
 from api.services.idempotency import idempotent
+from api.services.uploads import purge_expired
 from api.state import state
-from tests.api.helpers import JFK_MP3, upload_file
+from tests.api.helpers import JFK_MP3, local_path, upload_file
 
 KEY = "create-once"
 
@@ -156,3 +158,63 @@ def test_a_transcription_made_without_a_key_deletes_as_before(app, client, new_o
     ]
     assert client.delete(f"/v1/transcriptions/{txn_id}", headers=headers).status_code == 204
     assert client.get(f"/v1/transcriptions/{txn_id}", headers=headers).status_code == 404
+
+
+PRESIGN = {"filename": "board-meeting.mp3", "content_type": "audio/mpeg", "size": JFK_MP3.stat().st_size}
+
+
+def assert_upload_deleted_answer(answer, upload_id: str) -> None:
+    assert answer.status_code == 409, answer.get_json()
+    error = answer.get_json()["error"]
+    assert (error["code"], error["details"]["reason"]) == ("CONFLICT", "deleted")
+    assert error["details"]["upload_id"] == upload_id and upload_id in error["message"]
+    assert "Retry-After" not in answer.headers
+
+
+def test_a_deleted_uploads_keyed_presign_is_not_replayed(client, new_org, redis_conn, test_ns):
+    """A keyed presign replayed, after DELETE /v1/uploads/{id}, a 201 naming the deleted upload, and its
+    signed URL stayed in Redis for 24 h."""
+    _, owner = new_org("pro")
+    keyed = {**owner, "Idempotency-Key": "presign-once"}
+    first = client.post("/v1/uploads/presigned", json=PRESIGN, headers=keyed)
+    assert first.status_code == 201, first.get_json()
+    upload_id, url = first.get_json()["id"], first.get_json()["url"]
+    signature = url.split("?", 1)[1]
+    assert signature in redis_text(redis_conn, test_ns)  # the check can see it
+
+    assert client.delete(f"/v1/uploads/{upload_id}", headers=owner).status_code == 204
+
+    assert signature not in redis_text(redis_conn, test_ns)
+    assert_upload_deleted_answer(client.post("/v1/uploads/presigned", json=PRESIGN, headers=keyed), upload_id)
+
+
+def test_an_upload_deleted_with_its_transcription_is_not_replayed(client, new_org):
+    _, owner = new_org("pro")
+    keyed = {**owner, "Idempotency-Key": "presign-then-create"}
+    presigned = client.post("/v1/uploads/presigned", json=PRESIGN, headers=keyed).get_json()
+    put = client.put(local_path(presigned["url"]), data=JFK_MP3.read_bytes(), headers=presigned["headers"])
+    assert put.status_code == 200, put.get_json()
+    done = client.post("/v1/uploads/complete", json={"upload_id": presigned["id"]}, headers=owner)
+    assert done.status_code == 200, done.get_json()
+    created = client.post("/v1/transcriptions", json={"upload_id": presigned["id"]}, headers=owner)
+    assert created.status_code == 202, created.get_json()
+
+    gone = client.delete(f"/v1/transcriptions/{created.get_json()['id']}", headers=owner)
+    assert gone.status_code == 204
+
+    replay = client.post("/v1/uploads/presigned", json=PRESIGN, headers=keyed)
+    assert_upload_deleted_answer(replay, presigned["id"])
+
+
+def test_an_upload_the_purge_removed_is_not_replayed(app, client, new_org):
+    """Its URL expired unused: the purge removes the row, and the key stops replaying a dead URL."""
+    _, owner = new_org("pro")
+    keyed = {**owner, "Idempotency-Key": "presign-never-put"}
+    upload_id = client.post("/v1/uploads/presigned", json=PRESIGN, headers=keyed).get_json()["id"]
+    with app.app_context():
+        Upload.update(expires_at=utcnow() - timedelta(minutes=1)).where(
+            Upload.public_id == upload_id
+        ).execute()
+        assert purge_expired(app.extensions["cliptext"]) == 1
+
+    assert_upload_deleted_answer(client.post("/v1/uploads/presigned", json=PRESIGN, headers=keyed), upload_id)

@@ -1,10 +1,12 @@
 """One webhook POST under one deadline: the whole answer's status line and headers within the timeout
-(requests' own timeout bounds each read alone), its body never read, and, unless private targets are
-allowed, over a connection pinned to the address the SSRF policy let through (ssrfguard)."""
+(requests' own timeout bounds each read alone) and ended by their blank line (not by a hang-up), its
+body never read, and, unless private targets are allowed, over a connection pinned to the address the
+SSRF policy let through (ssrfguard)."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import socket
 import threading
@@ -73,12 +75,48 @@ class _Deadline:
             self._watched.clear()
 
 
+class _LastLineReader:
+    """The response's stream, remembering the last line read: b"" when the stream had ended."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+        self.last_line: bytes | None = None
+
+    def readline(self, *args: Any) -> bytes:
+        self.last_line = self.stream.readline(*args)
+        return self.last_line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+class _WholeHeadersResponse(http.client.HTTPResponse):
+    """An answer whose header section ends with the blank line HTTP requires. http.client takes the end
+    of the stream for the end of the headers, so a receiver (or a proxy before it) that hung up after
+    `HTTP/1.1 200 OK` counted as a delivery and the event was never sent again, where
+    docs/webhooks.md asks for the status line and all the headers."""
+
+    def begin(self) -> None:
+        reader = _LastLineReader(self.fp)
+        self.fp = reader
+        try:
+            super().begin()
+        finally:
+            if self.fp is reader:  # begin() may have closed it (fp None) on an answer without body
+                self.fp = reader.stream
+        if reader.last_line == b"":
+            self.close()
+            raise http.client.RemoteDisconnected("Remote end closed connection within the answer's headers")
+
+
 def _watch_pools(manager: urllib3.PoolManager, deadline: _Deadline) -> None:
     """Make the pools `manager` builds report each new socket to `deadline`. The table is replaced,
     never changed in place: urllib3's default one is shared by every client in the process."""
 
     def watched(pool_class: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
         class WatchedConnection(pool_class.ConnectionCls):
+            response_class = _WholeHeadersResponse
+
             def _new_conn(self) -> socket.socket:
                 sock = super()._new_conn()
                 deadline.watch(sock)

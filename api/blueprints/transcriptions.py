@@ -87,6 +87,12 @@ class Transcriptions(MethodView):
 
         A multipart upload counts against the plan's concurrent uploads while its body is received, as
         a presigned one does (429 CONCURRENT_UPLOAD_LIMIT with Retry-After at the cap).
+
+        With an `Idempotency-Key` header, the same request again within 24 h answers the first answer
+        (header `Idempotent-Replayed: true`), so a retry never queues a second transcription. 409
+        CONFLICT, by `details.reason`: `key_reused` (the key with a different request), `in_progress`
+        (its first request still runs: retry after Retry-After), `deleted` (the transcription it
+        created was deleted since: send a new key).
         """
         app_state = state()
         org = current_principal().org

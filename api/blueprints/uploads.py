@@ -87,7 +87,8 @@ class Presigned(MethodView):
         With an `Idempotency-Key` header, the same request again answers the first answer (the same
         upload, header `Idempotent-Replayed: true`), as for POST /v1/transcriptions: a client retrying
         a whole upload resumes the one it reserved instead of holding a second slot. 409 CONFLICT for
-        the key with a different body, or while its first request still runs (Retry-After).
+        the key with a different body, or while its first request still runs (Retry-After), or once the
+        upload it created was deleted (`details.reason` `key_reused`, `in_progress`, `deleted`).
         """
         app_state = state()
         presigned = service.presign(

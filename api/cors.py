@@ -9,6 +9,8 @@ key in the browser, which an operator allows knowingly.
 
 from __future__ import annotations
 
+import re
+
 from flask import Flask
 from flask_cors import CORS
 
@@ -30,6 +32,17 @@ METHODS = ("GET", "POST", "PUT", "DELETE")
 PREFLIGHT_MAX_AGE = 600  # seconds a browser may reuse a preflight's answer
 
 
+def exact_origin(origin: str) -> str | re.Pattern[str]:
+    """An allowed origin as flask-cors must be given it to match that origin only ('*' stays any).
+
+    flask-cors takes a string holding any of []()?$^*\\ for a regular expression, matched at the start
+    only: an IPv6 origin such as http://[::1] became the class [:1], so http://1evil.com was let in and
+    http://[::1] itself was not. Escaped and anchored, every origin is compared whole, as a literal."""
+    if origin == "*":
+        return origin
+    return re.compile(re.escape(origin) + r"\Z", re.IGNORECASE)
+
+
 def install_cors(app: Flask, origins: tuple[str, ...]) -> None:
     """Answer preflights and add CORS headers to every answer (errors included, so a page can read
     the envelope) for the signed upload URL from any origin and for the API from `origins`."""
@@ -37,7 +50,7 @@ def install_cors(app: Flask, origins: tuple[str, ...]) -> None:
         SIGNED_UPLOAD_PATH: {"origins": "*", "methods": ["PUT"], "send_wildcard": True}
     }
     if origins:
-        resources[API_PATHS] = {"origins": list(origins)}
+        resources[API_PATHS] = {"origins": [exact_origin(origin) for origin in origins]}
     CORS(
         app,
         resources=resources,
@@ -47,4 +60,7 @@ def install_cors(app: Flask, origins: tuple[str, ...]) -> None:
         max_age=PREFLIGHT_MAX_AGE,
         supports_credentials=False,
         vary_header=True,
+        # a request without Origin (no browser asking) gets no CORS header: flask-cors's default named
+        # every allowed origin to anyone, on every answer (GET /v1/health needs no key)
+        always_send=False,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import sys
 from contextlib import suppress
@@ -77,13 +78,18 @@ def _int_list(name: str, default: str) -> tuple[int, ...]:
     return values
 
 
+# a password in libpq's keyword form, quoted or not: password=secret, password = 'se cret'
+_KEYWORD_PASSWORD = re.compile(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+
+
 def _redacted(url: str) -> str:
     """The URL as an error message may show it: whatever stands before its last "@" (user and password,
     even a password holding "@", "/" or "?") replaced by ***, then its query string, which can hold a
-    password too (`?password=…`, as libpq and playhouse.db_url read it)."""
+    password too (`?password=…`, as libpq and playhouse.db_url read it); without a scheme, the value of
+    each `password=` (libpq's keyword form, which DATABASE_URL does not take, but people write)."""
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
+    if not sep:  # no scheme: maybe a libpq keyword string ("host=db user=app password=…")
+        scheme, rest = "", _KEYWORD_PASSWORD.sub(r"\1***", url)
     if "@" in rest:
         rest = "***@" + rest.rpartition("@")[2]
     rest, question, _ = rest.partition("?")

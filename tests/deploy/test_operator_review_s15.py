@@ -151,3 +151,11 @@ def test_a_password_in_the_query_string_is_not_printed(monkeypatch):
     with pytest.raises(SettingsError) as refused:
         Settings.from_env()
     assert "S3cretPW" not in str(refused.value) and "db.internal/cliptext?***" in str(refused.value)
+
+
+def test_a_password_in_a_keyword_connection_string_is_not_printed(monkeypatch):
+    """libpq's keyword form is refused (DATABASE_URL takes a URL), and its password was printed whole."""
+    monkeypatch.setenv("DATABASE_URL", "host=db.internal user=cliptext password=S3cretPw dbname=cliptext")
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env()
+    assert "S3cretPw" not in str(refused.value) and "password=***" in str(refused.value)

@@ -29,6 +29,7 @@ from flask import Response, make_response, request
 
 from api.auth import current_principal
 from api.errors import ApiError, handle_api_error
+from api.models import Transcription, Upload, UploadStatus
 from api.state import AppState, state
 from cliptext.errors import ErrorCode
 
@@ -78,7 +79,7 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
         pending = json.dumps({"state": "pending", "fingerprint": fingerprint, "owner": owner})
         leases = app_state.slot_leases
         if not app_state.redis.set(redis_key, pending, nx=True, px=leases.lease_ms):
-            return _replay(app_state.redis.get(redis_key), fingerprint)
+            return _replay(app_state.redis.get(redis_key), fingerprint, redis_key)
         leases.hold_key(app_state.redis, redis_key, pending)
         try:
             return _run_and_record(view, args, kwargs, redis_key, fingerprint)
@@ -250,7 +251,33 @@ def _deleted(created: str) -> ApiError:
     )
 
 
-def _replay(raw: bytes | None, fingerprint: str) -> Response:
+def _created_by(record: dict[str, Any]) -> str | None:
+    """The transcription or upload a stored 2xx answer created, read from its body (answers stored by a
+    release before the tombstones have no "created" field, and no index for a delete to find them)."""
+    if record["state"] != "done" or not 200 <= record["status"] < 300:
+        return None
+    try:
+        body = json.loads(record["body"])
+    except ValueError:
+        return None
+    created = body.get("id") if isinstance(body, dict) else None
+    return created if isinstance(created, str) and created[:4] in _CREATED else None
+
+
+def _still_there(public_id: str) -> bool:
+    if public_id.startswith("txn_"):
+        return Transcription.select().where(Transcription.public_id == public_id).exists()
+    return (
+        Upload.select()
+        .where((Upload.public_id == public_id) & (Upload.status != UploadStatus.CANCELED))
+        .exists()
+    )
+
+
+def _replay(raw: bytes | None, fingerprint: str, redis_key: str) -> Response:
+    """The stored answer again; never one naming what was deleted since. A delete tombstones the answers
+    it finds (forget_created), but not those stored before a rolling upgrade, nor any while Redis failed
+    it: so a replay checks the row (one indexed read) and tombstones the answer itself."""
     if raw is None:  # expired between SET NX and GET: treat as in progress, the client retries
         raise _in_progress()
     record = json.loads(raw)
@@ -260,6 +287,10 @@ def _replay(raw: bytes | None, fingerprint: str) -> Response:
             "This Idempotency-Key was used with a different request",
             {"header": HEADER, "reason": KEY_REUSED},
         )
+    created = _created_by(record)
+    if created is not None and not _still_there(created):
+        state().redis.set(redis_key, json.dumps(_tombstone(fingerprint, created)), keepttl=True)
+        raise _deleted(created)
     if record["state"] == "deleted":
         raise _deleted(record["created"])
     if record["state"] != "done":

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cliptext.settings import Settings, SettingsError
+from tests.deploy.test_settings_errors import ENTRY_POINTS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,18 +87,9 @@ def test_every_interval_is_a_retry_unless_retries_are_set(data_dir, monkeypatch)
 
 
 PROCESSES = {
-    "worker": [sys.executable, "-m", "jobs.worker", "--burst"],
+    "worker": ENTRY_POINTS["worker"],
     "flask CLI": [sys.executable, "-m", "flask", "--app", "api", "orgs", "create", "A", "--owner", "a@b.c"],
-    "gunicorn": [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "python:api.gunicorn_conf",
-        "--bind",
-        "127.0.0.1:0",
-        "api:create_app()",
-    ],  # fmt: skip
+    "gunicorn": ENTRY_POINTS["gunicorn"],
 }
 
 

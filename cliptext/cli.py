@@ -7,6 +7,7 @@ results (ids, transcripts, JSON), so the command pipes and scripts cleanly.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import sys
@@ -35,7 +36,8 @@ Environment:
 \b
 Exit codes:
   0  success
-  1  the API answered with an error (the code and message are printed on stderr)
+  1  the API answered with an error (the code and message are printed on stderr);
+     a file it refused (not audio, empty, too large) is named and the others go on
   2  usage error (bad arguments, no API key)
   3  a transcription failed or was canceled
   4  timed out waiting for a transcription (--timeout)
@@ -45,6 +47,18 @@ Exit codes:
 
 FORMATS = click.Choice(["json", "verbose_json", "text", "srt", "vtt"])
 EXTENSIONS = {"json": "json", "verbose_json": "json", "text": "txt", "srt": "srt", "vtt": "vtt"}
+# refusals of one file (what it is), not of the request: the rest of a batch goes on without it
+FILE_ERROR_CODES = frozenset(
+    {
+        "PAYLOAD_TOO_LARGE",
+        "UNSUPPORTED_MEDIA",
+        "UPLOAD_SIZE_MISMATCH",
+        "AUDIO_DECODE_ERROR",
+        "NO_AUDIO_STREAM",
+        "AUDIO_TOO_LONG",
+    }
+)
+FILE_FIELDS = frozenset({"file", "filename", "content_type", "size"})  # a VALIDATION_ERROR about these
 
 
 def _fail(error: CliptextError, queued: Sequence[tuple[Path, Transcription]] = ()) -> NoReturn:
@@ -224,7 +238,8 @@ def cli(api_key: str | None, base_url: str | None, http_timeout: float) -> None:
 @click.option(
     "--idempotency-key",
     help="Run it again with the same key after any failure: nothing is uploaded or queued twice "
-    "(several files: KEY:1, KEY:2... in their order).",
+    "(several files: each its own key, from KEY and the file's absolute path, so the rerun may leave "
+    "files out or add some).",
 )
 @click.option(
     "-o",
@@ -256,7 +271,7 @@ def transcribe(
     if wait and output_dir is not None:
         _refuse_same_output(files, fmt)
     try:
-        for number, path in enumerate(files, 1):
+        for path in files:
             progress, close = _upload_progress(f"uploading {path.name}")
             try:
                 transcription = client.transcribe(
@@ -267,15 +282,21 @@ def transcribe(
                     prompt=prompt,
                     webhook_url=webhook_url,
                     word_timestamps=word_timestamps or None,
-                    idempotency_key=_file_key(idempotency_key, number, len(files)),
+                    idempotency_key=_file_key(idempotency_key, path, len(files)),
                 )
+            except CliptextError as error:
+                if not _about_the_file(error):
+                    raise
+                _refused(path, error)
+                exit_code = EXIT_API_ERROR
+                continue
             finally:
                 close()
             if not wait:
                 click.echo(transcription.id)
             created.append((path, transcription))
         if not wait:
-            return
+            sys.exit(exit_code)
         if output_dir is not None:
             output_dir.mkdir(parents=True, exist_ok=True)
         for finished, (path, transcription) in enumerate(created):  # noqa: B007 (read on Ctrl-C)
@@ -285,7 +306,7 @@ def transcribe(
                 error = done.error
                 reason = f"{error.code}: {error.message}" if error else done.status
                 click.echo(f"error: {path.name} ({done.id}) {done.status}: {reason}", err=True)
-                exit_code = EXIT_FAILED
+                exit_code = exit_code or EXIT_FAILED
                 continue
             text = _fetch(client, done, fmt)
             target = output_dir / _output_name(path, fmt) if output_dir else None
@@ -298,11 +319,34 @@ def transcribe(
     sys.exit(exit_code)
 
 
-def _file_key(key: str | None, number: int, count: int) -> str | None:
-    """The Idempotency-Key of the `number`th of `count` files: the key itself for one file."""
+def _about_the_file(error: CliptextError) -> bool:
+    """A refusal of this file alone (not audio, empty, too large or too long): the other files of the
+    batch go on. Anything else (the key, the plan's limits, an option, the API down) would refuse every
+    file alike, so the batch stops there."""
+    if error.code in FILE_ERROR_CODES:
+        return True
+    if error.code != "VALIDATION_ERROR":
+        return False
+    details = error.details or {}
+    fields = set(details.get("fields") or ()) | ({details["field"]} if details.get("field") else set())
+    return bool(fields) and fields <= FILE_FIELDS
+
+
+def _refused(path: Path, error: CliptextError) -> None:
+    """One refused file of a batch, named (the error alone did not say which of hundreds it was)."""
+    click.echo(f"error: {path}: {error.code}: {error.message}", err=True)
+    if error.details:
+        click.echo(f"details: {json.dumps(error.details, sort_keys=True)}", err=True)
+
+
+def _file_key(key: str | None, path: Path, count: int) -> str | None:
+    """The Idempotency-Key of `path`, one of `count` files: the key itself for one file, else the key
+    and a digest of the file's absolute path. Not its position: a rerun without the broken files (or
+    with files added) gave each file the key of another, and the API refused it as reused."""
     if key is None or count == 1:
         return key
-    return f"{key}:{number}"
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+    return f"{key}:{digest}"
 
 
 def _output_name(path: Path, fmt: str) -> str:

@@ -152,13 +152,17 @@ def _named_as_going_on(stderr: str) -> list[str]:
 def test_transcribe_wait_names_what_an_error_leaves_queued(
     api_server: ApiServer, shared_org: Org, run_cli: Run, tmp_path: Path
 ) -> None:
-    """`transcribe a.mp3 notes.txt --wait`: a.mp3 is queued, notes.txt refused. With --wait no id is
-    printed as it is queued, so before, a.mp3's transcription went on (and was charged) unnamed."""
+    """`transcribe a.mp3 notes.txt --wait`: a.mp3 is queued, notes.txt refused (named, and the batch goes
+    on). With --wait no id is printed as it is queued, so before, a.mp3's transcription went on (and was
+    charged) unnamed when the wait then ended in an error (here no worker runs: a timeout)."""
     notes = tmp_path / "notes.txt"
     notes.write_text("not audio\n")
-    done = run_cli(shared_org.key, "transcribe", str(AUDIO / "jfk.mp3"), str(notes), "--wait")
-    assert done.returncode == EXIT_API_ERROR and done.stdout == ""
-    assert _error_lines(done.stderr) == ["error: VALIDATION_ERROR: Invalid file format"]
+    files = [str(AUDIO / "jfk.mp3"), str(notes)]
+    done = run_cli(shared_org.key, "transcribe", *files, "--wait", "--timeout", "0.5")
+    assert done.returncode == EXIT_TIMEOUT and done.stdout == ""
+    errors = _error_lines(done.stderr)
+    assert errors[0] == f"error: {notes}: VALIDATION_ERROR: Invalid file format"
+    assert errors[1].startswith("error: TIMEOUT: ")
     named = _named_as_going_on(done.stderr)
     assert len(named) == 1, done.stderr
     sdk = Client(api_key=shared_org.key, base_url=api_server.base_url)

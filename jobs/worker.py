@@ -544,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if swept:
             log.info("removed %d job folder(s) left by killed workers under %s", swept, scratch_root())
+    worker: CliptextWorker | None = None
     for attempt in itertools.count():
         worker_name = name if attempt == 0 else f"{name}.{attempt}"
         try:
@@ -552,10 +553,12 @@ def main(argv: list[str] | None = None) -> int:
                 worker = CliptextWorker(queues, name=worker_name, connection=connection, settings=settings)
                 worker.work(burst=args.burst, logging_level=args.log_level, with_scheduler=True)
             except _REDIS_DOWN as error:  # Redis went away while the worker registered itself
+                if _stop_asked(worker):  # SIGTERM, then Redis gone as the loop ended (make run killed)
+                    return 0
                 log.warning("Redis unreachable while the worker started (%s); starting again in 2 s", error)
                 time.sleep(2.0)
                 continue
-            if args.burst or worker._stop_requested:
+            if args.burst or _stop_asked(worker):
                 return 0
             # RQ's loop quits on any error it meets outside a job (a Redis outage at the wrong moment)
             log.warning("the worker loop stopped on an error; starting again in 2 s")
@@ -563,6 +566,12 @@ def main(argv: list[str] | None = None) -> int:
         except StopRequested:  # SIGTERM between two loops, while the last worker's handler is installed
             return 0
     return 1
+
+
+def _stop_asked(worker: CliptextWorker | None) -> bool:
+    """Whether SIGTERM or SIGINT asked `worker` to stop (RQ notes when; `_stop_requested` only while a
+    job ran): a stopped loop is not started again, even when Redis failed as it ended."""
+    return worker is not None and (worker._stop_requested or worker._shutdown_requested_date is not None)
 
 
 if __name__ == "__main__":

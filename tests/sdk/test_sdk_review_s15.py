@@ -100,6 +100,17 @@ def test_the_cli_says_when_to_retry_a_refusal(answering: Answering, run_cli: Run
     assert "retry after: 600 s" in done.stderr.splitlines(), done.stderr
 
 
+def test_the_cli_says_while_it_waits_to_retry(answering: Answering, run_cli: Run) -> None:
+    """A 429 within what the SDK waits for is retried after its Retry-After: a batch on the Free plan
+    spent minutes in these waits and printed nothing, as if hung."""
+    limited = b'{"error": {"code": "RATE_LIMITED", "message": "Rate limit exceeded", "details": {}}}'
+    base_url = answering(429, "application/json", limited, {"Retry-After": "1"})
+    done = run_cli("ck_x", "get", "txn_x", base_url=base_url)
+    assert done.returncode == EXIT_API_ERROR
+    waits = [line for line in done.stderr.splitlines() if line.startswith("waiting ")]
+    assert waits == ["waiting 1 s, then retrying: RATE_LIMITED: Rate limit exceeded"] * 3, done.stderr
+
+
 # -- JSON that is not the API's is an error, not a traceback ------------------------------------------
 
 

@@ -749,6 +749,14 @@ class Client:
     ) -> Transcription: ...
     @overload
     def get_transcription(self, transcription_id: str, format: Literal["text", "srt", "vtt"]) -> str: ...
+    @overload
+    def get_transcription(  # a format only known at run time (a variable of type Format)
+        self,
+        transcription_id: str,
+        format: Format,
+        *,
+        timestamp_granularities: Sequence[str] | None = None,
+    ) -> Transcription | str: ...
 
     def get_transcription(
         self,

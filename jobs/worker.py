@@ -46,6 +46,7 @@ from rq import Queue, Worker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import DequeueTimeout, InvalidJobOperation, NoSuchJobError, StopRequested
 from rq.job import Job, JobStatus
+from rq.job_lifecycle import call_exception_handlers
 from rq.registry import FailedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.utils import now
@@ -61,6 +62,7 @@ from jobs import transcript_store as store
 from jobs.metrics import forget_outcome, record_job, start_exporter
 from jobs.recovery import enqueue_missed_webhooks, recover_abandoned, requeue_orphans
 from jobs.webhooks import QUEUE_NAME as WEBHOOK_QUEUE
+from jobs.webhooks import DeliveryFailed
 
 TRANSCRIPTION_QUEUE = "transcriptions"
 SCHEDULER_STOP = 5  # seconds: how long a stopping worker waits for its scheduler process
@@ -373,6 +375,16 @@ class CliptextWorker(Worker):
             log.warning("scheduler process %d still there after %d s: killed", process.pid, SCHEDULER_STOP)
             process.kill()
             process.join()
+
+    def handle_exception(self, job: Job, *exc_info) -> None:
+        """A receiver that did not answer 2xx is routine for a webhook (retried, and each attempt kept in
+        the database): one WARNING line, where RQ logged an ERROR with a traceback for every attempt."""
+        error = exc_info[1] if len(exc_info) > 1 else None
+        if not isinstance(error, DeliveryFailed):
+            super().handle_exception(job, *exc_info)
+            return
+        log.warning("job %s: %s (attempt failed; RQ retries it while retries are left)", job.id, error)
+        call_exception_handlers(self._exc_handlers, job, *exc_info)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         interval = self.job_monitoring_interval

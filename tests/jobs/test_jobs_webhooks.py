@@ -81,7 +81,7 @@ def verify(secret: str, headers: dict[str, str], body: bytes, tolerance: float =
 
 
 def test_webhook_is_signed_and_retried_after_a_500(stack: Stack, receiver: Receiver) -> None:
-    stack.start_worker()
+    worker = stack.start_worker()
     created = stack.create(stack.upload(JFK, "audio/mpeg"), webhook_url=receiver.url)
     assert stack.wait(created["id"], timeout=120)["status"] == "completed"
     receiver.wait_for(2)
@@ -113,6 +113,10 @@ def test_webhook_is_signed_and_retried_after_a_500(stack: Stack, receiver: Recei
         created["id"],
     )
     assert deliveries == [(1, 500, "HTTP 500"), (2, 200, None)]
+    # a receiver's 500 is routine: one WARNING line, not RQ's ERROR with a traceback for each attempt
+    failed_attempts = [line for line in worker.log().splitlines() if "attempt failed" in line]
+    assert len(failed_attempts) == 1 and '"WARNING"' in failed_attempts[0], worker.log()
+    assert "Traceback" not in worker.log()
 
 
 def test_failed_transcription_is_announced(stack: Stack, receiver: Receiver, tmp_path) -> None:

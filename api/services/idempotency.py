@@ -167,13 +167,18 @@ return replaced
 _CREATED = {"txn_": ("transcription", "transcription_id"), "upl_": ("upload", "upload_id")}
 
 
-def _created_id(response: Response) -> str | None:
-    """The id of the transcription or upload a 2xx answer created (its body's `id`), else None."""
-    if not 200 <= response.status_code < 300 or not response.is_json:
+def _created_in(status: int, body: Any) -> str | None:
+    """The id of the transcription or upload an answer (`status`, its decoded JSON `body`) created: a
+    2xx whose body's `id` is one of _CREATED's; else None."""
+    if not 200 <= status < 300 or not isinstance(body, dict):
         return None
-    body = response.get_json(silent=True)
-    created = body.get("id") if isinstance(body, dict) else None
+    created = body.get("id")
     return created if isinstance(created, str) and created[:4] in _CREATED else None
+
+
+def _created_id(response: Response) -> str | None:
+    """_created_in of an answer about to be stored."""
+    return _created_in(response.status_code, response.get_json(silent=True) if response.is_json else None)
 
 
 def _tombstone(fingerprint: str, created: str) -> dict[str, str]:
@@ -252,16 +257,15 @@ def _deleted(created: str) -> ApiError:
 
 
 def _created_by(record: dict[str, Any]) -> str | None:
-    """The transcription or upload a stored 2xx answer created, read from its body (answers stored by a
-    release before the tombstones have no "created" field, and no index for a delete to find them)."""
-    if record["state"] != "done" or not 200 <= record["status"] < 300:
+    """_created_in of a stored answer, read from its body (answers stored by a release before the
+    tombstones have no "created" field, and no index for a delete to find them)."""
+    if record["state"] != "done":
         return None
     try:
         body = json.loads(record["body"])
     except ValueError:
         return None
-    created = body.get("id") if isinstance(body, dict) else None
-    return created if isinstance(created, str) and created[:4] in _CREATED else None
+    return _created_in(record["status"], body)
 
 
 def _still_there(public_id: str) -> bool:

@@ -6,7 +6,9 @@ real database with `init_db(settings)` once at start-up (after RQ forks, too).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+import contextlib
+import logging
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -21,6 +23,8 @@ from playhouse.pool import (
 from playhouse.shortcuts import ReconnectMixin
 
 from cliptext.settings import Settings
+
+log = logging.getLogger(__name__)
 
 db = pw.DatabaseProxy()
 
@@ -120,6 +124,39 @@ def init_db(settings: Settings, *, migrate: bool = False) -> pw.Database:
 
         upgrade(database)
     return database
+
+
+def erase_deleted_rows_from_wal(wait: bool = False) -> None:
+    """After a delete has committed, on SQLite: copy the write-ahead log into the database file and
+    empty it. secure_delete overwrites a deleted row in the database file, but the log kept the pages
+    as they had been (the transcript, the file name) until a checkpoint reset it and later writes
+    happened to cover them: with the API's pooled connections open, for as long as it ran.
+
+    A reader still open (another request, a backup, Litestream) holds the checkpoint back. A request
+    does not wait for it (`wait` False: the busy timeout is 0 while it runs), since SQLite holds every
+    other writer for as long as the checkpoint waits: a DELETE took 10 s and stalled the workers' writes
+    with it. The purge (`wait`) waits the busy timeout, and finishes what a delete could not."""
+    if not isinstance(db.obj, pw.SqliteDatabase):
+        return
+    try:
+        with contextlib.nullcontext() if wait else _no_busy_wait():
+            busy, _, _ = db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except pw.OperationalError as error:
+        log.warning("deleted rows not yet erased from the SQLite log: %s", error)
+        return
+    if busy:
+        log.warning("deleted rows not yet erased from the SQLite log: readers held the checkpoint back")
+
+
+@contextlib.contextmanager
+def _no_busy_wait() -> Iterator[None]:
+    """This connection's busy timeout at 0 inside the block, then back to what it was."""
+    (timeout,) = db.execute_sql("PRAGMA busy_timeout").fetchone()
+    db.execute_sql("PRAGMA busy_timeout = 0")
+    try:
+        yield
+    finally:
+        db.execute_sql(f"PRAGMA busy_timeout = {int(timeout)}")
 
 
 def write_transaction():

@@ -14,7 +14,7 @@ import peewee as pw
 import redis.exceptions
 from ssrfguard import SSRFGuardError
 
-from api.db import locked, prepared, write_transaction
+from api.db import erase_deleted_rows_from_wal, locked, prepared, write_transaction
 from api.errors import ApiError, NotFound
 from api.models import (
     DeletedTranscription,
@@ -30,7 +30,7 @@ from api.models import (
 from api.queue import cancel_transcription, enqueue_transcription
 from api.services.idempotency import forget_deleted
 from api.services.models import check_language
-from api.services.uploads import delete_upload, erase_deleted_rows_from_wal
+from api.services.uploads import delete_upload
 from api.state import AppState
 from cliptext.errors import ErrorCode
 from cliptext.webhook_targets import PUBLIC_ONLY, without_credentials
@@ -295,7 +295,7 @@ def delete(state: AppState, transcription: Transcription) -> None:
     maintenance, taken for one that had died with its worker and run again (the sweep, a few ms after the
     stop, saw `processing`). A job still running meanwhile stores nothing more: each of its writes names
     the status it expects (jobs.transcript_store). Once committed, SQLite's log is emptied too: it still
-    held the transcript as written (uploads.erase_deleted_rows_from_wal).
+    held the transcript as written (api.db.erase_deleted_rows_from_wal).
     """
     with write_transaction():
         # the upload row locked first: of two deletes at once, or a delete and a create, the second

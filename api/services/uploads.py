@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import math
 import unicodedata
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import redis.exceptions
 from itsdangerous import BadSignature, SignatureExpired
 from redis.lock import Lock
 
-from api.db import db, hold_until_commit, locked, write_transaction
+from api.db import erase_deleted_rows_from_wal, hold_until_commit, locked, write_transaction
 from api.errors import RETRY_UNAVAILABLE, ApiError, NotFound
 from api.media import check_content_type, check_format, verify_media
 from api.models import Organization, Transcription, Upload, UploadStatus, utcnow
@@ -26,8 +25,6 @@ from api.services.plans import limits_for
 from api.state import AppState
 from api.storage import Busy, TooLarge
 from cliptext.errors import ErrorCode
-
-log = logging.getLogger(__name__)
 
 URL_TTL = dt.timedelta(hours=1)
 # how long a completed upload that no transcription uses is kept (presigned and completed, never
@@ -489,38 +486,9 @@ def removed_unless_transcribed(state: AppState, upload: Upload) -> Iterator[None
 
 
 def delete_upload(state: AppState, upload: Upload) -> None:
-    """Remove the bytes and the row for good (once committed, erase_deleted_rows_from_wal)."""
+    """Remove the bytes and the row for good (once committed, api.db.erase_deleted_rows_from_wal)."""
     state.storage.delete(upload.storage_key)
     upload.delete_instance()
-
-
-def erase_deleted_rows_from_wal(wait: bool = False) -> None:
-    """After a delete has committed, on SQLite: copy the write-ahead log into the database file and
-    empty it. secure_delete overwrites a deleted row in the database file, but the log kept the pages
-    as they had been (the transcript, the file name) until a checkpoint reset it and later writes
-    happened to cover them: with the API's pooled connections open, for as long as it ran.
-
-    A reader still open (another request, a backup, Litestream) holds the checkpoint back. A request
-    does not wait for it (`wait` False: the busy timeout is 0 while it runs), since SQLite holds every
-    other writer for as long as the checkpoint waits: a DELETE took 10 s and stalled the workers' writes
-    with it. The purge (`wait`) waits the busy timeout, and finishes what a delete could not."""
-    if not isinstance(db.obj, pw.SqliteDatabase):
-        return
-    try:
-        if wait:
-            busy, _, _ = db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        else:
-            (timeout,) = db.execute_sql("PRAGMA busy_timeout").fetchone()
-            db.execute_sql("PRAGMA busy_timeout = 0")
-            try:
-                busy, _, _ = db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            finally:
-                db.execute_sql(f"PRAGMA busy_timeout = {int(timeout)}")
-    except pw.OperationalError as error:
-        log.warning("deleted rows not yet erased from the SQLite log: %s", error)
-        return
-    if busy:
-        log.warning("deleted rows not yet erased from the SQLite log: readers held the checkpoint back")
 
 
 def _expired(now: dt.datetime) -> pw.Expression:

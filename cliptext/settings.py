@@ -364,6 +364,13 @@ def settings_or_exit() -> Settings:
         raise configuration_error(str(error)) from None
 
 
+def port_in_use(variable: str, port: int, error: OSError) -> SystemExit:
+    """configuration_error for a port setting the process could not listen on (a metrics exporter's)."""
+    return configuration_error(
+        f"{variable} must be a port free on this host, got {port} ({error.strerror or error})"
+    )
+
+
 def configuration_error(message: str) -> SystemExit:
     """Print `configuration error: <message>` (one line naming what to change) and return the
     SystemExit, status 2, for the caller to raise: the one way a process refuses a setting it cannot use."""

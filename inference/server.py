@@ -27,7 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from cliptext.jsonlog import configure_logging
-from cliptext.settings import Settings, configuration_error, settings_or_exit
+from cliptext.settings import Settings, configuration_error, port_in_use, settings_or_exit
 from inference import metrics
 from inference.audio_upload import AudioLimits
 from inference.engine_threads import EngineThreads
@@ -384,10 +384,7 @@ def start_metrics(port: int) -> None:
     try:
         metrics.start_exporter(port)
     except OSError as error:
-        raise configuration_error(
-            f"CLIPTEXT_INFERENCE_METRICS_PORT must be a port free on this host, got {port} "
-            f"({error.strerror or error})"
-        ) from None
+        raise port_in_use("CLIPTEXT_INFERENCE_METRICS_PORT", port, error) from None
 
 
 def main(argv: list[str] | None = None) -> int:

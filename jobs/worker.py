@@ -57,7 +57,7 @@ from api.queue import JOB_FUNCTION, family_queues, forget_empty_queue, in_family
 from api.storage import use_scratch_dir
 from cliptext import file_locks
 from cliptext.jsonlog import configure_logging, request_id_var
-from cliptext.settings import Settings, configuration_error, settings_or_exit
+from cliptext.settings import Settings, port_in_use, settings_or_exit
 from jobs import transcript_store as store
 from jobs.metrics import forget_outcome, record_job, start_exporter
 from jobs.recovery import enqueue_missed_webhooks, recover_abandoned, requeue_orphans
@@ -516,10 +516,7 @@ def start_metrics(settings: Settings, connection: redis.Redis, queues: list[str]
     try:
         start_exporter(settings, connection, queues)
     except OSError as error:
-        raise configuration_error(
-            "CLIPTEXT_WORKER_METRICS_PORT must be a port free on this host, "
-            f"got {settings.worker_metrics_port} ({error.strerror or error})"
-        ) from None
+        raise port_in_use("CLIPTEXT_WORKER_METRICS_PORT", settings.worker_metrics_port, error) from None
 
 
 def _preload() -> None:

@@ -64,9 +64,7 @@ FILE_FIELDS = frozenset({"file", "filename", "content_type", "size"})  # a VALID
 def _fail(error: CliptextError, queued: Sequence[tuple[Path, Transcription]] = ()) -> NoReturn:
     """Print the error envelope on stderr (and the transcriptions `queued` that the server goes on with)
     and exit with the code scripts can branch on."""
-    click.echo(f"error: {error.code}: {error.message}", err=True)
-    if error.details:
-        click.echo(f"details: {json.dumps(error.details, sort_keys=True)}", err=True)
+    _say_error(error)
     if error.retry_after is not None:
         click.echo(f"retry after: {error.retry_after:.0f} s", err=True)
     if error.request_id:
@@ -296,7 +294,7 @@ def transcribe(
             except CliptextError as error:
                 if not _about_the_file(error):
                     raise
-                _refused(path, error)
+                _say_error(error, about=path)
                 exit_code = EXIT_API_ERROR
                 continue
             finally:
@@ -341,9 +339,11 @@ def _about_the_file(error: CliptextError) -> bool:
     return bool(fields) and fields <= FILE_FIELDS
 
 
-def _refused(path: Path, error: CliptextError) -> None:
-    """One refused file of a batch, named (the error alone did not say which of hundreds it was)."""
-    click.echo(f"error: {path}: {error.code}: {error.message}", err=True)
+def _say_error(error: CliptextError, about: Path | None = None) -> None:
+    """The error's code, message and details on stderr; `about`: the file of a batch it refused (the
+    error alone did not say which of hundreds it was)."""
+    subject = f"{about}: " if about is not None else ""
+    click.echo(f"error: {subject}{error.code}: {error.message}", err=True)
     if error.details:
         click.echo(f"details: {json.dumps(error.details, sort_keys=True)}", err=True)
 

@@ -90,9 +90,10 @@ _WAV_UNKNOWN_SIZE = 0x7FFFF000
 # times are the video's (subtitles in sync); less is encoder delay and the like, left alone.
 _MIN_LEADING_GAP = 0.1
 # A hole of this much or more in an audio track's timestamps is filled with silence, so that the sound
-# after it keeps its times (shorter ones are rounding, and are left alone); where the headers state no
-# length to keep the filling inside, a hole longer than _MAX_UNSTATED_GAP is taken for a broken timestamp
-_MIN_GAP = 0.1
+# after it keeps its times (shorter ones are rounding, and are left alone: the line drawn for a late
+# start too); where the headers state no length to keep the filling inside, a hole longer than
+# _MAX_UNSTATED_GAP is taken for a broken timestamp
+_MIN_GAP = _MIN_LEADING_GAP
 _MAX_UNSTATED_GAP = 60.0
 _DEFAULT_TRACK = av.stream.Disposition.default
 # Audio tracks that go beside the programme, not the programme itself

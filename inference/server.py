@@ -390,8 +390,8 @@ def start_metrics(port: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     settings = settings_or_exit()
     configure_logging(settings)
+    config = parse_args(argv, settings)  # before the exporter: --help needs no free metrics port
     start_metrics(settings.inference_metrics_port)
-    config = parse_args(argv, settings)
     try:
         serve(config)
     except ListenError as error:

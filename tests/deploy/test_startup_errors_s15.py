@@ -106,6 +106,19 @@ def test_a_metrics_port_in_use_is_named(tmp_path, busy_port, process, variable):
     )
 
 
+def test_inference_server_flags_are_read_before_the_metrics_port_is_taken(tmp_path, busy_port):
+    """--help and a mistyped flag answered 'metrics port in use' when another server held the port: the
+    exporter opened before argparse read the command line."""
+    env = {"CLIPTEXT_INFERENCE_METRICS_PORT": str(busy_port)}
+    helped = run([*INFERENCE_SERVER, "--help"], tmp_path, **env)
+    assert helped.returncode == 0, helped.stderr
+    assert "usage: python -m inference.server" in helped.stdout
+    mistyped = run([*INFERENCE_SERVER, "--adr", "127.0.0.1:0"], tmp_path, **env)
+    assert mistyped.returncode == 2
+    assert "unrecognized arguments: --adr" in mistyped.stderr
+    assert "metrics" not in mistyped.stderr
+
+
 def test_a_worker_whose_redis_does_not_answer_at_start_says_so(tmp_path):
     """It was a traceback of redis-py's, not even a JSON log line, from inside RQ's Worker()."""
     done = run(WORKER, tmp_path, REDIS_URL="redis://127.0.0.1:1/0")  # nothing listens on port 1

@@ -103,7 +103,8 @@ def make_database(url: str) -> pw.Database:
         params.setdefault("stale_timeout", 300)
         params.setdefault("timeout", 10)  # wait this long for a free pooled connection
         return CliptextPooledSqliteDatabase(check_same_thread=False, **params)
-    return db_url.connect(url)
+    # settings refuse any other scheme at start; a caller that skipped them learns the same here
+    raise ValueError(f"DATABASE_URL must be postgresql://… or sqlite:///…, not {scheme or 'schemeless'}")
 
 
 def init_db(settings: Settings, *, migrate: bool = False) -> pw.Database:

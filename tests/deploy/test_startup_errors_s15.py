@@ -165,6 +165,13 @@ def test_postgres_connections_wait_a_bounded_time_unless_the_url_says_otherwise(
     assert make_database(f"{url}?connect_timeout=3").connect_params["connect_timeout"] == 3
 
 
+def test_a_database_url_of_another_kind_is_refused_by_name():
+    """make_database handed any other scheme to playhouse, which connected to MySQL or CockroachDB that
+    no migration was written for; settings refuse them at start, and so does this."""
+    with pytest.raises(ValueError, match="not mysql"):
+        make_database("mysql://cliptext@db.internal/cliptext")
+
+
 def test_a_database_host_that_drops_packets_fails_the_start(tmp_path, blackholed_port):
     """Without a connect timeout `db upgrade` (compose's `migrate`) waited on the kernel's SYN retries,
     minutes, and every API request on a fresh connection as long: now it gives up after 10 s."""

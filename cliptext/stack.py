@@ -165,6 +165,10 @@ def _run(settings: Settings) -> int:
             )
             _wait_for_http(f"http://{api_host}:{api_port}/v1/health", processes, timeout=60)
             processes["worker"] = _start("worker", [python, "-m", "jobs.worker"], env)
+            # webhooks while transcriptions queue up (the worker above takes one only when none waits)
+            webhooks = [python, "-m", "jobs.worker", "--queues", "webhooks"]
+            quiet = {**env, "CLIPTEXT_WORKER_METRICS_PORT": "0"}  # the port, when set, is the worker's
+            processes["webhook-worker"] = _start("webhook-worker", webhooks, quiet)
             _wait_for_inference(settings.inference_addr, processes, timeout=120)
             key = _dev_key(env)
             base = f"{settings.public_base_url.rstrip('/')}/v1"

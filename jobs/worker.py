@@ -17,7 +17,8 @@ Fair queueing: each name on `--queues` also stands for its per-organization queu
 (api.queue.org_queue), looked up in RQ's set of queues before every wait (at most
 QUEUE_REFRESH_SECONDS apart). The worker takes one job from each non-empty queue of a name in turn
 (round robin), and the names keep their order of priority: with the default
-`transcriptions,webhooks`, a webhook delivery runs when no transcription waits, as before.
+`transcriptions,webhooks`, a webhook delivery runs when no transcription waits (so compose and
+`make run` add a worker on `--queues webhooks`).
 Each job's temporary files (the audio S3Storage.local_copy downloads) go to a folder of its own under
 scratch_root(), removed by the worker once the horse has ended, even SIGKILLed (a stopped job, a
 timeout, out of memory); folders left when the worker itself was killed go when a worker starts.

@@ -235,6 +235,14 @@ def test_scalable_and_gpu_services() -> None:
     assert SERVICES["worker"]["environment"]["INFERENCE_ADDR"].endswith("dns:///inference:50051}")
 
 
+def test_webhooks_have_a_worker_of_their_own() -> None:
+    """A worker takes a webhook only when no transcription waits: with one backlog, events came hours late."""
+    webhooks = SERVICES["webhook-worker"]
+    assert command_of(webhooks) == ["python", "-m", "jobs.worker", "--queues", "webhooks"]
+    assert webhooks["environment"] == SERVICES["worker"]["environment"]
+    assert webhooks["healthcheck"] == SERVICES["worker"]["healthcheck"]
+
+
 def test_healthchecks_are_valid_python() -> None:
     for name, service in SERVICES.items():
         test = (service.get("healthcheck") or {}).get("test") or []

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 import requests
+import rq
 
 from cliptext import local_services
 from tests.redis_db import flushed_redis
@@ -79,6 +81,18 @@ def assert_stops_whole(stack: subprocess.Popen, signum: int, ports: tuple[int, .
         assert not local_services.answers("127.0.0.1", port)
 
 
+def _queues_of_workers(redis_url: str, timeout: float = 60) -> list[list[str]]:
+    """The queue names of each RQ worker registered at `redis_url`, once two are (the workers of a stack
+    register after the key is printed)."""
+    connection = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = rq.Worker.all(connection=connection)
+        if len(workers) >= 2 or time.monotonic() > deadline:
+            return [worker.queue_names() for worker in workers]
+        time.sleep(0.5)
+
+
 def test_a_port_in_use_is_named_and_nothing_starts(tmp_path: Path) -> None:
     """A second `make run` (or anything on the port) used to pass the health check of the stack that
     held it and print a key that stack had never issued."""
@@ -127,5 +141,7 @@ def test_make_run_serves_on_the_public_url_and_a_closed_terminal_stops_everythin
         assert any(base in line for line in output)
         orgs = requests.get(f"{base}/orgs", headers={"Authorization": f"Bearer {key}"}, timeout=10)
         assert orgs.status_code == 200, orgs.text
+        # webhooks have a worker of their own: the other takes one only when no transcription waits
+        assert sorted(_queues_of_workers(REDIS_URL)) == [["transcriptions", "webhooks"], ["webhooks"]]
         # the terminal closed: the whole foreground group
         assert_stops_whole(stack, signal.SIGHUP, (api_port, inference_port))

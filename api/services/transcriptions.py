@@ -30,7 +30,7 @@ from api.models import (
 from api.queue import cancel_transcription, enqueue_transcription
 from api.services.idempotency import forget_deleted
 from api.services.models import check_language
-from api.services.uploads import delete_upload
+from api.services.uploads import retire_upload
 from api.state import AppState
 from cliptext.errors import ErrorCode
 from cliptext.webhook_targets import PUBLIC_ONLY, without_credentials
@@ -311,7 +311,7 @@ def delete(state: AppState, transcription: Transcription) -> None:
         transcription.delete_instance(recursive=True)
         deleted = [transcription.public_id]
         if upload is not None and not upload.transcriptions.exists():
-            delete_upload(state, upload)  # a storage that fails rolls the rows back: retry the DELETE
+            retire_upload(state, upload)  # a storage that fails rolls the rows back: retry the DELETE
             deleted.append(upload.public_id)
     erase_deleted_rows_from_wal()
     # the Idempotency-Key answers kept 24 h for replay hold its prompt and webhook URL, and the upload's

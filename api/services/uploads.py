@@ -300,15 +300,7 @@ def cancel(state: AppState, org: Organization, upload_public_id: str) -> None:
                 "A transcription uses this upload; delete the transcription (its upload goes with it)",
                 {"upload_id": current.public_id, "transcription_id": user.public_id},
             )
-        # the row stays until its URL expires (a late PUT is refused, its slot counted), but not the
-        # customer's file name: nothing shows a canceled upload again
-        canceled = {
-            Upload.status: UploadStatus.CANCELED,
-            Upload.received_size: None,
-            Upload.filename: DELETED_FILENAME,
-        }
-        Upload.update(canceled).where(Upload.id == current.id).execute()
-        state.storage.delete(current.storage_key)  # a storage that fails rolls the row back: retry the DELETE
+        _cancel(state, current)
     erase_deleted_rows_from_wal()
     forget_deleted(state, upload_public_id)  # a keyed presign's answer replayed its signed URL
 
@@ -434,6 +426,7 @@ def create_from_file(
             "duration": duration,
             "status": UploadStatus.COMPLETED,
             "completed_at": utcnow(),
+            "expires_at": utcnow(),  # no URL was signed for it: nothing can arrive for it later
         }
         stored = (
             Upload.update(**values)
@@ -489,6 +482,29 @@ def delete_upload(state: AppState, upload: Upload) -> None:
     """Remove the bytes and the row for good (once committed, api.db.erase_deleted_rows_from_wal)."""
     state.storage.delete(upload.storage_key)
     upload.delete_instance()
+
+
+def retire_upload(state: AppState, upload: Upload) -> None:
+    """Remove an upload whose transcription is deleted. While its signed URL is still valid, S3 takes a
+    PUT to it without asking us: the row stays, canceled, so that the purge removes the bytes again once
+    the URL has expired (deleted at once, a late PUT's object was kept by nothing and never removed).
+    Local storage's PUT is ours, and refuses an upload no row names."""
+    if not state.storage.is_local and upload.expires_at > utcnow():
+        _cancel(state, upload)
+    else:
+        delete_upload(state, upload)
+
+
+def _cancel(state: AppState, upload: Upload) -> None:
+    """The bytes go, and the row stays until its URL expires (a late PUT is refused or purged, its slot
+    not counted), but not the customer's file name: nothing shows a canceled upload again."""
+    canceled = {
+        Upload.status: UploadStatus.CANCELED,
+        Upload.received_size: None,
+        Upload.filename: DELETED_FILENAME,
+    }
+    Upload.update(canceled).where(Upload.id == upload.id).execute()
+    state.storage.delete(upload.storage_key)  # a storage that fails rolls the row back: retry the DELETE
 
 
 def _expired(now: dt.datetime) -> pw.Expression:

@@ -322,6 +322,32 @@ def test_presigned_upload_transcription_delete_removes_object(s3_app, bucket):
     assert bucket.keys() == []
 
 
+def test_a_late_put_after_the_transcription_is_deleted_is_purged(s3_app, bucket):
+    """S3 takes a PUT to a signed URL that is still valid without asking us: once the transcription and
+    its upload were deleted, such a PUT left an object no row pointed at, kept for ever."""
+    client = s3_app.test_client()
+    _, headers = _org(s3_app)
+    data = JFK_FLAC.read_bytes()
+    body = _uploaded(client, headers, "call.flac", data)
+    created = client.post("/v1/transcriptions", json={"upload_id": body["id"]}, headers=headers)
+    assert created.status_code == 202, created.get_json()
+    assert client.delete(f"/v1/transcriptions/{created.get_json()['id']}", headers=headers).status_code == 204
+    assert bucket.keys() == []
+    _error(_complete(client, headers, body["id"]), 404, "NOT_FOUND")  # nothing shows it again
+    _put(body, data)  # the client's retry of its PUT, or anyone holding the URL
+    assert len(bucket.keys()) == 1
+    with s3_app.app_context():
+        row = Upload.get(Upload.public_id == body["id"])
+        assert row.filename == "deleted"  # the customer's name goes with the transcription
+        row.expires_at = utcnow() - dt.timedelta(seconds=1)  # an hour later
+        row.save()
+    result = s3_app.test_cli_runner().invoke(args=["uploads", "purge-expired"])
+    assert result.exit_code == 0 and "purged 1" in result.output, result.output
+    assert bucket.keys() == []
+    with s3_app.app_context():
+        assert not Upload.select().where(Upload.public_id == body["id"]).exists()
+
+
 def test_multipart_refusals_leave_nothing_in_bucket(make_app, bucket):
     app = make_app(storage_url=bucket.storage_url, max_upload_bytes=100_000)
     client = app.test_client()

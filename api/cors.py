@@ -11,13 +11,26 @@ from __future__ import annotations
 
 import re
 
-from flask import Flask
+from flask import Flask, Response, request
 from flask_cors import CORS
 
 SIGNED_UPLOAD_PATH = r"^/v1/uploads/[^/]+/content$"
 API_PATHS = r"^/v1/.*$"
-# what a page may send besides the simple headers: the key, JSON or a file's type, and our own
-ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id")
+# what a page may send besides the simple headers: the key, JSON or a file's type, and our own; and what
+# OpenAI's JavaScript SDK (dangerouslyAllowBrowser) adds to every request, which the API ignores: its
+# X-Stainless-* platform and retry headers, User-Agent (Firefox lists it in a preflight) and the
+# organization and project when set. Without them its preflight failed: the OpenAI-compatible
+# endpoints were out of a page's reach.
+ALLOWED_HEADERS: tuple[str | re.Pattern[str], ...] = (
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "X-Request-Id",
+    re.compile(r"X-Stainless-[A-Za-z0-9-]+\Z", re.IGNORECASE),
+    "User-Agent",
+    "OpenAI-Organization",
+    "OpenAI-Project",
+)
 # what a page may read of an answer besides the simple headers: ids to quote, limits and waits, a replay
 EXPOSED_HEADERS = (
     "X-Request-Id",
@@ -27,6 +40,9 @@ EXPOSED_HEADERS = (
     "RateLimit-Reset",
     "Idempotent-Replayed",
     "Location",
+    # "false" on the OpenAI endpoint's 504 (the transcription goes on): unreadable, OpenAI's SDK retried
+    # the 504 and sent the file again, twice
+    "x-should-retry",
 )
 METHODS = ("GET", "POST", "PUT", "DELETE")
 PREFLIGHT_MAX_AGE = 600  # seconds a browser may reuse a preflight's answer
@@ -51,6 +67,7 @@ def install_cors(app: Flask, origins: tuple[str, ...]) -> None:
     }
     if origins:
         resources[API_PATHS] = {"origins": [exact_origin(origin) for origin in origins]}
+        app.after_request(_vary_on_origin)  # registered first, so it runs after flask-cors's hook
     CORS(
         app,
         resources=resources,
@@ -64,3 +81,21 @@ def install_cors(app: Flask, origins: tuple[str, ...]) -> None:
         # every allowed origin to anyone, on every answer (GET /v1/health needs no key)
         always_send=False,
     )
+
+
+_SIGNED_UPLOAD = re.compile(SIGNED_UPLOAD_PATH)
+_API = re.compile(API_PATHS)
+
+
+def _vary_on_origin(response: Response) -> Response:
+    """Say `Vary: Origin` on every API answer, those without CORS headers too (no Origin, another one).
+
+    flask-cors says it only on answers it adds CORS headers to, so a shared or browser cache could keep
+    an answer fetched without Origin (the docs' assets, public for a day) and hand it to a page, which
+    then lacks Access-Control-Allow-Origin. The signed upload URL answers '*' to all: nothing varies."""
+    path = request.path
+    if _API.match(path) and not _SIGNED_UPLOAD.match(path):
+        varies = {v.strip().lower() for value in response.headers.getlist("Vary") for v in value.split(",")}
+        if "origin" not in varies and "*" not in varies:
+            response.headers.add("Vary", "Origin")
+    return response

@@ -41,7 +41,7 @@ class OrgById(MethodView):
 class Members(MethodView):
     @blp.arguments(AddMemberSchema())
     @blp.response(201, MemberSchema)
-    @errors(blp, 400, 403, 404, 409, 415, 422)
+    @errors(blp, 400, 403, 404, 409, 413, 415, 422)
     def post(self, body, org_id):
         """Add a team member (owners and admins only)"""
         user, membership = service.add_member(

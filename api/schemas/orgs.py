@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import unicodedata
+from typing import Any
+
 import marshmallow as ma
 
 from api.models import Plan, Role
@@ -17,7 +20,7 @@ class OrganizationSchema(ma.Schema):
     id = ma.fields.String(attribute="public_id")
     name = ma.fields.String()
     plan = ma.fields.String(metadata={"enum": list(Plan.ALL)})
-    role = ma.fields.String(metadata={"description": "your role in it"})
+    role = ma.fields.String(metadata={"description": "your role in it", "enum": list(Role.ALL)})
     member_count = ma.fields.Integer()
     limits = ma.fields.Nested(LimitsSchema)
     created_at = UTCDateTime()
@@ -27,15 +30,25 @@ class OrganizationListSchema(ma.Schema):
     data = ma.fields.List(ma.fields.Nested(OrganizationSchema))
 
 
+class MemberEmail(ma.fields.Email):
+    """An email checked in the form the service stores it (NFKC, trimmed; services.orgs.normalize_email
+    lower-cases it too): " bob@acme.test\\n" pasted from a sheet, or a fullwidth "＠", was a 422 here
+    while the operator's `orgs add-member` took it, and the service would have stored "bob@acme.test"."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        return unicodedata.normalize("NFKC", text).strip()
+
+
 class AddMemberSchema(StrictSchema):
-    email = ma.fields.Email(required=True, validate=ma.validate.Length(max=320))
+    email = MemberEmail(required=True, validate=ma.validate.Length(max=320))
     role = ma.fields.String(load_default=Role.MEMBER, validate=ma.validate.OneOf(Role.ALL))
 
 
 class MemberSchema(ma.Schema):
     id = ma.fields.String(metadata={"description": "the user's id (usr_…)"})
-    email = ma.fields.String()
-    role = ma.fields.String()
+    email = ma.fields.String(metadata={"description": "as stored: NFKC, trimmed, lower-cased"})
+    role = ma.fields.String(metadata={"enum": list(Role.ALL)})
     created_at = UTCDateTime()
 
 

@@ -134,7 +134,10 @@ def _join(org: Organization, email: str, role: str) -> tuple[User, Membership]:
         raise InvalidOrg("role", f"must be one of {', '.join(Role.ALL)}, got {role!r}")
     email = _checked_email(email, "email")
     try:
-        with db.atomic():
+        # reads (is there such a user?) then writes: BEGIN IMMEDIATE on SQLite, where a deferred
+        # transaction that read failed at once ("database is locked", a 503) if another writer
+        # committed in between: a quarter of the adds of a script adding members in parallel
+        with write_transaction():
             user, _ = User.get_or_create(email=email)
             membership = Membership.create(organization=org, user=user, role=role)
     except pw.IntegrityError as error:

@@ -202,7 +202,7 @@ def build_server(config: ServerConfig) -> tuple[grpc.Server, int, TranscriberSer
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     add_reflection(
-        reflection.ReflectionServicer((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)),
+        MethodReflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)),
         server,
         UploadWatchdog(config.upload_idle_seconds, min_rate=0),
     )
@@ -246,6 +246,21 @@ def captured_stderr() -> Iterator[list[str]]:
             os.close(saved)
             capture.seek(0)
             lines.extend(capture.read().decode(errors="replace").splitlines(keepends=True))
+
+
+class MethodReflection(reflection.ReflectionServicer):
+    """grpcio-reflection's servicer, but a method's full name finds its file as the protocol says: the
+    protobuf pool finds services, messages and fields, not methods, so `grpcurl describe
+    cliptext.inference.v1.Transcriber.Transcribe` was "Symbol not found" (grpc/grpc#34743)."""
+
+    def _file_containing_symbol(self, request, fully_qualified_name):
+        service, _, method = fully_qualified_name.rpartition(".")
+        try:
+            if method in self._pool.FindServiceByName(service).methods_by_name:
+                fully_qualified_name = service
+        except KeyError:
+            pass
+        return super()._file_containing_symbol(request, fully_qualified_name)
 
 
 def add_reflection(

@@ -140,6 +140,20 @@ def _audio_chunks(requests: Iterator[pb2.TranscribeRequest], cut_off: threading.
         yield request.audio
 
 
+def loggable_id(request_id: str) -> str:
+    """The caller's request_id as the log line shows it: at most 128 characters, whitespace, control
+    characters and backslashes escaped (as sent, a newline wrote a forged line into a text log and a
+    space a second `outcome=` into the call line)."""
+    return "".join(map(_loggable_char, request_id[:128]))
+
+
+def _loggable_char(char: str) -> str:
+    if char.isprintable() and not char.isspace() and char != "\\":
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def _shutting_down() -> EngineError:
     return EngineError(ErrorCode.INFERENCE_UNAVAILABLE, "the server is shutting down")
 
@@ -287,7 +301,7 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
                 raise EngineError(ErrorCode.VALIDATION_ERROR, "the first message must carry a config")
             reject_unknown(first, "TranscribeRequest")
             config = first.config
-            call.request_id = config.request_id[:128]
+            call.request_id = loggable_id(config.request_id)
             options = config_to_options(config)
             loaded.engine.check_options(options)  # before the audio is read
             fmt = spec_to_format(config.audio)

@@ -3,8 +3,11 @@
 A cue holds at most `max_lines` lines of at most `max_chars` characters (42 and 2, the common
 broadcast/streaming rule) and lasts at most `max_seconds`. Long segments are cut at word boundaries,
 timed by their word timestamps when the transcription has them, else by sharing the segment's time
-out in proportion to characters. Cues never cross a segment boundary (segments are whisper's own
-phrase units), are stretched to `min_seconds` where the next cue leaves room, and never overlap.
+out in proportion to characters; a cut segment's last two cues share its words evenly (no stub of a
+word or two flashed up). Cues never cross a segment boundary (segments are whisper's own phrase
+units), are stretched to `min_seconds` where the next cue leaves room, and never overlap: of cues
+that start together (the channels of a split transcription), the one whose segment ends first goes
+first, and a cue pushed late that way still lasts `min_seconds`.
 Times are whole milliseconds: `00:00:01,000` in SRT, `00:00:01.000` in WebVTT.
 
 Line lengths are display widths (a CJK character is two columns, a combining mark none). Scripts
@@ -200,26 +203,71 @@ def _layout(words: Sequence[_Word], max_chars: int, max_lines: int) -> tuple[str
     return tuple(lines)
 
 
+def _groups(words: list[_Word], max_chars: int, max_lines: int, max_seconds: float) -> list[list[_Word]]:
+    """Greedy: add words while they fit; a sentence end closes a cue that already fills a line."""
+    groups: list[list[_Word]] = []
+    current: list[_Word] = []
+    for word in words:
+        too_long = current and word.end - current[0].start > max_seconds
+        if current and (too_long or _layout([*current, word], max_chars, max_lines) is None):
+            groups.append(current)
+            current = []
+        current = [*current, word]
+        if _ends_sentence(current) and _span_width(current) >= max_chars:
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _ends_sentence(words: Sequence[_Word]) -> bool:
+    return words[-1].text.rstrip().endswith(_SENTENCE_END)
+
+
+def _balanced(
+    words: list[_Word], max_chars: int, max_lines: int, max_seconds: float
+) -> list[list[_Word]] | None:
+    """`words` as two cues of even width, each laid out and timed within the limits; None if none.
+
+    Greedy filling leaves the end of a segment as a stub: a word or two flashed up for a fraction of
+    a second, too fast to read. Two even cues share the segment's time instead.
+    """
+    total, before, candidates = sum(w.width for w in words), 0, []
+    for i in range(1, len(words)):
+        before += words[i - 1].width
+        if _breaks_before(words, i):
+            left = before - words[0].lead - words[i - 1].trail  # _span_width of each side
+            right = total - before - words[i].lead - words[-1].trail
+            candidates.append((abs(left - right), i))
+    for _, i in sorted(candidates):  # the most even first: the first that fits is the one
+        first, second = words[:i], words[i:]
+        if first[-1].end - first[0].start > max_seconds or second[-1].end - second[0].start > max_seconds:
+            continue
+        if (
+            _layout(first, max_chars, max_lines) is not None
+            and _layout(second, max_chars, max_lines) is not None
+        ):
+            return [first, second]
+    return None
+
+
 def _segment_cues(
     words: list[_Word], max_chars: int, max_lines: int, max_seconds: float
 ) -> Iterable[tuple[float, float, tuple[str, ...]]]:
-    """Greedy: add words while they fit; a sentence end closes a cue that already fills a line."""
-    current: list[_Word] = []
-    lines: tuple[str, ...] = ()
-    for word in words:
-        candidate = [*current, word]
-        fits = _layout(candidate, max_chars, max_lines)
-        too_long = current and word.end - current[0].start > max_seconds
-        if current and (fits is None or too_long):
-            yield current[0].start, current[-1].end, lines
-            candidate, fits = [word], _layout([word], max_chars, max_lines)
-        current, lines = candidate, fits or (_join(candidate),)
-        ends_sentence = current and current[-1].text.rstrip().endswith(_SENTENCE_END)
-        if ends_sentence and _span_width(current) >= max_chars:
-            yield current[0].start, current[-1].end, lines
-            current, lines = [], ()
-    if current:
-        yield current[0].start, current[-1].end, lines
+    """The segment's cues: filled greedily, its last two shared out evenly (unless a sentence ends the
+    first of them), each lasting at most max_seconds (a word whisper stretched over silence or music
+    would stay on screen for all of it)."""
+    groups = _groups(words, max_chars, max_lines, max_seconds)
+    if len(groups) >= 2 and not _ends_sentence(groups[-2]):
+        groups[-2:] = _balanced(groups[-2] + groups[-1], max_chars, max_lines, max_seconds) or groups[-2:]
+    for group in groups:
+        start = group[0].start
+        yield (
+            start,
+            min(group[-1].end, start + max_seconds),
+            _layout(group, max_chars, max_lines) or (_join(group),),
+        )
 
 
 def build_cues(
@@ -232,20 +280,29 @@ def build_cues(
 ) -> list[Cue]:
     """Cues for segments ({start, end, text, words?}) in time order, timed in milliseconds."""
     raw: list[tuple[int, int, tuple[str, ...]]] = []
+    ends: list[float] = []  # of each raw cue's segment
     for segment in segments:
         words = _words_of(segment)
         for start, end, lines in _segment_cues(words, max_chars, max_lines, max_seconds):
             raw.append((round(start * 1000), round(end * 1000), lines))
-    raw.sort(key=lambda cue: cue[0])
+            ends.append(float(segment["end"]))
+    # cues starting together (the channels of a split transcription all start at 0): the one of the
+    # segment that ends first goes first, so each is shown while it is spoken; the other, pushed, still
+    # ends when its words do. A segment's own cues keep their order (the same end).
+    order = sorted(range(len(raw)), key=lambda i: (raw[i][0], ends[i]))
+    raw = [raw[i] for i in order]
     cues: list[Cue] = []
     min_ms = round(min_seconds * 1000)
     for i, (start, end, lines) in enumerate(raw):
-        if cues and start < cues[-1].end_ms:
+        pushed = bool(cues) and start < cues[-1].end_ms
+        if pushed:
             start = cues[-1].end_ms
         next_start = raw[i + 1][0] if i + 1 < len(raw) else None
         end = max(end, start + min_ms)  # readable: at least min_seconds ...
         if next_start is not None and next_start > start:
-            end = min(end, next_start)  # ... unless the next cue starts sooner: no overlap
+            # ... unless the next cue starts sooner: no overlap. A cue already pushed late (speech
+            # overlapping it) keeps min_seconds and pushes the next in turn: cut, it would only flash up
+            end = min(end, max(next_start, start + min_ms) if pushed else next_start)
         end = max(end, start + 1)
         cues.append(Cue(start, end, lines))
     return cues

@@ -45,6 +45,21 @@ Exit codes:
   130  interrupted (Ctrl-C); transcriptions already queued go on
 """
 
+TRANSCRIBE_EPILOG = (
+    """\b
+Output (stdout), a line per file, in the order given:
+  without --wait   its transcription id; several files: ID<TAB>FILE
+  --wait           its transcript; several files, --format text: FILE<TAB>text
+                   (srt, vtt: each file's whole, one after the other; or -o DIR)
+  --format json or verbose_json, with --wait or without: JSON Lines, one
+                   compact object a line, "file" the FILE it is of
+A file refused (not audio, empty) is named on stderr and the rest go on; an
+error that stops the batch names the files not sent ("not sent: FILE"); a file
+given twice is sent once.
+"""
+    + EPILOG
+)
+
 FORMATS = click.Choice(["json", "verbose_json", "text", "srt", "vtt"])
 EXTENSIONS = {"json": "json", "verbose_json": "json", "text": "txt", "srt": "srt", "vtt": "vtt"}
 # refusals of one file (what it is), not of the request: the rest of a batch goes on without it
@@ -61,15 +76,21 @@ FILE_ERROR_CODES = frozenset(
 FILE_FIELDS = frozenset({"file", "filename", "content_type", "size"})  # a VALIDATION_ERROR about these
 
 
-def _fail(error: CliptextError, queued: Sequence[tuple[Path, Transcription]] = ()) -> NoReturn:
-    """Print the error envelope on stderr (and the transcriptions `queued` that the server goes on with)
-    and exit with the code scripts can branch on."""
+def _fail(
+    error: CliptextError,
+    queued: Sequence[tuple[Path, Transcription]] = (),
+    unsent: Sequence[Path] = (),
+) -> NoReturn:
+    """Print the error envelope on stderr (and the transcriptions `queued` that the server goes on with,
+    and the files of the batch it stopped before queuing) and exit with the code scripts can branch on."""
     _say_error(error)
     if error.retry_after is not None:
         click.echo(f"retry after: {error.retry_after:.0f} s", err=True)
     if error.request_id:
         click.echo(f"request id: {error.request_id}", err=True)
     _name_queued(queued)
+    for path in unsent:  # a batch of 30 stopped at the 12th: which to run again, without a diff
+        click.echo(f"not sent: {path}", err=True)
     if error.code == "TIMEOUT" and error.status is None:
         sys.exit(EXIT_TIMEOUT)
     # only no answer is "unreachable": an answer that is not the API's (no status of its own) is an error
@@ -153,19 +174,44 @@ def _render(transcription: Transcription, fmt: str) -> str:
     return str(transcription.text or "")
 
 
-def _fetch(client: Client, done: Transcription, fmt: str) -> str:
-    """A finished transcription in `fmt`: json and text are in what wait() returned, the rest is asked for.
+def _json_line(body: Any, path: Path) -> str:
+    """One line of transcribe's JSON Lines: the object with "file", the FILE argument it is of (a
+    verbose_json object has no id, and 30 pretty-printed objects neither piped to `jq -c` line by line
+    nor said which recording each was)."""
+    return json.dumps({**dict(body), "file": str(path)}, sort_keys=True, ensure_ascii=False)
 
-    verbose_json has words only when asked for, and asking for them of a transcription made without
-    word timestamps is a 409: so they are asked for exactly when it was made with them."""
+
+def _queued_line(transcription: Transcription, path: Path, several: bool, as_json: bool) -> str:
+    """transcribe's line for a file queued (no --wait): its id, with several files ID<TAB>FILE (30 bare
+    ids did not say which recording each was of; ID first, as `cliptext list` prints, for `cut -f1`)."""
+    if as_json:
+        return _json_line(transcription.raw, path)
+    return f"{transcription.id}\t{path}" if several else transcription.id
+
+
+def _transcript_line(text: str, path: Path, several: bool) -> str:
+    """transcribe --wait's text for a file: with several files FILE<TAB>transcript on one line (a file
+    left out by an error shifted the rest, so the order alone did not say which was which)."""
+    return f"{path}\t{' '.join(text.split())}" if several else text
+
+
+def _fetch(client: Client, done: Transcription, fmt: str) -> str:
+    """A finished transcription in `fmt`: json and text are in what wait() returned, the rest is asked for."""
     if fmt == "text":
         return (done.text or "").strip()
-    if fmt == "json":
-        return _render(done, fmt)
-    if fmt == "verbose_json":
-        granularities = ("segment", "word") if done.options.get("word_timestamps") else ("segment",)
-        return _render(client.get_transcription(done.id, fmt, timestamp_granularities=granularities), fmt)
+    if fmt in ("json", "verbose_json"):
+        return _render(_fetch_object(client, done, fmt), fmt)
     return client.get_transcription(done.id, fmt)  # type: ignore[call-overload]
+
+
+def _fetch_object(client: Client, done: Transcription, fmt: str) -> Transcription:
+    """json is what wait() returned; verbose_json is asked for. It has words only when asked for, and
+    asking for them of a transcription made without word timestamps is a 409: so they are asked for
+    exactly when it was made with them."""
+    if fmt == "json":
+        return done
+    granularities = ("segment", "word") if done.options.get("word_timestamps") else ("segment",)
+    return client.get_transcription(done.id, "verbose_json", timestamp_granularities=granularities)
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -229,12 +275,20 @@ def cli(api_key: str | None, base_url: str | None, http_timeout: float) -> None:
     """Transcribe audio and video with a Cliptext server."""
 
 
-@cli.command(epilog=EPILOG)
+@cli.command(epilog=TRANSCRIBE_EPILOG)
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @click.option("--wait/--no-wait", default=False, help="Wait for each transcript and print it.")
-@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Output with --wait.")
+@click.option(
+    "--format",
+    "fmt",
+    type=FORMATS,
+    default="text",
+    show_default=True,
+    help="Of the transcripts --wait prints; json and verbose_json print JSON Lines, with --wait or "
+    "not (see Output below).",
+)
 @click.option("--language", help="Spoken language code, e.g. en (default: detect).")
 @click.option("--prompt", help="Vocabulary or spellings that prime the model.")
 @click.option("--word-timestamps", is_flag=True, help="Ask for per-word timings (verbose_json).")
@@ -270,15 +324,19 @@ def transcribe(
 ) -> None:
     """Upload FILE(s) and queue their transcription.
 
-    Without --wait, prints one transcription id per line (for `cliptext get`). With --wait, prints each
-    transcript in --format as it completes; exits 3 when any transcription failed."""
+    Without --wait, prints each transcription's id as it is queued (for `cliptext get`). With --wait,
+    prints each transcript in --format as it completes; exits 3 when any transcription failed."""
     exit_code = EXIT_OK
     created: list[tuple[Path, Transcription]] = []
     finished = 0  # of `created`, those waited for
+    files = _once_each(files)
+    several = len(files) > 1
+    as_json = fmt in ("json", "verbose_json")
     if wait and output_dir is not None:
         _refuse_same_output(files, fmt)
+    sending, sent = True, 0  # sent: the index of the file being sent (read when an error stops it)
     try:
-        for path in files:
+        for sent, path in enumerate(files):  # noqa: B007
             progress, close = _upload_progress(f"uploading {path.name}")
             try:
                 transcription = client.transcribe(
@@ -300,8 +358,9 @@ def transcribe(
             finally:
                 close()
             if not wait:
-                click.echo(transcription.id)
+                click.echo(_queued_line(transcription, path, several, as_json))
             created.append((path, transcription))
+        sending = False
         if not wait:
             sys.exit(exit_code)
         if output_dir is not None:
@@ -315,12 +374,18 @@ def transcribe(
                 click.echo(f"error: {path.name} ({done.id}) {done.status}: {reason}", err=True)
                 exit_code = exit_code or EXIT_FAILED
                 continue
-            text = _fetch(client, done, fmt)
-            target = output_dir / _output_name(path, fmt) if output_dir else None
-            _emit(text, target)
+            if output_dir is not None:
+                _emit(_fetch(client, done, fmt), output_dir / _output_name(path, fmt))
+            elif as_json:
+                click.echo(_json_line(_fetch_object(client, done, fmt).raw, path))
+            else:
+                text = _fetch(client, done, fmt)
+                _emit(_transcript_line(text, path, several and fmt == "text"), None)
     except CliptextError as error:
-        # without --wait each id was printed as it was queued; with it, those not waited for are named
-        _fail(error, created[finished:] if wait else ())
+        # without --wait each id was printed as it was queued; with it, those not waited for are named;
+        # an error while sending (the plan's limits, an option every file would be refused for) stops
+        # the batch there, and the files from that one on are named
+        _fail(error, created[finished:] if wait else (), files[sent:] if sending else ())
     except KeyboardInterrupt:
         _interrupted(created[finished:])
     sys.exit(exit_code)
@@ -356,6 +421,21 @@ def _file_key(key: str | None, path: Path, count: int) -> str | None:
         return key
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
     return f"{key}:{digest}"
+
+
+def _once_each(files: tuple[Path, ...]) -> tuple[Path, ...]:
+    """FILE(s) without repeats (`*.mp3 talk.mp3`, or `talk.mp3 ./talk.mp3`): each was uploaded, queued
+    and charged once more. A repeat is named on stderr; the first place it was given is kept."""
+    seen: set[Path] = set()
+    kept: list[Path] = []
+    for path in files:
+        same = path.resolve()
+        if same in seen:
+            click.echo(f"given twice, sent once: {path}", err=True)
+            continue
+        seen.add(same)
+        kept.append(path)
+    return tuple(kept)
 
 
 def _output_name(path: Path, fmt: str) -> str:

@@ -125,6 +125,7 @@ class _ProgressBody:
 
 
 GIVE_BACK_TRIES = 6  # 2.5 s of waits for the server to let go of a dropped PUT
+INTERRUPTED_GIVE_BACK = 3.0  # seconds the give-back of an upload stopped by Ctrl-C may take in all
 # transcribe(idempotency_key=K) presigns under K + ":upload"; when that upload is gone (a failed attempt
 # gave it back, or it expired), under K + ":upload:2", ":upload:3"... each retry walks the same chain
 UPLOAD_KEY_SUFFIX = ":upload"
@@ -471,7 +472,7 @@ class Client:
             attempt += 1
             # a gateway's 502/504 may come after the API carried the request out
             unanswered = unanswered or error.status in GATEWAY_STATUSES
-            if self._on_retry is not None:
+            if self._on_retry is not None and not past_deadline:  # no "waiting 58 s" before TIMEOUT
                 self._on_retry(error, wait)
             _sleep(wait, deadline, f"retrying {error.code}")
 
@@ -603,21 +604,31 @@ class Client:
         try:
             self._put(presigned, source, name, size, kind, progress)
             return self.complete_upload(presigned.id)
-        except BaseException:  # refused, the file unreadable midway, Ctrl-C: the bytes will not come
+        except KeyboardInterrupt:  # the user is waiting for the prompt: no Retry-After sleeps
+            self._give_back(presigned.id, within=INTERRUPTED_GIVE_BACK)
+            raise
+        except BaseException:  # refused, the file unreadable midway: the bytes will not come
             self._give_back(presigned.id)
             raise
 
-    def _give_back(self, upload_id: str) -> None:
+    def _give_back(self, upload_id: str, within: float | None = None) -> None:
         """Best effort: delete a failed upload, else its slot is held until its URL expires. The server
-        may still be ending the PUT the client just dropped (409 with Retry-After): a few short waits."""
+        may still be ending the PUT the client just dropped (409 with Retry-After): a few short waits.
+
+        `within` seconds bound it all (after Ctrl-C): a 429 on the DELETE (the very rate limit the
+        interrupted upload was waiting out) was slept through, each Retry-After up to max_retries
+        times, before the command could exit."""
+        deadline = None if within is None else time.monotonic() + within
         for attempt in range(GIVE_BACK_TRIES):
             try:
-                self.delete_upload(upload_id)
+                self._request("DELETE", f"/uploads/{upload_id}", gone_ok=True, deadline=deadline)
                 return
             except CliptextError as error:
                 if not _busy(error) or attempt == GIVE_BACK_TRIES - 1:
                     return
             except Exception:
+                return
+            if deadline is not None and time.monotonic() + 0.5 >= deadline:
                 return
             time.sleep(0.5)
 

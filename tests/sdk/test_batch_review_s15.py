@@ -42,7 +42,8 @@ def batch(tmp_path: Path) -> dict[str, Path]:
 
 
 def _ids(stdout: str) -> list[str]:
-    return stdout.split()
+    """The ids of transcribe's ID<TAB>FILE lines (a bare id for one file)."""
+    return [line.split("\t")[0] for line in stdout.splitlines()]
 
 
 def _listed(api_server: ApiServer, org: Org) -> list[str]:

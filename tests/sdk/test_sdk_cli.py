@@ -27,7 +27,9 @@ def test_transcribe_list_get_delete_piped(run_cli: Run, org: Org) -> None:
         org.key, "transcribe", str(AUDIO / "jfk.mp3"), str(AUDIO / "hotwords.mp3"), "--language", "en"
     )
     assert done.returncode == EXIT_OK, done.stderr
-    ids = done.stdout.split()
+    rows = [line.split("\t") for line in done.stdout.splitlines()]  # ID<TAB>FILE, in the order given
+    ids = [row[0] for row in rows]
+    assert [row[1] for row in rows] == [str(AUDIO / "jfk.mp3"), str(AUDIO / "hotwords.mp3")]
     assert len(ids) == 2 and all(i.startswith("txn_") for i in ids)
     assert "\r" not in done.stderr and "uploading" not in done.stderr, "no progress bar when not a terminal"
 
@@ -123,7 +125,7 @@ def test_transcribe_again_with_the_same_idempotency_key_queues_nothing_twice(run
     assert first.returncode == EXIT_OK, first.stderr
     again = run_cli(org.key, "transcribe", *files, "--idempotency-key", "nightly-batch-7")
     assert again.returncode == EXIT_OK, again.stderr
-    ids = first.stdout.split()
-    assert len(set(ids)) == 2 and again.stdout.split() == ids
+    ids = [line.split("\t")[0] for line in first.stdout.splitlines()]
+    assert len(set(ids)) == 2 and again.stdout == first.stdout
     listed = run_cli(org.key, "list")
     assert sorted(line.split("\t")[0] for line in listed.stdout.splitlines()) == sorted(ids)

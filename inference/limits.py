@@ -1,5 +1,6 @@
 """Admission control for transcriptions: a few run at once, a bounded number wait, the rest are refused;
-and a watchdog that ends the calls whose client stopped sending, or stopped reading.
+a watchdog that ends the calls whose client stopped sending, or stopped reading; and the decoding-window
+budget of a split call.
 
 Without it a burst of calls would share the CPU/GPU so thinly that every one of them times out.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -15,6 +17,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
+
+from cliptext.errors import ErrorCode
+from inference.features import CHUNK_LENGTH
+from inference.types import EngineError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -99,6 +105,35 @@ class Ticket:
     def run(self, is_active: Callable[[], bool] = lambda: True):
         """Context manager: wait in order for a running slot while `is_active()` (else Abandoned)."""
         return self._admission._slot(is_active)
+
+
+def decoding_windows(seconds: float, channels: int = 1) -> int:
+    """The 30 s windows decoding takes at least: each channel of a split call on its own, its last window
+    padded to a whole one (0.2 s costs the encoder pass and the decoding of 30 s)."""
+    per_channel = max(1, math.ceil(seconds / CHUNK_LENGTH - 1e-9))
+    return max(1, channels) * per_channel
+
+
+def window_budget(max_seconds: float) -> int:
+    """The windows of the longest mono audio `max_seconds` allows: no split call may take more."""
+    return decoding_windows(max_seconds)
+
+
+def check_split_windows(channels: int, seconds: float | None, max_seconds: float) -> None:
+    """Refuse (AUDIO_TOO_LONG) a split call that would decode more windows than the longest mono audio
+    the limit allows: 32 channels of 0.2 s counted 6.4 s against the limit but cost 32 windows.
+    `seconds` of each channel; None (not known yet) counts one window a channel."""
+    windows = decoding_windows(seconds or 0.0, channels)
+    budget = window_budget(max_seconds)
+    if windows <= budget:
+        return
+    length = f"of {seconds:.1f} s " if seconds is not None else ""
+    raise EngineError(
+        ErrorCode.AUDIO_TOO_LONG,
+        f"split: {channels} channels {length}take at least {windows} windows of {CHUNK_LENGTH} s to decode"
+        f" (each channel on its own, at least one window each), over the {budget} windows"
+        f" of the limit of {max_seconds:.0f} s",
+    )
 
 
 class UploadIdle(Exception):

@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError, Message
 
 from cliptext.errors import ErrorCode
 from inference import metrics
-from inference.audio_upload import AudioLimits, received_audio, too_long
+from inference.audio_upload import AudioLimits, check_announced, received_audio, too_long
 from inference.engine_threads import EngineThreads
 from inference.limits import (
     Abandoned,
@@ -29,6 +29,7 @@ from inference.limits import (
     Ticket,
     UploadIdle,
     UploadWatchdog,
+    check_split_windows,
 )
 from inference.proto_convert import (
     ERROR_CODE_KEY,
@@ -306,6 +307,10 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
             loaded.engine.check_options(options)  # before the audio is read
             fmt = spec_to_format(config.audio)
             mix = options.channels == "mix"
+            if not mix and fmt.is_pcm:  # raw PCM says its channels (and maybe its size): refused unread
+                check_announced(fmt, self.limits, split=True)  # its seconds first, as they always were
+                seconds = fmt.pcm_seconds(fmt.total_bytes) if fmt.total_bytes else None
+                check_split_windows(fmt.channels, seconds, self.limits.max_seconds)
             with (
                 received_audio(_audio_chunks(requests, self.cut_off), fmt, self.limits, mix) as source,
                 self._slot(ticket, context),
@@ -339,6 +344,8 @@ class TranscriberServicer(pb2_grpc.TranscriberServicer):
             if info.duration > self.limits.max_seconds:
                 raise too_long(info.duration, self.limits)
             channels = max(1, info.channels)
+            if channels > 1:  # before any window is decoded (the segments are lazy)
+                check_split_windows(channels, info.duration, self.limits.max_seconds)
             total = info.duration * channels
             yield pb2.TranscribeResponse(progress=pb2.Progress(seconds_done=0.0, total_seconds=total))
             for segment in loaded.threads.iterate(segments):

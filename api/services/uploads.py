@@ -346,8 +346,9 @@ def _check_and_complete(state: AppState, upload: Upload) -> Upload:
                     raise _gone_meanwhile(upload) from refused
                 raise
     except ApiError:
-        # a refused upload can never become usable (its URL takes one PUT): free its slot under the cap
-        delete_upload(state, upload)
+        # a refused upload can never become usable: free its slot under the cap (and, on S3, purge what
+        # its still valid URL may yet store)
+        retire_upload(state, upload)
         raise
     now = utcnow()
     # not over a delete: S3's write lock holds nothing, so a DELETE may cancel it (its object removed)
@@ -485,7 +486,7 @@ def delete_upload(state: AppState, upload: Upload) -> None:
 
 
 def retire_upload(state: AppState, upload: Upload) -> None:
-    """Remove an upload whose transcription is deleted. While its signed URL is still valid, S3 takes a
+    """Remove an upload refused or whose transcription is deleted. While its signed URL is valid, S3 takes a
     PUT to it without asking us: the row stays, canceled, so that the purge removes the bytes again once
     the URL has expired (deleted at once, a late PUT's object was kept by nothing and never removed).
     Local storage's PUT is ours, and refuses an upload no row names."""

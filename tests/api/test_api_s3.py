@@ -278,16 +278,27 @@ def test_size_other_than_declared_is_refused_and_removed(s3_app, bucket, delta):
 @pytest.mark.parametrize("kind", ["png", "random"])
 def test_non_audio_body_is_refused_and_removed(s3_app, bucket, kind):
     client = s3_app.test_client()
-    _, headers = _org(s3_app)
+    _, headers = _org(s3_app, "free")
     data = png_bytes() if kind == "png" else random_bytes(50_000, seed=3)
     body = _presign(client, headers, "song.mp3", len(data), content_type="audio/mpeg")
     _put(body, data)
     assert len(bucket.keys()) == 1
     _error(_complete(client, headers, body["id"]), 422, "UNSUPPORTED_MEDIA")
     assert bucket.keys() == []
-    # the refused upload no longer holds one of the plan's concurrent-upload slots
+    # the refused upload no longer holds the Free plan's one concurrent-upload slot
+    _presign(client, headers, "next.mp3", 3, content_type="audio/mpeg")
+    # its URL is still valid: what a PUT stores there now is removed once it has expired (the row was
+    # deleted at once, and such an object kept for ever)
+    _put(body, data)
     with s3_app.app_context():
-        assert Upload.select().where(Upload.public_id == body["id"]).count() == 0
+        Upload.update(expires_at=utcnow() - dt.timedelta(seconds=1)).where(
+            Upload.public_id == body["id"]
+        ).execute()
+    result = s3_app.test_cli_runner().invoke(args=["uploads", "purge-expired"])
+    assert result.exit_code == 0, result.output
+    assert bucket.keys() == []  # the next upload has no bytes yet
+    with s3_app.app_context():
+        assert not Upload.select().where(Upload.public_id == body["id"]).exists()
 
 
 def test_multipart_create_stores_in_bucket_and_delete_removes_it(s3_app, bucket):

@@ -50,7 +50,7 @@ TRANSCRIBE_EPILOG = (
 Output (stdout), a line per file, in the order given:
   without --wait   its transcription id; several files: ID<TAB>FILE
   --wait           its transcript; several files, --format text: FILE<TAB>text
-                   (srt, vtt: each file's whole, one after the other; or -o DIR)
+                   (srt, vtt: one file; several need -o DIR, a file each)
   --format json or verbose_json, with --wait or without: JSON Lines, one
                    compact object a line, "file" the FILE it is of
 A file refused (not audio, empty) is named on stderr and the rest go on; an
@@ -62,6 +62,7 @@ given twice is sent once.
 
 FORMATS = click.Choice(["json", "verbose_json", "text", "srt", "vtt"])
 EXTENSIONS = {"json": "json", "verbose_json": "json", "text": "txt", "srt": "srt", "vtt": "vtt"}
+SUBTITLE_FORMATS = frozenset({"srt", "vtt"})  # a document a file: several cannot share stdout
 # refusals of one file (what it is), not of the request: the rest of a batch goes on without it
 FILE_ERROR_CODES = frozenset(
     {
@@ -306,7 +307,8 @@ def cli(api_key: str | None, base_url: str | None, http_timeout: float) -> None:
     "-o",
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="With --wait: write FILE's transcript to DIR/<name>.<ext> instead of stdout.",
+    help="With --wait: write FILE's transcript to DIR/<name>.<ext> instead of stdout (needed for "
+    "several files in srt or vtt).",
 )
 @pass_client
 def transcribe(
@@ -334,6 +336,11 @@ def transcribe(
     as_json = fmt in ("json", "verbose_json")
     if wait and output_dir is not None:
         _refuse_same_output(files, fmt)
+    if wait and output_dir is None and several and fmt in SUBTITLE_FORMATS:
+        # two SRT documents one after the other are no SRT (the second numbers its cues from 1 again
+        # and starts back at 00:00:00); two WebVTT ones have a WEBVTT header halfway down: refused
+        # before any upload, not found out by a player after the batch was charged
+        raise click.UsageError(f"several files and --format {fmt} print one invalid {fmt} file: use -o DIR")
     sending, sent = True, 0  # sent: the index of the file being sent (read when an error stops it)
     try:
         for sent, path in enumerate(files):  # noqa: B007

@@ -14,7 +14,13 @@ Line lengths are display widths (a CJK character is two columns, a combining mar
 written without spaces (Chinese, Japanese) break between characters, never before closing
 punctuation. Any whitespace in the text (a newline whisper decoded, a CR) is one space: a blank line
 would end the cue early, a lone line end would add a line. WebVTT escapes `&`, `<` and `>`; SRT has
-no escapes, so an arrow `-->` in the text is written `->` there (it would read as a timing line).
+no escapes, so an arrow `-->` in the text is written `->` there (it would read as a timing line), and
+text a player would take for markup is written so that it shows as text (see `_srt_text`).
+
+A cue ends at a pause in the speech: where word timestamps leave more than `max_gap` seconds between
+two words, the words after it start a new cue (the cue before does not stay up through the silence).
+
+An empty transcript is one cue with no text (see `to_srt`), not an empty file.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ MAX_CHARS = 42
 MAX_LINES = 2
 MIN_SECONDS = 1.0
 MAX_SECONDS = 7.0
+MAX_GAP = 1.5  # seconds of silence between two timed words that end a cue
 
 _PIECE = re.compile(r"\s*\S+")
 _SPACES = re.compile(r"\s+")
@@ -252,12 +259,34 @@ def _balanced(
     return None
 
 
+def _spoken_runs(words: list[_Word], max_gap: float) -> list[list[_Word]]:
+    """`words` cut where the next word starts more than max_gap seconds after the last one ended.
+
+    Whisper's segments run across pauses ("Hello" ... 5 s ... "world"): one cue for both kept "Hello"
+    on screen through the silence. Only word timestamps show a pause; text timed by length has none.
+    """
+    runs: list[list[_Word]] = []
+    for word in words:
+        if runs and word.start - runs[-1][-1].end <= max_gap:
+            runs[-1].append(word)
+        else:
+            runs.append([word])
+    return runs
+
+
 def _segment_cues(
+    words: list[_Word], max_chars: int, max_lines: int, max_seconds: float, max_gap: float
+) -> Iterable[tuple[float, float, tuple[str, ...]]]:
+    """The segment's cues: cut at its pauses, each stretch of speech filled greedily, its last two
+    shared out evenly (unless a sentence ends the first of them), each lasting at most max_seconds (a
+    word whisper stretched over silence or music would stay on screen for all of it)."""
+    for run in _spoken_runs(words, max_gap):
+        yield from _run_cues(run, max_chars, max_lines, max_seconds)
+
+
+def _run_cues(
     words: list[_Word], max_chars: int, max_lines: int, max_seconds: float
 ) -> Iterable[tuple[float, float, tuple[str, ...]]]:
-    """The segment's cues: filled greedily, its last two shared out evenly (unless a sentence ends the
-    first of them), each lasting at most max_seconds (a word whisper stretched over silence or music
-    would stay on screen for all of it)."""
     groups = _groups(words, max_chars, max_lines, max_seconds)
     if len(groups) >= 2 and not _ends_sentence(groups[-2]):
         groups[-2:] = _balanced(groups[-2] + groups[-1], max_chars, max_lines, max_seconds) or groups[-2:]
@@ -277,13 +306,14 @@ def build_cues(
     max_lines: int = MAX_LINES,
     min_seconds: float = MIN_SECONDS,
     max_seconds: float = MAX_SECONDS,
+    max_gap: float = MAX_GAP,
 ) -> list[Cue]:
     """Cues for segments ({start, end, text, words?}) in time order, timed in milliseconds."""
     raw: list[tuple[int, int, tuple[str, ...]]] = []
     ends: list[float] = []  # of each raw cue's segment
     for segment in segments:
         words = _words_of(segment)
-        for start, end, lines in _segment_cues(words, max_chars, max_lines, max_seconds):
+        for start, end, lines in _segment_cues(words, max_chars, max_lines, max_seconds, max_gap):
             raw.append((round(start * 1000), round(end * 1000), lines))
             ends.append(float(segment["end"]))
     # cues starting together (the channels of a split transcription all start at 0): the one of the
@@ -323,13 +353,45 @@ def _safe(line: str) -> str:
     return line
 
 
+# joins a character to the next without showing anything: after `<` or `\` it keeps players from
+# reading a tag (`<i>`) or an escape (`\N`) there
+_ZWJ = "\u200d"
+_SRT_MARKUP = str.maketrans({"<": "<" + _ZWJ, "\\": "\\" + _ZWJ, "{": "\uff5b", "}": "\uff5d"})
+EMPTY_SRT = "1\n00:00:00,000 --> 00:00:00,001\n\n"
+
+
+def _srt_text(line: str) -> str:
+    """A line of cue text that SRT players show as written, not as markup they act on.
+
+    SRT has no escapes, and players read markup in it: VLC, ffmpeg (so mpv and ffmpeg's burn-in) and
+    editors take `<i>`, `<b>`, `<u>`, `<font ...>` as styling and hide any other `<tag>`; they hide
+    `{\\an8}`-style overrides and `{Y:i}`; VLC and libass turn `\\N`, `\\n`, `\\h` into breaks and
+    spaces. `&lt;` is no way out: neither ffmpeg nor VLC decodes it in SRT (it shows as written). So:
+    - `<` and `\\` get a zero-width joiner after them: invisible, no break opportunity, and a tag
+      (`<` then a letter or `/`) or an escape (`\\` then a letter) is no longer there to read;
+    - `{` `}` become their fullwidth forms `｛` `｝`: libass (mpv, ffmpeg) takes any `{...}` for an
+      override block, whatever follows the `{`, so no invisible mark saves it; the lookalike shows the
+      words, where a literal brace would hide them.
+    """
+    return _safe(line).translate(_SRT_MARKUP)
+
+
 def to_srt(cues: Sequence[Cue]) -> str:
+    """The SRT document; no cues give EMPTY_SRT, one cue with no text, not an empty file.
+
+    ffmpeg cannot tell an empty file's format ("Invalid data found when processing input"): `ffmpeg -i
+    clip.mp4 -i clip.srt ...` stopped a batch at every silent clip, and tools that refuse an empty
+    upload refused it. A cue of 1 ms without text is read as SRT and shows nothing (ffmpeg drops it:
+    the subtitle track it muxes has no events).
+    """
+    if not cues:
+        return EMPTY_SRT
     blocks = [
         f"{n}\n{timestamp(c.start_ms, ',')} --> {timestamp(c.end_ms, ',')}\n"
-        + "\n".join(_safe(line) for line in c.lines)
+        + "\n".join(_srt_text(line) for line in c.lines)
         for n, c in enumerate(cues, start=1)
     ]
-    return "\n\n".join(blocks) + ("\n" if blocks else "")
+    return "\n\n".join(blocks) + "\n"
 
 
 def _vtt_escape(line: str) -> str:

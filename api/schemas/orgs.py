@@ -8,7 +8,7 @@ from typing import Any
 import marshmallow as ma
 
 from api.models import Plan, Role
-from api.schemas.common import StrictSchema, UTCDateTime
+from api.schemas.common import ResponseSchema, StrictSchema, UTCDateTime
 
 
 class LimitsSchema(ma.Schema):
@@ -45,11 +45,32 @@ class AddMemberSchema(StrictSchema):
     role = ma.fields.String(load_default=Role.MEMBER, validate=ma.validate.OneOf(Role.ALL))
 
 
-class MemberSchema(ma.Schema):
+class MemberSchema(ResponseSchema):
     id = ma.fields.String(metadata={"description": "the user's id (usr_…)"})
     email = ma.fields.String(metadata={"description": "as stored: NFKC, trimmed, lower-cased"})
     role = ma.fields.String(metadata={"enum": list(Role.ALL)})
-    created_at = UTCDateTime()
+    created_at = UTCDateTime(metadata={"description": "when they joined the organization"})
+
+
+class MemberListSchema(ResponseSchema):
+    data = ma.fields.List(ma.fields.Nested(MemberSchema))
+    has_more = ma.fields.Boolean()
+
+
+class MemberListQuerySchema(StrictSchema):
+    limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=100))
+    starting_after = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.Length(max=40),
+        metadata={
+            "description": "The user id of the last member of the previous page; still the page's "
+            "place if that member was removed since"
+        },
+    )
+
+
+class ChangeRoleSchema(StrictSchema):
+    role = ma.fields.String(required=True, validate=ma.validate.OneOf(Role.ALL))
 
 
 class WebhookSecretSchema(ma.Schema):

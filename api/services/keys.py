@@ -10,6 +10,9 @@ Who may do what (API):
   operator's `flask --app api keys revoke` is held to the same rule (operator_revoke_key) unless it
   passes --force (the operator can always issue an owner a new key).
 
+A member removed from the organization (api.services.orgs.remove_member) loses every key of theirs
+there in the same transaction (delete_member_keys).
+
 A revocation is seen by every API process from its next request (api.auth: the auth generation in
 Redis, and this process's cache dropped at once).
 """
@@ -25,7 +28,7 @@ from api.auth import announce_revocation, issue_key
 from api.db import locked, write_transaction
 from api.errors import ApiError, NotFound
 from api.models import ApiKey, Membership, Organization, Role, User, db, utcnow
-from api.services.orgs import membership_in, normalize_email
+from api.services.orgs import member_of, membership_in, normalize_email
 from cliptext.errors import ErrorCode
 
 # active keys one member may hold: a key can mint keys (a leaked one too), and the table stays bounded
@@ -114,26 +117,13 @@ def list_keys(
     return KeyPage(data=views, has_more=len(keys) > limit)
 
 
-def _member(org: Organization, user_public_id: str) -> Membership:
-    """The membership of that user in the organization, with its user; 404 when there is none."""
-    found = (
-        Membership.select(Membership, User)
-        .join(User)
-        .where((Membership.organization == org) & (User.public_id == user_public_id))
-        .first()
-    )
-    if found is None:
-        raise NotFound("Member")
-    return found
-
-
 def create_key(actor: Membership, org_public_id: str, member_public_id: str | None = None) -> IssuedKey:
     """A new key for `member_public_id` (a user's id), or for the caller when None."""
     mine = membership_in(actor, org_public_id)
     if member_public_id is None:
         target, user = mine, mine.user
     else:
-        target = _member(mine.organization, member_public_id)
+        target = member_of(mine.organization, member_public_id)
         user = target.user
     if target.id != mine.id:
         if mine.role not in Role.MANAGERS:
@@ -176,6 +166,14 @@ def revoke_key(actor: Membership, org_public_id: str, key_public_id: str) -> Non
     if key.revoked_at is None:
         _revoke_under_lock(org, key, refuse_last=_last_owner_conflict)
     announce_revocation()  # after the commit: a process that looks the key up again sees it revoked
+
+
+def delete_member_keys(membership: Membership) -> int:
+    """Every key of a member being removed from the organization, deleted in the removal's transaction
+    (how many). A key row cannot outlive its membership (ApiKey.membership cascades; deleted here by
+    name, whatever the database enforces), so a removed member's keys leave the list; the caller tells
+    the API processes once the removal is committed (announce_revocation)."""
+    return ApiKey.delete().where(ApiKey.membership == membership.id).execute()
 
 
 def _is_last_owner_key(org: Organization, key: ApiKey) -> bool:

@@ -1,6 +1,13 @@
 """Organizations and their members: creation (CLI), listing, adding members (owners and admins via
-the API, the operator via the CLI), and the webhook signing secret: shown and rotated by owners and
-admins (API) or the operator (CLI)."""
+the API, the operator via the CLI), listing and removing them and changing their roles (API), and the
+webhook signing secret: shown and rotated by owners and admins (API) or the operator (CLI).
+
+Who may do what to members (API): any member lists them; owners and admins remove members and change
+roles, only owners touch owners or make owners; anyone may leave (remove themselves). The
+organization's last owner is neither removed nor demoted (409): the check and the write hold the
+organization's row lock, as the last owner key's do (api.services.keys), so two removals at once
+cannot both take one of its last two owners.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from dataclasses import dataclass
 import marshmallow as ma
 import peewee as pw
 
-from api.auth import issue_key
+from api.auth import announce_revocation, issue_key
 from api.db import locked, write_transaction
 from api.errors import ApiError, NotFound
 from api.models import ApiKey, Membership, Organization, Plan, Role, User, db, utcnow
@@ -91,6 +98,132 @@ def membership_in(membership: Membership, org_public_id: str) -> Membership:
 
 def get_org(membership: Membership, org_public_id: str) -> OrgView:
     return _view(membership_in(membership, org_public_id))
+
+
+def member_of(org: Organization, user_public_id: str) -> Membership:
+    """The membership of that user (usr_…) in the organization, with its user; 404 when there is none
+    (a user of another organization, or none at all)."""
+    found = (
+        Membership.select(Membership, User)
+        .join(User)
+        .where((Membership.organization == org) & (User.public_id == user_public_id))
+        .first()
+    )
+    if found is None:
+        raise NotFound("Member")
+    return found
+
+
+@dataclass(frozen=True)
+class MemberView:
+    """A member as listed: the user's id and email, their role, when they joined."""
+
+    id: str
+    email: str
+    role: str
+    created_at: dt.datetime
+
+
+def member_view(user: User, membership: Membership) -> MemberView:
+    return MemberView(user.public_id, user.email, membership.role, membership.created_at)
+
+
+@dataclass(frozen=True)
+class MemberPage:
+    data: list[MemberView]
+    has_more: bool
+
+
+def list_members(
+    actor: Membership, org_public_id: str, limit: int = 100, starting_after: str | None = None
+) -> MemberPage:
+    """The organization's members, for any of them, `limit` at a time, in user order.
+
+    Users are never deleted, so a page runs on from its `starting_after` user even when that member
+    was removed since (a script removing members as it pages through them); an id that names no user
+    is a 422.
+    """
+    org = membership_in(actor, org_public_id).organization
+    query = (
+        Membership.select(Membership, User).join(User).where(Membership.organization == org).order_by(User.id)
+    )
+    if starting_after:
+        after = User.select(User.id).where(User.public_id == starting_after).first()
+        if after is None:
+            raise ApiError(
+                ErrorCode.VALIDATION_ERROR,
+                "starting_after does not name a member",
+                {"field": "starting_after"},
+            )
+        query = query.where(User.id > after.id)
+    rows = list(query.limit(limit + 1))
+    return MemberPage([member_view(row.user, row) for row in rows[:limit]], has_more=len(rows) > limit)
+
+
+def _owner_count(org: Organization) -> int:
+    """How many owners the organization has: read under its row lock by the last-owner checks."""
+    return (
+        Membership.select().where((Membership.organization == org) & (Membership.role == Role.OWNER)).count()
+    )
+
+
+def _last_owner_conflict(target: Membership, action: str) -> ApiError:
+    return ApiError(
+        ErrorCode.CONFLICT,
+        f"This is the organization's last owner and cannot be {action}; make another member an owner first",
+        {"user_id": target.user.public_id},
+    )
+
+
+def _locked_parties(
+    actor: Membership, org: Organization, user_public_id: str
+) -> tuple[Membership, Membership]:
+    """Inside a write_transaction: take the organization's row lock, then read the actor's membership
+    (its role may have changed, or it may be gone: 404) and the target's (404 when not a member) as
+    they are now, so the checks that follow see what the write will change."""
+    locked(Organization.select().where(Organization.id == org.id)).first()
+    return _own_membership(actor), member_of(org, user_public_id)
+
+
+def remove_member(actor: Membership, org_public_id: str, user_public_id: str) -> None:
+    """Remove a member and, in the same transaction, every key they hold in the organization.
+
+    Anyone may remove themselves; owners and admins remove others, only owners remove owners (403).
+    The last owner is kept (409). Every API process refuses the removed member's keys from its next
+    request (api.auth's generation, moved on once the removal is committed).
+    """
+    from api.services.keys import delete_member_keys  # keys imports this module
+
+    org = membership_in(actor, org_public_id).organization
+    with write_transaction():
+        mine, target = _locked_parties(actor, org, user_public_id)
+        if target.id != mine.id:
+            if mine.role not in Role.MANAGERS:
+                raise ApiError(ErrorCode.FORBIDDEN, "Only owners and admins can remove other members")
+            if target.role == Role.OWNER and mine.role != Role.OWNER:
+                raise ApiError(ErrorCode.FORBIDDEN, "Only owners can remove owners")
+        if target.role == Role.OWNER and _owner_count(org) == 1:
+            raise _last_owner_conflict(target, "removed")
+        delete_member_keys(target)
+        Membership.delete().where(Membership.id == target.id).execute()
+    announce_revocation()  # after the commit: a process that looks a removed key up again finds none
+
+
+def change_role(actor: Membership, org_public_id: str, user_public_id: str, role: str) -> MemberView:
+    """Set a member's role: owners any member's to any role; admins only between member and admin, and
+    not an owner's (403); members none. The last owner is not demoted (409)."""
+    org = membership_in(actor, org_public_id).organization
+    with write_transaction():
+        mine, target = _locked_parties(actor, org, user_public_id)
+        if mine.role not in Role.MANAGERS:
+            raise ApiError(ErrorCode.FORBIDDEN, "Only owners and admins can change roles")
+        if mine.role != Role.OWNER and Role.OWNER in (target.role, role):
+            raise ApiError(ErrorCode.FORBIDDEN, "Only owners can make owners or change an owner's role")
+        if target.role == Role.OWNER and role != Role.OWNER and _owner_count(org) == 1:
+            raise _last_owner_conflict(target, "demoted")
+        Membership.update(role=role).where(Membership.id == target.id).execute()
+        target.role = role
+    return member_view(target.user, target)
 
 
 def add_member(actor: Membership, org_public_id: str, email: str, role: str) -> tuple[User, Membership]:

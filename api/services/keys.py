@@ -118,20 +118,25 @@ def list_keys(
 
 
 def create_key(actor: Membership, org_public_id: str, member_public_id: str | None = None) -> IssuedKey:
-    """A new key for `member_public_id` (a user's id), or for the caller when None."""
+    """A new key for `member_public_id` (a user's id), or for the caller when None.
+
+    The target's membership is read again under its row lock, and the permission checks are made on
+    that: a member removed meanwhile is a 404 (the key's insert broke the foreign key, a 500), one made
+    an owner meanwhile gets no key from an admin (checked on the role before, it got one).
+    """
     mine = membership_in(actor, org_public_id)
     if member_public_id is None:
-        target, user = mine, mine.user
+        target_id, user = mine.id, mine.user
     else:
-        target = member_of(mine.organization, member_public_id)
-        user = target.user
-    if target.id != mine.id:
-        if mine.role not in Role.MANAGERS:
-            raise ApiError(ErrorCode.FORBIDDEN, "Members can create keys only for themselves")
-        if target.role == Role.OWNER and mine.role != Role.OWNER:
-            raise ApiError(ErrorCode.FORBIDDEN, "Only owners can create keys for owners")
+        found = member_of(mine.organization, member_public_id)
+        target_id, user = found.id, found.user
     with write_transaction():
-        locked(Membership.select().where(Membership.id == target.id)).first()  # two creations at once
+        # the row as it is now, locked: two creations at once, a removal or a role change wait for us
+        target = locked(Membership.select().where(Membership.id == target_id)).first()
+        if target is None:
+            raise NotFound("Member")
+        if target.id != mine.id:
+            _check_may_create_for(mine, target)
         active = ApiKey.select().where((ApiKey.membership == target.id) & ApiKey.revoked_at.is_null()).count()
         if active >= MAX_ACTIVE_KEYS:
             raise ApiError(
@@ -141,6 +146,14 @@ def create_key(actor: Membership, org_public_id: str, member_public_id: str | No
             )
         key, raw = issue_key(target)
     return IssuedKey(**_fields(key, user), key=raw)
+
+
+def _check_may_create_for(mine: Membership, target: Membership) -> None:
+    """403 unless `mine` may create a key for another member, `target` (its role as locked now)."""
+    if mine.role not in Role.MANAGERS:
+        raise ApiError(ErrorCode.FORBIDDEN, "Members can create keys only for themselves")
+    if target.role == Role.OWNER and mine.role != Role.OWNER:
+        raise ApiError(ErrorCode.FORBIDDEN, "Only owners can create keys for owners")
 
 
 def revoke_key(actor: Membership, org_public_id: str, key_public_id: str) -> None:

@@ -438,7 +438,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m inference.export", description=__doc__.splitlines()[0])
     parser.add_argument("--from", dest="source", type=Path, help="CTranslate2 whisper directory")
     parser.add_argument("--out", type=Path, default=Path("models"), help="output parent directory")
-    parser.add_argument("--name", default=None, help="output directory name (default whisper-tiny.en)")
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="output directory name (default: the --from folder's name, else whisper-tiny.en)",
+    )
     parser.add_argument("--precisions", default="fp32,int8,fp16", help="comma list of fp32,int8,fp16")
     parser.add_argument("--force", action="store_true", help="export even when up to date")
     args = parser.parse_args(argv)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, overload
 
 import requests
+import urllib3.exceptions
 
 from cliptext.errors import CODE_FOR_HTTP, ErrorCode
 from cliptext.sdk_types import (
@@ -77,6 +78,7 @@ TEXT_FORMATS = frozenset({"text", "srt", "vtt"})
 Format = Literal["json", "verbose_json", "text", "srt", "vtt"]
 ProgressCallback = Callable[[int, int], None]  # (bytes sent, total bytes)
 UPLOAD_CHUNK = 1024 * 1024
+ANSWER_READ = 64 * 1024  # at most this much of an answer per read while a deadline is watched
 # the code of an error answer that is not the API's envelope (a proxy's page), by HTTP status: as the API
 # itself would have answered it, and a gateway's 502/504 as its 503
 CODE_FOR_STATUS = {
@@ -161,7 +163,18 @@ def _retry_after(response: requests.Response) -> float | None:
         return None
     if when.tzinfo is None:  # "-0000": UTC without a named zone
         when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+    return max(0.0, (when - _server_now(response)).total_seconds())
+
+
+def _server_now(response: requests.Response) -> dt.datetime:
+    """The answer's own Date, which a Retry-After date is counted from: a phone whose clock is hours off
+    the server's read "in 1 s" as hours (over max_retry_wait: raised, not retried) or as already past
+    (retried at once, again and again). Our clock only when the answer has no usable Date."""
+    try:
+        now = email.utils.parsedate_to_datetime(response.headers.get("Date") or "")
+    except (TypeError, ValueError):
+        return dt.datetime.now(dt.UTC)
+    return now if now.tzinfo is not None else now.replace(tzinfo=dt.UTC)
 
 
 def _backoff(attempt: int) -> float:
@@ -307,6 +320,27 @@ def key_problem(api_key: str) -> str | None:
     return None
 
 
+def _read_by(response: requests.Response, deadline: float) -> None:
+    """Read a streamed answer's body into it, a read at a time, until `deadline`: the client's timeout
+    bounds each read, not the answer, so one arriving a byte at a time (a congested radio link) held
+    wait(timeout=2) for minutes. Raises what requests would (ReadTimeout once the deadline passes)."""
+    chunks: list[bytes] = []
+    try:
+        while chunk := response.raw.read1(ANSWER_READ, decode_content=True):
+            chunks.append(chunk)
+            if time.monotonic() >= deadline and not response.raw.closed:
+                raise requests.ReadTimeout("the answer was still arriving at the deadline")
+    except urllib3.exceptions.HTTPError as exc:  # requests' own reading wraps these the same way
+        response.close()
+        raise requests.ConnectionError(exc, response=response) from exc
+    except BaseException:
+        response.close()
+        raise
+    response._content = b"".join(chunks)
+    response._content_consumed = True
+    response.close()  # the body is read: hands the connection back to the pool
+
+
 def _sleep(seconds: float, deadline: float | None, why: str) -> None:
     """time.sleep, except that a sleep ending past `deadline` raises TIMEOUT at once instead."""
     if deadline is not None and time.monotonic() + seconds > deadline:
@@ -399,8 +433,8 @@ class Client:
         DELETE, or a POST carrying an Idempotency-Key). Every attempt carries one X-Request-Id, which
         any error raised carries as `request_id`. No answer in time is SERVICE_UNAVAILABLE, like no
         connection: TIMEOUT is wait()'s. `deadline` (time.monotonic()) bounds the whole call: a request
-        still unanswered or a Retry-After sleep ending past it raises TIMEOUT (a network error or a
-        gateway's 502/503/504 is not retried past it, but raised).
+        still unanswered (or its answer's body still arriving) or a Retry-After sleep ending past it
+        raises TIMEOUT (a network error or a gateway's 502/503/504 is not retried past it, but raised).
         `gone_ok`: a 404 after an attempt whose answer was lost is success (a DELETE that the lost
         attempt carried out)."""
         problem = key_problem(self.api_key)
@@ -435,7 +469,10 @@ class Client:
                     files=files,
                     data=data,
                     timeout=timeout,
+                    stream=deadline is not None,
                 )
+                if deadline is not None:
+                    _read_by(response, deadline)
             except requests.RequestException as exc:
                 if (
                     isinstance(exc, requests.Timeout)
@@ -555,10 +592,11 @@ class Client:
         name = filename or Path(str(getattr(source, "name", "") or "audio")).name
         kind = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
         size = _remaining_size(source)
-        if idempotency_key is not None:
-            return self._keyed_upload(source, name, size, kind, progress, idempotency_key)
-        presigned = self.presign_upload(name, kind, size)
-        return self._send_and_complete(presigned, source, name, size, kind, progress)
+        # without a key of the caller's, one of our own: a presign whose answer was lost is then retried
+        # and answered the same upload, where it raised and the upload the API had reserved held one of
+        # the plan's concurrent uploads for an hour (the Free plan's only one) with no one to free it
+        key = idempotency_key if idempotency_key is not None else uuid.uuid4().hex
+        return self._keyed_upload(source, name, size, kind, progress, key)
 
     def _keyed_upload(
         self, source: IO[bytes], name: str, size: int, kind: str, progress: ProgressCallback | None, key: str
@@ -651,11 +689,11 @@ class Client:
 
         A PUT may be sent again (S3 keeps the last whole one; the API's local storage takes a PUT
         again once the one before failed), and an upload left unsent holds one of the plan's
-        concurrent uploads for an hour: so a PUT that got no answer, or was asked to come back later
-        (429, 503, the 409 of a PUT of this upload still running, all with Retry-After), is sent again
-        from the start, at most `max_retries` times, when the file can seek back. After an unanswered
-        attempt, the 409 saying the URL was used means that attempt's bytes arrived: complete checks
-        them."""
+        concurrent uploads for an hour: so a PUT that got no answer, a gateway's 502/503/504, or was
+        asked to come back later (429, 503, the 409 of a PUT of this upload still running, all with
+        Retry-After), is sent again from the start, at most `max_retries` times, when the file can seek
+        back. After an unanswered or gateway-answered attempt, the 409 saying the URL was used means
+        that attempt's bytes arrived: complete checks them."""
         body = _ProgressBody(source, size, progress)
         headers = {"Content-Type": kind, **presigned.headers, "Content-Length": str(size)}
         can_resend = source.seekable()
@@ -683,7 +721,10 @@ class Client:
             error.details.setdefault("upload_id", presigned.id)
             if unanswered and error.status == 409 and error.retry_after is None:
                 return
-            wait = self._retry_wait(error, attempt, keyed=False) if can_resend else None
+            # a gateway's 502/504 page (a proxy in front of storage) is retried as a lost connection is;
+            # the API may have received the bytes behind it, so the resend's 409 "URL used" is success
+            wait = self._retry_wait(error, attempt, keyed=False, safe=True) if can_resend else None
+            unanswered = unanswered or error.status in GATEWAY_STATUSES
             if wait is None and can_resend and _busy(error) and attempt < self.max_retries:
                 wait = error.retry_after
             if wait is None:

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import click
 
-from cliptext.sdk import Client, CliptextError, Transcription, key_problem
+from cliptext.sdk import Client, CliptextError, Transcription, UploadInterrupted, key_problem
 
 EXIT_OK = 0
 EXIT_API_ERROR = 1
@@ -99,11 +99,20 @@ def _fail(
     sys.exit(EXIT_UNREACHABLE if unreachable else EXIT_API_ERROR)
 
 
-def _interrupted(queued: Sequence[tuple[Path, Transcription]] = ()) -> NoReturn:
+def _interrupted(
+    queued: Sequence[tuple[Path, Transcription]] = (), interrupt: KeyboardInterrupt | None = None
+) -> NoReturn:
     """Ctrl-C: a line instead of click's "Aborted!" (exit 1, an API error's code), naming what the server
-    goes on with."""
+    goes on with, and an upload the SDK could not give back in time (it held the Free plan's one
+    concurrent upload for an hour, and nothing said which it was)."""
     click.echo("interrupted", err=True)
     _name_queued(queued)
+    if isinstance(interrupt, UploadInterrupted):
+        click.echo(
+            f"upload {interrupt.upload_id} not given back: it holds one of the plan's concurrent uploads "
+            f"until its URL expires; `cliptext delete {interrupt.upload_id}` frees it",
+            err=True,
+        )
     sys.exit(EXIT_INTERRUPTED)
 
 
@@ -255,8 +264,8 @@ def pass_client(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(ctx: click.Context, /, *args: Any, **kwargs: Any) -> Any:
         try:
             return ctx.invoke(command, _client(ctx), *args, **kwargs)
-        except KeyboardInterrupt:
-            _interrupted()
+        except KeyboardInterrupt as interrupt:
+            _interrupted(interrupt=interrupt)
 
     return functools.update_wrapper(wrapper, command)
 
@@ -393,8 +402,8 @@ def transcribe(
         # an error while sending (the plan's limits, an option every file would be refused for) stops
         # the batch there, and the files from that one on are named
         _fail(error, created[finished:] if wait else (), files[sent:] if sending else ())
-    except KeyboardInterrupt:
-        _interrupted(created[finished:])
+    except KeyboardInterrupt as interrupt:
+        _interrupted(created[finished:], interrupt)
     sys.exit(exit_code)
 
 
@@ -529,14 +538,18 @@ def wait(client: Client, transcription_id: str, fmt: str, wait_timeout: float | 
 
 
 @cli.command(epilog=EPILOG)
-@click.argument("transcription_ids", metavar="ID...", nargs=-1, required=True)
+@click.argument("ids", metavar="ID...", nargs=-1, required=True)
 @pass_client
-def delete(client: Client, transcription_ids: tuple[str, ...]) -> None:
-    """Delete transcription(s) ID (canceling them when still queued or running)."""
+def delete(client: Client, ids: tuple[str, ...]) -> None:
+    """Delete transcription(s) ID (canceling them when still queued or running), or upload(s) upl_… that
+    no transcription uses (freeing their concurrent-upload slots)."""
     try:
-        for transcription_id in transcription_ids:
-            client.delete_transcription(transcription_id)
-            click.echo(f"deleted {transcription_id}", err=True)
+        for an_id in ids:
+            if an_id.startswith("upl_"):
+                client.delete_upload(an_id)
+            else:
+                client.delete_transcription(an_id)
+            click.echo(f"deleted {an_id}", err=True)
     except CliptextError as error:
         _fail(error)
 

@@ -51,6 +51,7 @@ from cliptext.sdk_types import (
     Transcription,
     TranscriptionError,
     Upload,
+    UploadInterrupted,
     WebhookSecret,
     Word,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "Transcription",
     "TranscriptionError",
     "Upload",
+    "UploadInterrupted",
     "WebhookSecret",
     "Word",
     "key_problem",
@@ -643,32 +645,34 @@ class Client:
             self._put(presigned, source, name, size, kind, progress)
             return self.complete_upload(presigned.id)
         except KeyboardInterrupt:  # the user is waiting for the prompt: no Retry-After sleeps
-            self._give_back(presigned.id, within=INTERRUPTED_GIVE_BACK)
+            if not self._give_back(presigned.id, within=INTERRUPTED_GIVE_BACK):
+                raise UploadInterrupted(presigned.id) from None  # says which upload still holds a slot
             raise
         except BaseException:  # refused, the file unreadable midway: the bytes will not come
             self._give_back(presigned.id)
             raise
 
-    def _give_back(self, upload_id: str, within: float | None = None) -> None:
+    def _give_back(self, upload_id: str, within: float | None = None) -> bool:
         """Best effort: delete a failed upload, else its slot is held until its URL expires. The server
         may still be ending the PUT the client just dropped (409 with Retry-After): a few short waits.
 
         `within` seconds bound it all (after Ctrl-C): a 429 on the DELETE (the very rate limit the
         interrupted upload was waiting out) was slept through, each Retry-After up to max_retries
-        times, before the command could exit."""
+        times, before the command could exit. Whether the upload is gone."""
         deadline = None if within is None else time.monotonic() + within
         for attempt in range(GIVE_BACK_TRIES):
             try:
                 self._request("DELETE", f"/uploads/{upload_id}", gone_ok=True, deadline=deadline)
-                return
+                return True
             except CliptextError as error:
                 if not _busy(error) or attempt == GIVE_BACK_TRIES - 1:
-                    return
+                    return False
             except Exception:
-                return
+                return False
             if deadline is not None and time.monotonic() + 0.5 >= deadline:
-                return
+                return False
             time.sleep(0.5)
+        return False
 
     def delete_upload(self, upload_id: str) -> None:
         """Delete an upload no transcription uses: its bytes go and its concurrent-upload slot is free.

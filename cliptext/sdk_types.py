@@ -12,6 +12,15 @@ from typing import Any, TypeVar
 FINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
 
 
+class UploadInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an upload whose give-back did not go through in time (the DELETE rate limited too):
+    `upload_id` holds one of the plan's concurrent uploads until its URL expires, unless deleted."""
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(upload_id)
+        self.upload_id = upload_id
+
+
 class CliptextError(Exception):
     """Any error: the API's envelope {"error": {code, message, details}} plus the HTTP status.
 

@@ -1012,6 +1012,37 @@ class Client:
             self._json("POST", f"/orgs/{org_id}/members", json={"email": email, "role": role})
         )
 
+    def list_members(self, org_id: str, *, limit: int = 100) -> list[Member]:
+        """The organization's members with their roles (any member may list them), in the API's order.
+        Every page of `limit`, as list_keys()."""
+        members: list[Member] = []
+        starting_after: str | None = None
+        while True:
+            page = self._json(
+                "GET", f"/orgs/{org_id}/members", params={"limit": limit, "starting_after": starting_after}
+            )
+            items, has_more = _page(page, f"GET /orgs/{org_id}/members")
+            members.extend(Member.from_json(item) for item in items)
+            if not has_more or not items:
+                return members
+            starting_after = items[-1]["id"]
+
+    def change_member_role(self, org_id: str, member_id: str, role: str) -> Member:
+        """Set the role of member `member_id` (usr_…): owners any, admins between member and admin only
+        (FORBIDDEN otherwise); the last owner is not demoted (CONFLICT). Setting a role twice does the
+        same, so it is retried after a network error."""
+        return Member.from_json(
+            self._json(
+                "PATCH", f"/orgs/{org_id}/members/{member_id}", json={"role": role}, retry_network=True
+            )
+        )
+
+    def remove_member(self, org_id: str, member_id: str) -> None:
+        """Remove member `member_id` (usr_…) and every key they hold in the organization (owners and
+        admins; only owners remove owners; anyone themselves). The last owner is kept (CONFLICT).
+        A 404 answering the automatic retry of a DELETE whose first answer was lost is success."""
+        self._request("DELETE", f"/orgs/{org_id}/members/{member_id}", gone_ok=True)
+
     def webhook_secret(self, org_id: str) -> WebhookSecret:
         """The secret webhook deliveries are signed with (to verify them); owners and admins only."""
         return WebhookSecret.from_json(self._json("GET", f"/orgs/{org_id}/webhook-secret"))

@@ -44,7 +44,7 @@ EXPOSED_HEADERS = (
     # the 504 and sent the file again, twice
     "x-should-retry",
 )
-METHODS = ("GET", "POST", "PUT", "DELETE")
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 PREFLIGHT_MAX_AGE = 600  # seconds a browser may reuse a preflight's answer
 
 

@@ -332,6 +332,9 @@ def _read_by(response: requests.Response, deadline: float) -> None:
             chunks.append(chunk)
             if time.monotonic() >= deadline and not response.raw.closed:
                 raise requests.ReadTimeout("the answer was still arriving at the deadline")
+    except urllib3.exceptions.ReadTimeoutError as exc:  # a read stalled for the client's timeout
+        response.close()
+        raise requests.ReadTimeout(exc, response=response) from exc
     except urllib3.exceptions.HTTPError as exc:  # requests' own reading wraps these the same way
         response.close()
         raise requests.ConnectionError(exc, response=response) from exc
@@ -665,6 +668,8 @@ class Client:
                 self._request("DELETE", f"/uploads/{upload_id}", gone_ok=True, deadline=deadline)
                 return True
             except CliptextError as error:
+                if error.code == ErrorCode.NOT_FOUND:  # gone already (refused at complete, or canceled)
+                    return True
                 if not _busy(error) or attempt == GIVE_BACK_TRIES - 1:
                     return False
             except Exception:

@@ -94,8 +94,8 @@ def list_keys(
     actor: Membership, org_public_id: str, limit: int = 100, starting_after: str | None = None
 ) -> KeyPage:
     """The organization's keys (revoked ones too) for owners and admins, a member's own for a member;
-    oldest first, `limit` at a time. Keys are never deleted (revoked ones stay listed), so a page runs on
-    from its `starting_after` key whatever happened since."""
+    oldest first, `limit` at a time. Revoked keys stay listed, so a page runs on from its `starting_after`
+    key; a removed member's keys are deleted with their membership, and a cursor naming one is a 422."""
     mine = membership_in(actor, org_public_id)
     query = _keys_of(mine.organization)
     if mine.role not in Role.MANAGERS:
@@ -189,18 +189,30 @@ def delete_member_keys(membership: Membership) -> int:
     return ApiKey.delete().where(ApiKey.membership == membership.id).execute()
 
 
-def _is_last_owner_key(org: Organization, key: ApiKey) -> bool:
-    """Whether `key` is the only active key any owner of the organization holds: the rule both
-    revocations (API and operator) apply, under the organization's row lock."""
-    owner_keys = [
-        found.id
-        for found in ApiKey.select(ApiKey.id)
+def _active_owner_keys(org: Organization) -> list[tuple[int, int]]:
+    """(key id, membership id) of every active key an owner of the organization holds."""
+    query = (
+        ApiKey.select(ApiKey.id, ApiKey.membership)
         .join(Membership)
         .where(
             (Membership.organization == org) & (Membership.role == Role.OWNER) & ApiKey.revoked_at.is_null()
         )
-    ]
-    return owner_keys == [key.id]
+    )
+    return [(key.id, key.membership_id) for key in query]
+
+
+def _is_last_owner_key(org: Organization, key: ApiKey) -> bool:
+    """Whether `key` is the only active key any owner of the organization holds: the rule both
+    revocations (API and operator) apply, under the organization's row lock."""
+    return [key_id for key_id, _ in _active_owner_keys(org)] == [key.id]
+
+
+def holds_every_owner_key(org: Organization, owner: Membership) -> bool:
+    """Whether `owner` holds every active owner key of the organization (at least one): removing or
+    demoting them would leave no key that can manage owners, which a revocation is refused for. Asked
+    under the organization's row lock (api.services.orgs)."""
+    held = _active_owner_keys(org)
+    return bool(held) and all(membership_id == owner.id for _, membership_id in held)
 
 
 def _last_owner_conflict(key: ApiKey) -> ApiError:

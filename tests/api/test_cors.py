@@ -69,6 +69,10 @@ def test_the_api_answers_the_configured_origins(make_app, new_org):
     allowed = answer.headers["Access-Control-Allow-Headers"].lower()
     assert "authorization" in allowed and "idempotency-key" in allowed
     assert answer.headers["Access-Control-Max-Age"] == "600"
+    # every method the API has: PATCH (a member's role) was missing, so a page could not send it
+    for method in ("GET", "POST", "PATCH", "DELETE"):
+        asked = preflight(client, "/v1/orgs/org_x/members/usr_x", APP_ORIGIN, method, "authorization")
+        assert method in asked.headers.get("Access-Control-Allow-Methods", ""), method
 
     listed = client.get("/v1/transcriptions", headers={**key, "Origin": APP_ORIGIN})
     assert listed.status_code == 200

@@ -178,8 +178,8 @@ def test_a_page_of_another_origin_is_refused_cleanly(serve):
     assert not any(name.lower().startswith("access-control-") for name in refused.headers)
     answer = page.fetch("GET", "/v1/transcriptions", origin=STRANGER)
     assert not readable(answer, STRANGER)
-    patch = page.preflight("/v1/transcriptions", "PATCH", "authorization")
-    assert not allows(patch, "PATCH", "authorization")  # no such method: no Allow-Methods granted
+    purge = page.preflight("/v1/transcriptions", "PURGE", "authorization")
+    assert not allows(purge, "PURGE", "authorization")  # no such method: no Allow-Methods granted
 
 
 def test_openai_s_javascript_sdk_gets_through_its_preflight(serve):

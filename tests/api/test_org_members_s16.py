@@ -289,3 +289,29 @@ def test_the_last_two_owners_leaving_at_once_leave_one(app, make_app, new_org, m
         )
         assert [m.user.public_id for m in owners] == [second_id]
     assert client.get(members_url(org), headers=second_headers).status_code == 200
+
+
+def test_an_owner_holding_every_owner_key_is_neither_removed_nor_demoted(client, new_org):
+    """Revoking the organization's last owner key is refused (409), but demoting or removing the owner who
+    held it left the organization with no key that manages owners: the other owner, keyless, could not
+    get one from anyone in the organization."""
+    org, owner = new_org("enterprise", custom_rate_limit=100_000)
+    owner_id = client.get(members_url(org), headers=owner).get_json()["data"][0]["id"]
+    added = client.post(
+        members_url(org), json={"email": "second@example.com", "role": "owner"}, headers=owner
+    )
+    second_id = added.get_json()["id"]  # an owner without a key
+    for answer in (
+        client.patch(members_url(org, owner_id), json={"role": "admin"}, headers=owner),
+        client.delete(members_url(org, owner_id), headers=owner),
+    ):
+        error = assert_error(answer, 409, "CONFLICT")
+        assert error["details"] == {"user_id": owner_id} and "another owner" in error["message"]
+    assert roles_of(client, org, owner)[owner_id] == Role.OWNER
+    # once the other owner has a key, the first may step down and leave
+    made = client.post(f"/v1/orgs/{org.public_id}/keys", json={"member_id": second_id}, headers=owner)
+    assert made.status_code == 201, made.get_json()
+    second = bearer(made.get_json()["key"])
+    assert client.patch(members_url(org, owner_id), json={"role": "admin"}, headers=owner).status_code == 200
+    assert client.delete(members_url(org, owner_id), headers=second).status_code == 204
+    assert roles_of(client, org, second) == {second_id: Role.OWNER}

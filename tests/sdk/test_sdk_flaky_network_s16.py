@@ -327,3 +327,44 @@ def test_wait_gives_up_at_its_timeout_on_an_answer_that_trickles_in(
     assert created.id in raised.value.message
     assert time.monotonic() - started < 10
     assert proxy.outcomes("GET", r"/transcriptions/") == ["trickled 200"]
+
+
+@pytest.fixture
+def stalling_server() -> Iterator[str]:
+    """A server that answers every request with its headers and 5 bytes of a JSON body, then nothing
+    (a connection that stalls mid-answer): its base URL."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            body = b'{"id": "txn_1", "status": "processing"}'
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(
+                body
+            )
+            conn.sendall(head + body[:5])
+            held.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/v1"
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+def test_wait_on_an_answer_that_stalls_mid_body_is_a_timeout(stalling_server: str) -> None:
+    """A read that stalled until wait()'s deadline was taken for a lost connection: SERVICE_UNAVAILABLE
+    (the CLI's "unreachable" exit) where the deadline had passed, TIMEOUT."""
+    client = Client(api_key="ck_" + "a" * 40, base_url=stalling_server, timeout=30)
+    started = time.monotonic()
+    with pytest.raises(CliptextError) as raised:
+        client.wait("txn_1", timeout=2)
+    assert raised.value.code == "TIMEOUT", raised.value
+    assert time.monotonic() - started < 10

@@ -55,14 +55,14 @@ def test_a_transcription_created_while_the_last_one_is_deleted(app, make_app, ne
     upload_id = upload_file(client, headers, JFK_MP3)
     first = transcribe(client, headers, upload_id).get_json()["id"]
     removing = threading.Event()
-    real_delete_upload = transcription_service.delete_upload
+    real_retire_upload = transcription_service.retire_upload
 
-    def slow_delete_upload(state, upload):
+    def slow_retire_upload(state, upload):
         removing.set()
         threading.Event().wait(PAUSE)
-        real_delete_upload(state, upload)
+        real_retire_upload(state, upload)
 
-    monkeypatch.setattr(transcription_service, "delete_upload", slow_delete_upload)
+    monkeypatch.setattr(transcription_service, "retire_upload", slow_retire_upload)
 
     def create_when_removing():
         assert removing.wait(10)

@@ -1020,17 +1020,7 @@ class Client:
     def list_members(self, org_id: str, *, limit: int = 100) -> list[Member]:
         """The organization's members with their roles (any member may list them), in the API's order.
         Every page of `limit`, as list_keys()."""
-        members: list[Member] = []
-        starting_after: str | None = None
-        while True:
-            page = self._json(
-                "GET", f"/orgs/{org_id}/members", params={"limit": limit, "starting_after": starting_after}
-            )
-            items, has_more = _page(page, f"GET /orgs/{org_id}/members")
-            members.extend(Member.from_json(item) for item in items)
-            if not has_more or not items:
-                return members
-            starting_after = items[-1]["id"]
+        return [Member.from_json(item) for item in self._every_page(f"/orgs/{org_id}/members", limit)]
 
     def change_member_role(self, org_id: str, member_id: str, role: str) -> Member:
         """Set the role of member `member_id` (usr_…): owners any, admins between member and admin only
@@ -1068,17 +1058,19 @@ class Client:
     def list_keys(self, org_id: str, *, limit: int = 100) -> list[ApiKey]:
         """The organization's keys, oldest first, revoked ones too (owners and admins); a member's own
         for a member. Every page of `limit`."""
-        keys: list[ApiKey] = []
+        return [ApiKey.from_json(item) for item in self._every_page(f"/orgs/{org_id}/keys", limit)]
+
+    def _every_page(self, path: str, limit: int) -> list[Mapping[str, Any]]:
+        """The items of every page of a list `path` answers, `limit` a page, following `has_more`."""
+        items: list[Mapping[str, Any]] = []
         starting_after: str | None = None
         while True:
-            page = self._json(
-                "GET", f"/orgs/{org_id}/keys", params={"limit": limit, "starting_after": starting_after}
-            )
-            items, has_more = _page(page, f"GET /orgs/{org_id}/keys")
-            keys.extend(ApiKey.from_json(item) for item in items)
-            if not has_more or not items:
-                return keys
-            starting_after = items[-1]["id"]
+            page = self._json("GET", path, params={"limit": limit, "starting_after": starting_after})
+            found, has_more = _page(page, f"GET {path}")
+            items.extend(found)
+            if not has_more or not found:
+                return items
+            starting_after = found[-1]["id"]
 
     def revoke_key(self, org_id: str, key_id: str) -> None:
         """Revoke a key (key_…): refused by the API from its next request. Revoking a revoked key

@@ -175,12 +175,17 @@ def _last_owner_conflict(target: Membership, action: str) -> ApiError:
     )
 
 
-def _refuse_taking_every_owner_key(org: Organization, target: Membership, action: str) -> None:
-    """409 when `target`, an owner, holds every active owner key: removed or demoted, they left the
-    organization no key that manages owners (revoking that last key is refused too)."""
+def _refuse_taking_an_owner(org: Organization, target: Membership, action: str) -> None:
+    """409 when `target` is an owner the organization cannot lose (removed or demoted): its last owner,
+    or the one holding every active owner key (they left the organization no key that manages owners,
+    and revoking that last key is refused too). Under the organization's row lock."""
     from api.services.keys import holds_every_owner_key  # keys imports this module
 
-    if target.role == Role.OWNER and holds_every_owner_key(org, target):
+    if target.role != Role.OWNER:
+        return
+    if _owner_count(org) == 1:
+        raise _last_owner_conflict(target, action)
+    if holds_every_owner_key(org, target):
         raise ApiError(
             ErrorCode.CONFLICT,
             f"This owner holds the organization's last owner keys and cannot be {action}; create a key "
@@ -216,9 +221,7 @@ def remove_member(actor: Membership, org_public_id: str, user_public_id: str) ->
                 raise ApiError(ErrorCode.FORBIDDEN, "Only owners and admins can remove other members")
             if target.role == Role.OWNER and mine.role != Role.OWNER:
                 raise ApiError(ErrorCode.FORBIDDEN, "Only owners can remove owners")
-        if target.role == Role.OWNER and _owner_count(org) == 1:
-            raise _last_owner_conflict(target, "removed")
-        _refuse_taking_every_owner_key(org, target, "removed")
+        _refuse_taking_an_owner(org, target, "removed")
         delete_member_keys(target)
         Membership.delete().where(Membership.id == target.id).execute()
     announce_revocation()  # after the commit: a process that looks a removed key up again finds none
@@ -234,10 +237,8 @@ def change_role(actor: Membership, org_public_id: str, user_public_id: str, role
             raise ApiError(ErrorCode.FORBIDDEN, "Only owners and admins can change roles")
         if mine.role != Role.OWNER and Role.OWNER in (target.role, role):
             raise ApiError(ErrorCode.FORBIDDEN, "Only owners can make owners or change an owner's role")
-        if target.role == Role.OWNER and role != Role.OWNER:
-            if _owner_count(org) == 1:
-                raise _last_owner_conflict(target, "demoted")
-            _refuse_taking_every_owner_key(org, target, "demoted")
+        if role != Role.OWNER:
+            _refuse_taking_an_owner(org, target, "demoted")
         Membership.update(role=role).where(Membership.id == target.id).execute()
         target.role = role
     return member_view(target.user, target)

@@ -333,17 +333,13 @@ def _read_by(response: requests.Response, deadline: float) -> None:
             if time.monotonic() >= deadline and not response.raw.closed:
                 raise requests.ReadTimeout("the answer was still arriving at the deadline")
     except urllib3.exceptions.ReadTimeoutError as exc:  # a read stalled for the client's timeout
-        response.close()
         raise requests.ReadTimeout(exc, response=response) from exc
     except urllib3.exceptions.HTTPError as exc:  # requests' own reading wraps these the same way
-        response.close()
         raise requests.ConnectionError(exc, response=response) from exc
-    except BaseException:
-        response.close()
-        raise
+    finally:
+        response.close()  # read whole (the connection goes back to the pool) or given up on
     response._content = b"".join(chunks)
     response._content_consumed = True
-    response.close()  # the body is read: hands the connection back to the pool
 
 
 def _sleep(seconds: float, deadline: float | None, why: str) -> None:

@@ -309,21 +309,18 @@ def build_cues(
     max_gap: float = MAX_GAP,
 ) -> list[Cue]:
     """Cues for segments ({start, end, text, words?}) in time order, timed in milliseconds."""
-    raw: list[tuple[int, int, tuple[str, ...]]] = []
-    ends: list[float] = []  # of each raw cue's segment
+    raw: list[tuple[int, float, int, tuple[str, ...]]] = []  # start, its segment's end, end, lines
     for segment in segments:
         words = _words_of(segment)
         for start, end, lines in _segment_cues(words, max_chars, max_lines, max_seconds, max_gap):
-            raw.append((round(start * 1000), round(end * 1000), lines))
-            ends.append(float(segment["end"]))
+            raw.append((round(start * 1000), float(segment["end"]), round(end * 1000), lines))
     # cues starting together (the channels of a split transcription all start at 0): the one of the
     # segment that ends first goes first, so each is shown while it is spoken; the other, pushed, still
-    # ends when its words do. A segment's own cues keep their order (the same end).
-    order = sorted(range(len(raw)), key=lambda i: (raw[i][0], ends[i]))
-    raw = [raw[i] for i in order]
+    # ends when its words do. A segment's own cues keep their order (the same end; the sort is stable).
+    raw.sort(key=lambda cue: cue[:2])
     cues: list[Cue] = []
     min_ms = round(min_seconds * 1000)
-    for i, (start, end, lines) in enumerate(raw):
+    for i, (start, _, end, lines) in enumerate(raw):
         pushed = bool(cues) and start < cues[-1].end_ms
         if pushed:
             start = cues[-1].end_ms
